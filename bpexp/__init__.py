@@ -1,0 +1,3 @@
+"""bpexp: gradient descent and backpropagation, observable and checkable."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""One module per experiment: ``run(cfg, run) -> summary dict``."""
