@@ -1,0 +1,120 @@
+"""``python -m bpexp +experiment=NAME [overrides]``: config -> schema -> experiment -> run folder.
+
+Thin on purpose: everything testable lives in the library and in ``experiments/``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from bpexp import config, outputs
+
+GROUPS = ("model", "data", "optimizer", "sweep", "experiment")
+_GROUP_ARG = re.compile(r"^(?:\+{1,2}|~)?(?P<group>%s)=(?P<value>.*)$" % "|".join(GROUPS))
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (config.CONF_DIR / group).glob("*.yaml"))
+
+
+def check_argv(argv: list[str]) -> None:
+    """Unknown group options (``model=nope``) fail here with one line, before Hydra's
+    multi-line error. Handles comma lists and glob(...) of multirun."""
+    for arg in argv:
+        m = _GROUP_ARG.match(arg)
+        if not m:
+            continue
+        group, value = m["group"], m["value"]
+        options = group_options(group)
+        if group == "experiment":
+            options = [o for o in options if o in config.experiment_names()]
+        g = re.fullmatch(r"glob\((.*)\)", value)
+        if g:
+            pats = [p.strip() for p in g[1].split(",")]
+            if not any(fnmatch.fnmatch(o, p) for o in options for p in pats if not p.startswith("exclude")):
+                _die(f"{group}={value} matches no {group}; choose among {', '.join(options)}")
+            continue
+        for v in value.split(","):
+            if v.strip() not in options:
+                _die(f"{group}={v.strip()!r} is not a {group}; choose one of {', '.join(options)}")
+
+
+def _die(msg: str, code: int = 2):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def setup_jax(cfg: config.Cfg, module) -> None:
+    """Precision and device, before any array is made."""
+    import jax
+
+    x64 = cfg.precision == "float64" or getattr(module, "PRECISION", None) == "float64"
+    jax.config.update("jax_enable_x64", bool(x64) or bool(jax.config.read("jax_enable_x64")))
+    if cfg.device == "gpu":
+        try:
+            jax.devices("gpu")
+        except RuntimeError:
+            _die(f"device='gpu' but no GPU is visible; available backend: {jax.default_backend()} (use device=auto or cpu)")
+    if jax.default_backend() == "gpu" and x64:
+        jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 in checks
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
+    tree = OmegaConf.to_container(dcfg, resolve=True)
+    try:
+        cfg = config.build(tree)
+    except config.ConfigError as e:
+        _die(str(e))
+    module = config.experiment_module(cfg.experiment.name)
+    setup_jax(cfg, module)
+    name = cfg.experiment.name
+    with outputs.open_run(cfg.outputs.root, name, OmegaConf.to_yaml(dcfg, resolve=True)) as run:
+        try:
+            summary = module.run(cfg, run)
+            run.save_summary(summary)
+            run.finish("finished", summary)
+        except (config.ConfigError, ValueError) as e:
+            # a bad combination found while running: recorded as failed, one line, non-zero
+            run.finish("failed", error=f"{type(e).__name__}: {e}")
+            print(f"error: {e}", file=sys.stderr)
+            print(f"run dir: {run.dir}")
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted\nrun dir: {run.dir}")
+            raise
+        except BaseException:
+            print(f"failed, see {run.dir / 'error.txt'}\nrun dir: {run.dir}", file=sys.stderr)
+            raise
+    _note_in_sweep(run)
+    print(f"run dir: {run.dir}")
+
+
+def _note_in_sweep(run) -> None:
+    """In a multirun, leave the run folder's path in the job's sweep subfolder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return
+    if hc.mode is not None and hc.mode.name == "MULTIRUN":
+        outputs.write_text(os.path.join(hc.runtime.output_dir, "run_dir.txt"), f"{run.dir}\n")
+
+
+def cli() -> None:
+    check_argv(sys.argv[1:])
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,123 @@
+"""Hand-derived backward passes, one per model, in the notation of the CS230 notes.
+
+Each returns the same pytree as ``jax.grad(model.loss)(p, X, Y)``; tests prove it.
+``X: (n, m)``, ``Y: (d_out, m)``; ``1`` is the all-ones (m, 1), i.e. a sum over columns.
+Autodiff is never used here.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from bpexp.models import activate, logistic_logits, n_layers, sigmoid
+
+
+def _sum_cols(A):
+    """A 1 : (rows, 1), the bias gradient."""
+    return jnp.sum(A, axis=1, keepdims=True)
+
+
+def univariate(p, X, Y):
+    m = Y.shape[-1]
+    yhat = p["w"] * X + p["b"]                       # yhat = w x + b
+    dyhat = (2.0 / m) * (yhat - Y)                   # dL/dyhat = (2/m)(yhat - y)
+    return {"w": jnp.sum(dyhat * X),                 # dw = (2/m)(yhat - y) x^T
+            "b": jnp.sum(dyhat)}                     # db = (2/m)(yhat - y) 1
+
+
+def multivariate(p, X, Y):
+    m = Y.shape[-1]
+    yhat = p["w"] @ X + p["b"]                       # yhat = w X + b
+    dyhat = (2.0 / m) * (yhat - Y)                   # dL/dyhat = (2/m)(yhat - y)  (1, m)
+    return {"w": dyhat @ X.T,                        # dw = (2/m)(yhat - y) X^T   (1, n)
+            "b": jnp.sum(dyhat)}                     # db = (2/m)(yhat - y) 1
+
+
+def two_layer_linear(p, X, Y):
+    m = Y.shape[-1]
+    Z = p["W1"] @ X + p["b1"]                        # Z = W1 X + b1              (k, m)
+    yhat = p["W2"] @ Z + p["b2"]                     # yhat = W2 Z + b2
+    dyhat = (2.0 / m) * (yhat - Y)                   # dL/dyhat                   (d, m)
+    dZ = p["W2"].T @ dyhat                           # dL/dZ = W2^T dL/dyhat      (k, m)
+    return {"W2": dyhat @ Z.T,                       # dW2 = (2/m)(yhat - y) Z^T
+            "b2": _sum_cols(dyhat),                  # db2 = (2/m)(yhat - y) 1
+            "W1": dZ @ X.T,                          # dW1 = W2^T (2/m)(yhat - y) X^T
+            "b1": _sum_cols(dZ)}                     # db1 = W2^T (2/m)(yhat - y) 1
+
+
+def two_layer_sigmoid(p, X, Y):
+    m = Y.shape[-1]
+    A = sigmoid(p["W1"] @ X + p["b1"])               # A = sigma(W1 X + b1)       (k, m)
+    yhat = p["W2"] @ A + p["b2"]                     # yhat = W2 A + b2
+    dyhat = (2.0 / m) * (yhat - Y)                   # dL/dyhat
+    dZ = (p["W2"].T @ dyhat) * A * (1 - A)           # dL/dZ = W2^T dL/dyhat * sigma'(Z)
+    return {"W2": dyhat @ A.T,                       # dW2 = (2/m)(yhat - y) A^T
+            "b2": _sum_cols(dyhat),                  # db2 = (2/m)(yhat - y) 1
+            "W1": dZ @ X.T,                          # dW1 = dZ X^T
+            "b1": _sum_cols(dZ)}                     # db1 = dZ 1
+
+
+def logistic(p, X, Y):
+    m = Y.shape[-1]
+    a = sigmoid(logistic_logits(p, X))               # a = sigma(w X + b)
+    dz = (a - Y) / m                                 # dL/dz = (a - y)/m  (BCE o sigmoid)
+    return {"w": dz @ X.T,                           # dw = dZ X^T
+            "b": jnp.sum(dz)}                        # db = dZ 1
+
+
+def activation_prime(name, z, a):
+    """f'(z) written with the cached forward values."""
+    if name == "sigmoid":
+        return a * (1 - a)                           # sigma' = a (1 - a) <= 1/4
+    if name == "tanh":
+        return 1 - a * a                             # tanh' = 1 - a^2
+    if name == "relu":
+        return (z > 0).astype(z.dtype)               # relu' = 1[z > 0]
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def output_delta(output, zL, Y):
+    """delta_L = dL/dz_L for each output/loss pair."""
+    m = Y.shape[-1]
+    if output == "identity_mse":
+        return (2.0 / m) * (zL - Y)                  # d/dz (1/m)||z - y||^2
+    if output == "sigmoid_mse":
+        a = sigmoid(zL)
+        return (2.0 / m) * (a - Y) * a * (1 - a)     # dL/da * sigma'(z)
+    if output == "sigmoid_ce":
+        return (sigmoid(zL) - Y) / m                 # (a - y)/m
+    if output == "softmax_ce":
+        e = jnp.exp(zL - jnp.max(zL, axis=0, keepdims=True))
+        P = e / jnp.sum(e, axis=0, keepdims=True)
+        return (P - Y) / m                           # (P - Y)/m
+    raise ValueError(f"unknown output {output!r}")
+
+
+def mlp_forward_cache(p, X, activation):
+    """Forward pass keeping z_l and a_l (a_0 = X) for the backward pass."""
+    L = n_layers(p)
+    zs, acts = [], [X]
+    for l in range(1, L + 1):
+        z = p[f"W{l}"] @ acts[-1] + p[f"b{l}"]       # z_l = W_l a_{l-1} + b_l
+        zs.append(z)
+        if l < L:
+            acts.append(activate(activation, z))     # a_l = f(z_l)
+    return zs, acts
+
+
+def mlp(p, X, Y, *, activation="sigmoid", output="identity_mse", return_deltas=False):
+    """The delta recursion of Lecture 5, written once for any depth:
+    delta_L = dL/da_L * f'(z_L); delta_l = (W_{l+1}^T delta_{l+1}) * f'(z_l);
+    dW_l = delta_l a_{l-1}^T ; db_l = delta_l 1."""
+    L = n_layers(p)
+    zs, acts = mlp_forward_cache(p, X, activation)
+    delta = output_delta(output, zs[-1], Y)
+    g, deltas = {}, {L: delta}
+    for l in range(L, 0, -1):
+        g[f"W{l}"] = delta @ acts[l - 1].T           # dW_l = delta_l a_{l-1}^T
+        g[f"b{l}"] = _sum_cols(delta)                # db_l = delta_l 1
+        if l > 1:
+            delta = (p[f"W{l}"].T @ delta) * activation_prime(activation, zs[l - 2], acts[l - 1])
+            deltas[l - 1] = delta                    # delta_{l-1} = W_l^T delta_l * f'(z_{l-1})
+    g = {k: g[k] for k in p}                         # same key order as params
+    return (g, deltas) if return_deltas else g

@@ -1,0 +1,201 @@
+"""Hand-written optimizers as optax GradientTransformations (CS230 conventions).
+
+Conventions of CS230 / deeplearning.ai; ``t`` counts steps from 1, ``g`` is the
+gradient, ``a`` the learning rate. Each optimizer has an exact optax twin:
+
+| name     | update                                           | optax twin                                             |
+|----------|--------------------------------------------------|--------------------------------------------------------|
+| gd       | w -= a g                                         | optax.sgd(a)                                           |
+| momentum | v = b v + (1-b) g ; w -= a v                     | optax.sgd(a * (1 - b), momentum=b)                     |
+| rmsprop  | s = b2 s + (1-b2) g^2 ; w -= a g / (sqrt(s)+eps) | optax.rmsprop(a, decay=b2, eps=eps, eps_in_sqrt=False) |
+| adam     | v = b1 v + (1-b1) g ; s = b2 s + (1-b2) g^2 ;    | optax.adam(a, b1, b2, eps)                             |
+|          | w -= a (v/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps)   |                                                        |
+
+Why the mappings: CS230 momentum is an exponential moving average while optax's
+``trace`` is a plain sum ``v = b v + g`` (= EMA / (1-b)), hence ``lr * (1-b)``;
+optax rmsprop puts eps inside the sqrt by default, CS230 outside
+(``eps_in_sqrt=False``); adam is identical.
+
+Every hyperparameter may be a traced jax array (``jax.vmap`` over lr / betas /
+eps without recompiling): they are never converted with ``float()`` nor
+branched on. The optax twins also accept traced hyperparameters (checked in
+``tests/test_optim.py``). Updates are the negative step (optax convention,
+apply with ``optax.apply_updates``). States follow the params' dtypes;
+hyperparameters are cast to each leaf's dtype, so float32 grads stay float32.
+The adam step count is int32 and is not saturated (optax's is) at 2**31 steps.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class _Required:
+    """Sentinel default for hyperparameters without a default (lr)."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+HYPERPARAMS: dict[str, dict[str, Any]] = {
+    "gd": {"lr": REQUIRED},
+    "momentum": {"lr": REQUIRED, "beta": 0.9},
+    "rmsprop": {"lr": REQUIRED, "beta2": 0.999, "eps": 1e-8},
+    "adam": {"lr": REQUIRED, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+}
+NAMES: tuple[str, ...] = tuple(HYPERPARAMS)
+
+
+class MomentumState(NamedTuple):
+    v: optax.Params  # pytree like params; EMA of gradients
+
+
+class RMSPropState(NamedTuple):
+    s: optax.Params  # pytree like params; EMA of squared gradients
+
+
+class AdamState(NamedTuple):
+    count: jax.Array  # shape=(), dtype=int32; number of steps taken (t - 1)
+    v: optax.Params  # pytree like params; EMA of gradients (1st moment)
+    s: optax.Params  # pytree like params; EMA of squared gradients (2nd moment)
+
+
+def _like(x, ref: jax.Array) -> jax.Array:
+    """Hyperparameter `x` (float or traced array) cast to the dtype of `ref`.
+
+    Derived values like ``1 - beta`` are computed before the cast, in the
+    hyperparameter's own precision (1 - float32(0.999) is off by 1e-5 relative).
+    """
+    return jnp.asarray(x).astype(ref.dtype)
+
+
+def gd(lr) -> optax.GradientTransformation:
+    """Plain gradient descent: w -= lr g."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda g: -_like(lr, g) * g, updates), state  # -a g
+
+    return optax.GradientTransformation(init, update)
+
+
+def momentum(lr, beta=0.9) -> optax.GradientTransformation:
+    """Momentum with an EMA velocity: v = b v + (1-b) g; w -= lr v."""
+
+    def init(params):
+        return MomentumState(v=jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+
+        def ema(g, v):
+            return _like(beta, g) * v + _like(1 - beta, g) * g  # v = b v + (1-b) g
+
+        v = jax.tree.map(ema, updates, state.v)
+        updates = jax.tree.map(lambda v_: -_like(lr, v_) * v_, v)  # -a v
+        return updates, MomentumState(v=v)
+
+    return optax.GradientTransformation(init, update)
+
+
+def rmsprop(lr, beta2=0.999, eps=1e-8) -> optax.GradientTransformation:
+    """RMSProp: s = b2 s + (1-b2) g^2; w -= lr g / (sqrt(s) + eps)."""
+
+    def init(params):
+        return RMSPropState(s=jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+
+        def ema_sq(g, s):
+            return _like(beta2, g) * s + _like(1 - beta2, g) * g**2  # s = b2 s + (1-b2) g^2
+
+        def step(g, s):
+            return -_like(lr, g) * g / (jnp.sqrt(s) + _like(eps, g))  # -a g / (sqrt(s) + eps)
+
+        s = jax.tree.map(ema_sq, updates, state.s)
+        us = jax.tree.map(step, updates, s)
+        return us, RMSPropState(s=s)
+
+    return optax.GradientTransformation(init, update)
+
+
+def adam(lr, beta1=0.9, beta2=0.999, eps=1e-8) -> optax.GradientTransformation:
+    """Adam with bias correction (t counts from 1)."""
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return AdamState(count=jnp.zeros([], jnp.int32), v=zeros, s=zeros)
+
+    def update(updates, state, params=None):
+        del params
+        t = state.count + 1  # t = 1, 2, ...
+        # 1 - b^t in the hyperparameter's own (higher) precision, then cast.
+        c1 = 1 - jnp.asarray(beta1) ** t  # 1 - b1^t
+        c2 = 1 - jnp.asarray(beta2) ** t  # 1 - b2^t
+
+        def ema(g, v):
+            return _like(beta1, g) * v + _like(1 - beta1, g) * g  # v = b1 v + (1-b1) g
+
+        def ema_sq(g, s):
+            return _like(beta2, g) * s + _like(1 - beta2, g) * g**2  # s = b2 s + (1-b2) g^2
+
+        def step(v, s):
+            v_hat = v / _like(c1, v)  # v / (1 - b1^t)
+            s_hat = s / _like(c2, s)  # s / (1 - b2^t)
+            return -_like(lr, v) * v_hat / (jnp.sqrt(s_hat) + _like(eps, v))
+
+        v = jax.tree.map(ema, updates, state.v)
+        s = jax.tree.map(ema_sq, updates, state.s)
+        us = jax.tree.map(step, v, s)  # -a v_hat / (sqrt(s_hat) + eps)
+        return us, AdamState(count=t, v=v, s=s)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _optax_twin(name: str, hp: dict) -> optax.GradientTransformation:
+    """The optax transformation equal to `name` (see the module table)."""
+    a = hp["lr"]
+    if name == "gd":
+        return optax.sgd(a)
+    if name == "momentum":
+        b = hp["beta"]
+        return optax.sgd(a * (1 - b), momentum=b)  # optax trace = EMA / (1-b)
+    if name == "rmsprop":
+        return optax.rmsprop(a, decay=hp["beta2"], eps=hp["eps"], eps_in_sqrt=False)
+    return optax.adam(a, b1=hp["beta1"], b2=hp["beta2"], eps=hp["eps"])
+
+
+_MANUAL = {"gd": gd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam}
+
+
+def get(name: str, impl: str = "manual", **hp) -> optax.GradientTransformation:
+    """Optimizer `name` with hyperparameters `hp` (lr required).
+
+    impl="manual" gives the hand-written transformation, impl="optax" its optax
+    twin with the mapped hyperparameters. Raises ValueError on an unknown name,
+    unknown impl, unknown hyperparameter or missing lr.
+    """
+    if name not in HYPERPARAMS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(NAMES)}")
+    if impl not in ("manual", "optax"):
+        raise ValueError(f"unknown impl {impl!r}; known: manual, optax")
+    allowed = HYPERPARAMS[name]
+    unknown = sorted(set(hp) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)} for {name!r}; allowed: {', '.join(allowed)}")
+    full = {**allowed, **hp}
+    missing = [k for k, v in full.items() if v is REQUIRED]
+    if missing:
+        raise ValueError(f"{name!r} needs hyperparameter(s): {', '.join(missing)}")
+    if impl == "optax":
+        return _optax_twin(name, full)
+    return _MANUAL[name](**full)

@@ -1,0 +1,51 @@
+"""Tables for the terminal (rich) and for report.md (markdown), from the same rows."""
+
+from __future__ import annotations
+
+import math
+
+
+def fmt(v, digits: int = 4) -> str:
+    """Compact number formatting: scientific for tiny/huge values, 'nan' kept visible."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+            return f"{v:.{digits - 1}e}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for h in header:
+        t.add_column(h, overflow="fold")
+    for r in rows:
+        t.add_row(*[fmt(v) for v in r])
+    widths = [max([len(h)] + [len(fmt(r[i])) for r in rows]) for i, h in enumerate(header)]
+    Console(width=max(80, sum(w + 3 for w in widths) + 4)).print(t)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def report(title: str, question: str, command: str, sections: list[tuple[str, str]],
+           figures: list[str]) -> str:
+    """report.md: question, command, then (heading, markdown) sections and embedded figures."""
+    out = [f"# {title}\n", f"**Question.** {question}\n", f"```\n{command}\n```\n"]
+    for head, body in sections:
+        out.append(f"## {head}\n\n{body}\n")
+    if figures:
+        out.append("## Figures\n")
+        out += [f"![{f}](figures/{f})\n" for f in figures]
+    return "\n".join(out)

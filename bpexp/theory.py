@@ -1,0 +1,265 @@
+"""Analytic references that the experiments compare their measurements against.
+
+Conventions: examples are columns, X is (n, m), Y is (d_out, m); the linear
+model is Yhat = W X + b with MSE  L = (1/m) * sum((Yhat - Y)**2).
+Everything here is a pure function; numpy closed forms are in float64.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+# --------------------------------------------------------------------------
+# 1-2. Linear model with MSE: exact Hessian and step-size thresholds.
+# --------------------------------------------------------------------------
+
+
+def quadratic_hessian(X, d_out=1):
+    """Hessian of the MSE of the linear model, (p, p) float64 numpy array.
+
+    With Xt = [X; 1^T] ((n+1, m), bias row appended) and theta = (w..., b),
+    yhat = theta^T Xt, so L = (1/m)||theta^T Xt - y||^2 is quadratic and
+        H = (2/m) Xt Xt^T,   p = n + 1.
+    For d_out > 1 the output units do not interact, so with the parameters
+    ordered per unit, (w_1..., b_1, w_2..., b_2, ...), H = kron(I_dout, H1) and
+    p = d_out (n + 1).  (A dict {'W','b'} raveled by jax is ordered differently.)
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be (n, m), got shape {X.shape}")
+    m = X.shape[1]
+    Xt = np.vstack([X, np.ones((1, m))])
+    H = (2.0 / m) * Xt @ Xt.T
+    return H if d_out == 1 else np.kron(np.eye(d_out), H)
+
+
+def lambda_max_quadratic(X):
+    """Largest eigenvalue of quadratic_hessian(X) (float64 eigvalsh)."""
+    return float(np.linalg.eigvalsh(quadratic_hessian(X))[-1])
+
+
+def gd_threshold(lam):
+    """GD on a quadratic: e_{t+1} = (I - lr H) e_t, per eigendirection factor
+    1 - lr*lambda, so GD converges iff 0 < lr < 2 / lambda_max."""
+    return 2.0 / lam
+
+
+def momentum_threshold(lam, beta):
+    """Largest stable lr for CS230 (EMA) momentum, 2 (1 + b) / ((1 - b) lam).
+
+    Derivation, 1-D quadratic f = lam w^2 / 2, so g = lam w:
+        v' = b v + (1 - b) lam w
+        w' = w - lr v' = -lr b v + (1 - lr (1 - b) lam) w
+    i.e. (v, w)' = A (v, w) with A = [[b, (1-b) lam], [-lr b, 1 - a]] where
+    a = lr (1 - b) lam.  trace A = 1 + b - a and det A = b (1 - a) + a b = b, so
+        z^2 - (1 + b - a) z + b = 0.
+    For 0 <= b < 1: complex roots have |z|^2 = b < 1; real roots leave the unit
+    disk through z = 1 (needs a = 0) or z = -1 (1 + (1 + b - a) + b = 0, i.e.
+    a = 2 (1 + b)).  Hence stable iff 0 < lr (1 - b) lambda_max < 2 (1 + b).
+    beta = 0 recovers gd_threshold.
+    """
+    return 2.0 * (1.0 + beta) / ((1.0 - beta) * lam)
+
+
+# --------------------------------------------------------------------------
+# 5. 1-D quadratic closed forms.
+# --------------------------------------------------------------------------
+
+
+def gd_quadratic_factor(lr, lam):
+    """Per-step contraction of GD along an eigendirection: w_t = (1 - lr lam)^t w_0."""
+    return 1.0 - np.asarray(lr, dtype=np.float64) * lam
+
+
+def momentum_spectral_radius(lr, lam, beta):
+    """max |z| over roots of z^2 - (1 + b - lr (1-b) lam) z + b = 0 (see
+    momentum_threshold).  lr may be an array; returns an array of its shape.
+    Real roots: (|T| + sqrt(T^2 - 4b)) / 2; complex roots: sqrt(b)."""
+    lr = np.asarray(lr, dtype=np.float64)
+    T = 1.0 + beta - lr * (1.0 - beta) * lam
+    disc = T * T - 4.0 * beta
+    real = 0.5 * (np.abs(T) + np.sqrt(np.maximum(disc, 0.0)))
+    return np.where(disc >= 0.0, real, np.sqrt(beta) + 0.0 * T)
+
+
+# --------------------------------------------------------------------------
+# 3-4. Hessians of arbitrary losses (jax).
+# --------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _hessian_flat(loss_fn, params, *args):
+    flat, unravel = ravel_pytree(params)
+    return jax.hessian(lambda x: loss_fn(unravel(x), *args))(flat)
+
+
+def hessian_dense(loss_fn, params, *args):
+    """Dense (p, p) Hessian of loss_fn(params, *args) w.r.t. the raveled params
+    (ravel_pytree order).  O(p^2) memory: for tests and small models only.
+    Jitted once per loss_fn (loss_fn must be hashable)."""
+    return _hessian_flat(loss_fn, params, *args)
+
+
+def _power_iteration(hvp, v0, iters, tol, shift=0.0):
+    """Power iteration on (H - shift I); returns (v^T H v, v), ||v|| = 1.
+
+    Stops after `iters` steps or once the Rayleigh quotient changes by at most
+    tol * |quotient| between steps.  lax.while_loop, so jit-compatible."""
+    def cond(state):
+        i, _, lam, lam_prev = state
+        moving = jnp.abs(lam - lam_prev) > tol * jnp.abs(lam)
+        return (i < iters) & ((i < 2) | moving)
+
+    def body(state):
+        i, v, lam, _ = state
+        w = hvp(v) - shift * v
+        lam_new = jnp.vdot(v, w)  # Rayleigh quotient of H - shift I at v
+        v_new = w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(w.dtype).tiny)
+        return i + 1, v_new, lam_new, lam
+
+    v0 = v0 / jnp.linalg.norm(v0)
+    zero = jnp.zeros((), v0.dtype)
+    _, v, _, _ = lax.while_loop(cond, body, (0, v0, zero, zero))
+    return jnp.vdot(v, hvp(v)), v
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sharpness_impl(loss_fn, top, params, args, key, iters, tol):
+    flat, unravel = ravel_pytree(params)
+    grad_f = jax.grad(lambda x: loss_fn(unravel(x), *args))
+
+    def hvp(v):  # forward-over-reverse Hessian-vector product
+        return jax.jvp(grad_f, (flat,), (v,))[1]
+
+    v0 = jax.random.normal(key, flat.shape, dtype=flat.dtype)
+    lam, v = _power_iteration(hvp, v0, iters, tol)
+    if top:  # shift by mu = min(lam, 0): spectrum of H - mu I is >= 0
+        lam, v = _power_iteration(hvp, v0, iters, tol, shift=jnp.minimum(lam, 0.0))
+    return lam, unravel(v)
+
+
+def sharpness(loss_fn, params, *args, key, iters=50, tol=1e-8):
+    """Power-iteration estimate of the Hessian's dominant eigenvalue.
+
+    H v is a forward-over-reverse Hessian-vector product,
+        H v = jvp(grad(f), (theta,), (v,))[1],
+    with f the loss on the flattened params theta (ravel_pytree); the start
+    vector is N(0, I) from `key`, so the result is deterministic given key.
+    Stops after `iters` HVPs or when the Rayleigh quotient moves by at most
+    tol (relative) in one step; tol=0 always runs `iters` steps.
+
+    Power iteration converges to the eigenvalue of LARGEST MAGNITUDE (at rate
+    |lambda_2 / lambda_1| per step); near init or near a minimum the Hessian's
+    negative eigenvalues are small, so in practice that is lambda_max.  The
+    returned value is the Rayleigh quotient v^T H v of the final unit vector v
+    (so it is negative when the magnitude-largest eigenvalue is; see
+    sharpness_top).  Returns (lam scalar array, unit v as a params-shaped pytree).
+    Internally jitted once per loss_fn (must be hashable); also works under an
+    outer jax.jit(sharpness, static_argnums=0).
+    """
+    return _sharpness_impl(loss_fn, False, params, args, key, iters, tol)
+
+
+def sharpness_top(loss_fn, params, *args, key, iters=50, tol=1e-8):
+    """Top ALGEBRAIC eigenvalue: if sharpness gives mu < 0, iterate on
+    H - mu I (spectrum in [0, lambda_max - mu], top = lambda_max - mu) and
+    report v^T H v.  With mu >= 0 the shift is 0 and the result equals
+    sharpness.  Twice the cost of sharpness."""
+    return _sharpness_impl(loss_fn, True, params, args, key, iters, tol)
+
+
+# --------------------------------------------------------------------------
+# 6. Vanishing gradients (Glorot & Bengio 2010).
+# --------------------------------------------------------------------------
+
+
+def sigmoid_prime_max():
+    """max_z sigma'(z) = sigma(0)(1 - sigma(0)) = 1/4."""
+    return 0.25
+
+
+def sigmoid_bound(L):
+    """Upper bound on the product of L sigmoid derivatives: 0.25**L."""
+    return 0.25 ** np.asarray(L, dtype=np.float64)
+
+
+def glorot_factor(n, var_w, mean_fprime_sq):
+    """Per-layer multiplier of the back-propagated gradient VARIANCE,
+    n Var(W) E[f'(z)^2]: dL/da^{l-1} = W^T (f'(z^l) * dL/da^l) sums n terms."""
+    return n * var_w * mean_fprime_sq
+
+
+def glorot_ratio(n, var_w, mean_fprime_sq):
+    """Ratio of gradient norms between adjacent layers, sqrt(glorot_factor)."""
+    return np.sqrt(glorot_factor(n, var_w, mean_fprime_sq))
+
+
+_INIT_SCHEMES = ("standard", "xavier", "he", "normal")
+
+
+def init_variance(scheme, n_in, n_out, scale=1.0):
+    """Var(W_ij) of an initialization scheme (Var U[-a, a] = a^2 / 3):
+      standard  U[-1/sqrt(n_in), 1/sqrt(n_in)]          -> 1 / (3 n_in)
+      xavier    U[-+sqrt(6)/sqrt(n_in + n_out)]         -> 2 / (n_in + n_out)
+      he        N(0, 2 / n_in)                          -> 2 / n_in
+      normal    N(0, scale^2)                           -> scale^2
+    """
+    if scheme == "standard":
+        return 1.0 / (3.0 * n_in)
+    if scheme == "xavier":
+        return 2.0 / (n_in + n_out)
+    if scheme == "he":
+        return 2.0 / n_in
+    if scheme == "normal":
+        return float(scale) ** 2
+    raise ValueError(f"unknown init scheme {scheme!r}; allowed: {_INIT_SCHEMES}")
+
+
+# --------------------------------------------------------------------------
+# 7. Toy 2-D quadratics (numpy).
+# --------------------------------------------------------------------------
+
+TOY_HESSIAN = np.diag([1.0, 4.0])
+
+
+def toy_quadratic(w):
+    """f(w) = 0.5 w1^2 + 2 w2^2; Hessian diag(1, 4), GD diverges for lr > 0.5."""
+    return 0.5 * w[0] ** 2 + 2.0 * w[1] ** 2
+
+
+def toy_quadratic_grad(w):
+    """grad f = (w1, 4 w2)."""
+    return np.array([w[0], 4.0 * w[1]])
+
+
+def gd_path(grad_fn, w0, lr, steps):
+    """Iterates of w <- w - lr grad_fn(w): (steps + 1, 2) float64, row 0 = w0."""
+    path = np.empty((steps + 1, len(w0)))
+    path[0] = np.asarray(w0, dtype=np.float64)
+    for t in range(steps):
+        path[t + 1] = path[t] - lr * np.asarray(grad_fn(path[t]))
+    return path
+
+
+def ill_conditioned_quadratic(kappa, angle_deg=30.0):
+    """f(w) = 0.5 w^T H w with H = R diag(1, kappa) R^T, R rotation by angle_deg
+    (default 30 degrees so GD paths are not axis-aligned; 0 gives diag(1, kappa)).
+    Condition number kappa, minimum at 0, GD stable iff lr < 2 / kappa.
+    Returns (f, grad, H) with f, grad acting on (2,) arrays."""
+    t = np.deg2rad(angle_deg)
+    R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    H = R @ np.diag([1.0, float(kappa)]) @ R.T
+
+    def f(w):
+        return 0.5 * w @ H @ w
+
+    def grad(w):
+        return H @ w
+
+    return f, grad, H

@@ -1,0 +1,213 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bpexp import theory as th
+
+
+def _data(seed=0, n=3, m=200):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, m)) + 0.5
+    w = rng.normal(size=(1, n))
+    y = w @ X + 0.3 + 0.5 * rng.normal(size=(1, m))
+    return X, y
+
+
+def _mse_flat(theta, X, y):
+    n = X.shape[0]
+    w, b = theta[:n].reshape(1, n), theta[n]
+    return jnp.sum((w @ X + b - y) ** 2) / X.shape[1]
+
+
+# ---------------------------------------------------------------- quadratic
+def test_quadratic_hessian_matches_autodiff():
+    X, y = _data()
+    theta = jnp.asarray(np.random.default_rng(1).normal(size=X.shape[0] + 1))
+    H_ad = np.asarray(jax.jit(jax.hessian(_mse_flat))(theta, jnp.asarray(X), jnp.asarray(y)))
+    H = th.quadratic_hessian(X)
+    assert H.shape == (4, 4)
+    np.testing.assert_allclose(H, H_ad, atol=1e-10, rtol=0)
+    assert th.lambda_max_quadratic(X) == pytest.approx(np.linalg.eigvalsh(H_ad)[-1], rel=1e-12)
+    H2 = th.quadratic_hessian(X, d_out=2)
+    np.testing.assert_array_equal(H2, np.kron(np.eye(2), H))
+
+
+def _run(X, y, lr, beta, steps=2000):
+    """CS230 momentum (beta=0 is plain GD) on the linear MSE; loss history."""
+    Xt = np.vstack([X, np.ones((1, X.shape[1]))])
+    m = X.shape[1]
+    theta = np.zeros(Xt.shape[0])
+    v = np.zeros_like(theta)
+    losses = []
+    for _ in range(steps):
+        r = theta @ Xt - y[0]
+        losses.append(r @ r / m)
+        if losses[-1] > 1e6:
+            break
+        g = (2.0 / m) * Xt @ r
+        v = beta * v + (1 - beta) * g
+        theta = theta - lr * v
+    return np.array(losses)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
+def test_gd_and_momentum_thresholds(beta):
+    X, y = _data()
+    lam = th.lambda_max_quadratic(X)
+    thr = th.gd_threshold(lam) if beta == 0 else th.momentum_threshold(lam, beta)
+    if beta == 0:
+        assert thr == pytest.approx(th.momentum_threshold(lam, 0.0))
+    Xt = np.vstack([X, np.ones((1, X.shape[1]))])
+    theta_star = np.linalg.lstsq(Xt.T, y[0], rcond=None)[0]
+    r = theta_star @ Xt - y[0]
+    opt = r @ r / X.shape[1]
+
+    good = _run(X, y, 0.95 * thr, beta)
+    assert len(good) == 2000
+    assert good[-1] == pytest.approx(opt, rel=1e-9)
+    assert good[-1] < good[0]
+
+    bad = _run(X, y, 1.05 * thr, beta)
+    assert bad[-1] > 1e6
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 0.9, 0.99])
+def test_momentum_spectral_radius_crosses_one_at_threshold(beta):
+    lam = 3.7
+    thr = th.momentum_threshold(lam, beta)
+    lrs = thr * np.linspace(0.01, 2.0, 1991)
+    rho = th.momentum_spectral_radius(lrs, lam, beta)
+    assert rho.shape == lrs.shape
+    below, above = lrs < thr * (1 - 1e-9), lrs > thr * (1 + 1e-9)
+    assert np.all(rho[below] < 1) and np.all(rho[above] > 1)
+    assert th.momentum_spectral_radius(thr, lam, beta) == pytest.approx(1.0)
+    # beta = 0: radius is |1 - lr lam|
+    np.testing.assert_allclose(
+        th.momentum_spectral_radius(lrs, lam, 0.0), np.abs(th.gd_quadratic_factor(lrs, lam)), atol=1e-12
+    )
+    # against numpy roots at a few points
+    for lr in lrs[::199]:
+        a = lr * (1 - beta) * lam
+        roots = np.roots([1.0, -(1 + beta - a), beta])
+        assert th.momentum_spectral_radius(lr, lam, beta) == pytest.approx(np.max(np.abs(roots)), rel=1e-7)
+
+
+# ---------------------------------------------------------------- sharpness
+def test_sharpness_random_quadratic():
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    evals = np.concatenate([[5.0], rng.uniform(-3.0, 3.0, size=11)])
+    A = jnp.asarray(Q @ np.diag(evals) @ Q.T)
+    params = {"a": jnp.ones((4, 2)), "b": jnp.zeros(4)}
+
+    def loss(p, A):
+        x, _ = jax.flatten_util.ravel_pytree(p)
+        return 0.5 * x @ A @ x
+
+    lam, vec = th.sharpness(loss, params, A, key=jax.random.PRNGKey(0), iters=1000, tol=0.0)
+    assert float(lam) == pytest.approx(5.0, rel=1e-6)
+    assert jax.tree_util.tree_structure(vec) == jax.tree_util.tree_structure(params)
+    v, _ = jax.flatten_util.ravel_pytree(vec)
+    assert abs(float(v @ jnp.asarray(Q[:, 0]))) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(th.hessian_dense(loss, params, A), A, atol=1e-12)
+
+    # jit-compatible and deterministic given key
+    jitted = jax.jit(th.sharpness, static_argnums=0, static_argnames="iters")
+    lam_j, _ = jitted(loss, params, A, key=jax.random.PRNGKey(0), iters=1000, tol=0.0)
+    assert float(lam_j) == pytest.approx(float(lam), rel=1e-12)
+
+    # magnitude-largest negative -> sharpness_top recovers the top algebraic one
+    evals_neg = np.concatenate([[-6.0, 2.0], rng.uniform(-1.0, 1.0, size=10)])
+    B = jnp.asarray(Q @ np.diag(evals_neg) @ Q.T)
+    key = jax.random.PRNGKey(1)
+    lam_b, _ = th.sharpness(loss, params, B, key=key, iters=1000, tol=0.0)
+    assert float(lam_b) == pytest.approx(-6.0, rel=1e-6)
+    top, _ = th.sharpness_top(loss, params, B, key=key, iters=1000, tol=0.0)
+    assert float(top) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_sharpness_tanh_net():
+    n, h, m = 3, 5, 64
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    X = jax.random.normal(k[0], (n, m))
+    Y = jnp.sin(X[:1] + 0.5 * X[1:2])
+    params = {
+        "W1": 0.1 * jax.random.normal(k[1], (h, n)),
+        "b1": jnp.zeros((h, 1)),
+        "W2": 0.1 * jax.random.normal(k[2], (1, h)),
+        "b2": jnp.zeros((1, 1)),
+    }
+
+    def loss(p, X, Y):
+        a1 = jnp.tanh(p["W1"] @ X + p["b1"])
+        return jnp.sum((p["W2"] @ a1 + p["b2"] - Y) ** 2) / X.shape[1]
+
+    evals = np.linalg.eigvalsh(np.asarray(th.hessian_dense(loss, params, X, Y)))
+    # top eigenvalue is the magnitude-largest, with a gap for power iteration
+    assert evals[-1] > 0 and max(abs(evals[0]), abs(evals[-2])) < 0.7 * evals[-1]
+    lam, _ = th.sharpness(loss, params, X, Y, key=k[3], iters=500, tol=1e-12)
+    assert float(lam) == pytest.approx(evals[-1], rel=1e-4)
+
+
+# ---------------------------------------------------------------- glorot
+@pytest.mark.parametrize("scheme", ["standard", "xavier", "he", "normal"])
+def test_init_variance_empirical(scheme):
+    n_in, n_out, scale, N = 300, 100, 0.7, 1_000_000
+    key = jax.random.PRNGKey(42)
+    if scheme == "standard":
+        a = 1 / np.sqrt(n_in)
+        s = jax.random.uniform(key, (N,), minval=-a, maxval=a)
+    elif scheme == "xavier":
+        a = np.sqrt(6) / np.sqrt(n_in + n_out)
+        s = jax.random.uniform(key, (N,), minval=-a, maxval=a)
+    elif scheme == "he":
+        s = np.sqrt(2 / n_in) * jax.random.normal(key, (N,))
+    else:
+        s = scale * jax.random.normal(key, (N,))
+    var = th.init_variance(scheme, n_in, n_out, scale)
+    assert float(jnp.var(s)) == pytest.approx(var, rel=0.02)
+
+
+def test_glorot_factors():
+    assert 200 * th.init_variance("standard", 200, 50) == pytest.approx(1 / 3)
+    assert 128 * th.init_variance("xavier", 128, 128) == pytest.approx(1.0)
+    assert th.glorot_factor(128, th.init_variance("he", 128, 1), 0.5) == pytest.approx(1.0)
+    assert th.glorot_ratio(10, 0.4, 1.0) == pytest.approx(2.0)
+    assert th.sigmoid_prime_max() == 0.25
+    assert th.sigmoid_bound(3) == pytest.approx(0.25**3)
+    z = np.linspace(-10, 10, 20001)
+    sig = 1 / (1 + np.exp(-z))
+    assert np.max(sig * (1 - sig)) == pytest.approx(th.sigmoid_prime_max())
+    with pytest.raises(ValueError, match="xavier"):
+        th.init_variance("kaiming", 3, 3)
+
+
+# ---------------------------------------------------------------- toy
+def test_toy_quadratic_gd_path():
+    w0, lr = np.array([2.5, 2.0]), 0.15
+    path = th.gd_path(th.toy_quadratic_grad, w0, lr, 20)
+    assert path.shape == (21, 2)
+    t = np.arange(21)[:, None]
+    h = np.diag(th.TOY_HESSIAN)[None, :]
+    np.testing.assert_allclose(path, (1 - lr * h) ** t * w0, rtol=1e-12, atol=1e-15)
+    assert th.toy_quadratic(w0) == pytest.approx(0.5 * 2.5**2 + 2 * 2.0**2)
+    assert th.gd_threshold(4.0) == 0.5
+
+    div = th.gd_path(th.toy_quadratic_grad, w0, 0.51, 200)
+    assert abs(div[-1, 1]) > 100 * abs(w0[1])  # |1 - 0.51*4| = 1.04 > 1
+    assert abs(div[-1, 0]) < 1e-10  # w1 still contracts (factor 0.49)
+
+
+def test_ill_conditioned_quadratic():
+    f, grad, H = th.ill_conditioned_quadratic(10.0)
+    ev = np.linalg.eigvalsh(H)
+    np.testing.assert_allclose(ev, [1.0, 10.0], rtol=1e-12)
+    w = np.array([0.3, -1.2])
+    np.testing.assert_allclose(grad(w), H @ w)
+    eps = 1e-6
+    fd = [(f(w + eps * e) - f(w - eps * e)) / (2 * eps) for e in np.eye(2)]
+    np.testing.assert_allclose(fd, grad(w), rtol=1e-8)
+    assert abs(H[0, 1]) > 0.1  # rotated: not axis-aligned
+    assert np.linalg.norm(th.gd_path(grad, w, 0.19, 300)[-1]) < 1e-10
+    assert np.linalg.norm(th.gd_path(grad, w, 0.21, 300)[-1]) > 1e3
