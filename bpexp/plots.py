@@ -66,7 +66,7 @@ def backprop_flow(nodes, edges, path, title="Backprop flow"):
                     arrowprops=dict(arrowstyle="->", lw=1.4, color="0.3"))
         ax.text((xs[i] + xs[j]) / 2, 0.1, label, ha="center", va="bottom", fontsize=7.5, color="0.25")
     ax.text(xs[0] - 1.2, 0.85, "forward", color="tab:blue", fontsize=9, ha="left")
-    ax.text(xs[0] - 1.2, -0.95, "backward dL/d(node)", color="tab:red", fontsize=9, ha="left")
+    ax.text(xs[0] - 1.2, -1.35, "backward dL/d(node)", color="tab:red", fontsize=9, ha="left")
     ax.set_xlim(xs[0] - 1.3, xs[-1] + 1.3)
     ax.set_ylim(-1.6, 1.6)
     ax.set_aspect("equal")

@@ -1,0 +1,284 @@
+"""The grid engine: a whole grid of training runs in one compiled, vmapped, sharded call.
+
+Numeric axes (``lr``, ``seed``, ``init_scale`` and any optimizer hyperparameter) are flattened
+into one run axis and vmapped together; every numeric knob enters as a traced array, so new
+values never recompile. Structural choices (model, widths, activation, init scheme, optimizer
+kind, batch size, steps) live in :class:`bpexp.train.TrainSpec`: one compile each.
+
+The run axis is processed in chunks of equal size (the last one padded) so memory stays
+bounded, and each chunk is sharded over the given devices. Results come back as numpy arrays
+with named axes, e.g. ``loss[lr, seed, step]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bpexp import optim, train
+
+MEMORY_BUDGET = 1 << 30        # bytes of live per-chunk state the auto chunk size aims for
+COMPILES = {"count": 0}        # compilations done by this module (tests read it)
+_CACHE: dict = {}
+
+
+# ---------------------------------------------------------------- axes from the config
+def lr_values(spec, default: float) -> np.ndarray:
+    """``sweep.lr``: None -> [default]; a list; or {start, stop, num, log}."""
+    if spec is None:
+        return np.array([default], np.float64)
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"start", "stop", "num", "log"}
+        if unknown or not {"start", "stop", "num"} <= set(spec):
+            raise ValueError(f"sweep.lr={spec!r} must be a list or {{start, stop, num, log}}")
+        num = int(spec["num"])
+        start, stop = float(spec["start"]), float(spec["stop"])
+        if num < 1 or start <= 0 and spec.get("log", True):
+            raise ValueError(f"sweep.lr={spec!r} needs num >= 1 and start > 0 on a log scale")
+        f = np.geomspace if spec.get("log", True) else np.linspace
+        return f(start, stop, num)
+    vals = np.atleast_1d(np.asarray(spec, np.float64))
+    if vals.size == 0 or not np.all(vals > 0):
+        raise ValueError(f"sweep.lr={spec!r} must be positive learning rates")
+    return vals
+
+
+def seed_values(spec, base: int = 0) -> np.ndarray:
+    """``sweep.seeds``: a count k -> base, ..., base + k - 1; or an explicit list."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if spec < 1:
+            raise ValueError(f"sweep.seeds={spec} must be a count >= 1 or a list of seeds")
+        return base + np.arange(spec)
+    vals = np.atleast_1d(np.asarray(spec))
+    if vals.size == 0 or vals.dtype.kind not in "iu":
+        raise ValueError(f"sweep.seeds={spec!r} must be a count >= 1 or a list of ints")
+    return vals.astype(np.int64)
+
+
+@dataclass
+class Grid:
+    """Ordered numeric axes; runs are their Cartesian product (row-major)."""
+
+    axes: dict
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(len(v) for v in self.axes.values())
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def flat(self) -> dict:
+        mesh = np.meshgrid(*self.axes.values(), indexing="ij")
+        return {k: v.ravel() for k, v in zip(self.axes, mesh)}
+
+
+def grid_from_cfg(cfg) -> tuple[Grid, dict]:
+    """(grid of swept numeric axes, fixed numeric hyperparameters) from a ``config.Cfg``."""
+    o, s = cfg.optimizer, cfg.sweep
+    axes = {"lr": lr_values(s.lr, o.lr), "seed": seed_values(s.seeds, cfg.seed)}
+    if s.init_scale is not None:
+        axes["init_scale"] = np.atleast_1d(np.asarray(s.init_scale, np.float64))
+    allowed = [k for k in optim.HYPERPARAMS[o.name] if k != "lr"]
+    for k, v in (s.hparams or {}).items():
+        if k not in allowed:
+            raise ValueError(f"sweep.hparams.{k} is not a hyperparameter of {o.name}; allowed: {', '.join(allowed) or 'none'}")
+        axes[k] = np.atleast_1d(np.asarray(v, np.float64))
+    fixed = {"init_scale": cfg.model.init_scale, **{k: getattr(o, k) for k in allowed}}
+    return Grid(axes), {k: v for k, v in fixed.items() if k not in axes}
+
+
+def spec_from_cfg(cfg, n: int, d_out: int, m: int, **override) -> train.TrainSpec:
+    """A TrainSpec from the config's structural keys (``override`` replaces any field)."""
+    mc, o, t = cfg.model, cfg.optimizer, cfg.train
+    options = (("activation", mc.activation), ("output", mc.output)) if mc.name == "mlp" else ()
+    hp = {"init": mc.init}
+    if mc.name in ("two_layer_linear", "two_layer_sigmoid", "mlp"):
+        hp["hidden"] = tuple(mc.hidden) if isinstance(mc.hidden, list) else mc.hidden
+    if mc.name == "mlp":
+        hp["depth"] = mc.depth
+    kw = dict(model=mc.name, n=n, d_out=d_out, m=m, steps=t.steps, model_options=options,
+              model_hparams=tuple(sorted(hp.items())), optimizer=o.name, impl=o.impl,
+              batch_size=t.batch_size, record_every=t.record_every, grad=t.grad,
+              dtype=cfg.precision, opt_hparams=tuple(optim.HYPERPARAMS[o.name]))
+    kw.update(override)
+    if "optimizer" in override and "opt_hparams" not in override:
+        kw["opt_hparams"] = tuple(optim.HYPERPARAMS[kw["optimizer"]])
+    return train.TrainSpec(**kw)
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class SweepResult:
+    """Metrics as numpy arrays indexed by the grid axes, e.g. ``loss[lr, seed, step]``."""
+
+    axes: dict                       # axis name -> coordinates, in grid order
+    metrics: dict                    # name -> array, leading dims = grid shape
+    dims: dict                       # name -> tuple of axis names
+    coords: dict = field(default_factory=dict)   # extra coordinates: step, param
+    stats: dict = field(default_factory=dict)    # runs, chunks, compile_s, run_s, devices
+
+    def npz(self, prefix: str = "") -> dict:
+        """Flat dict for ``np.savez``: arrays, ``<name>__dims`` and ``axis__<name>``."""
+        out = {}
+        for k, v in self.metrics.items():
+            out[prefix + k] = v
+            out[prefix + k + "__dims"] = np.array(self.dims[k])
+        for k, v in {**self.axes, **self.coords}.items():
+            out[f"{prefix}axis__{k}"] = np.asarray(v)
+        return out
+
+    def diverged(self) -> np.ndarray:
+        """Boolean grid: the run hit a non-finite loss."""
+        return self.metrics["first_nonfinite"] >= 0
+
+
+def _bytes_per_run(spec: train.TrainSpec) -> int:
+    shapes = train.param_shapes(spec)
+    n_params = sum(int(np.prod(s.shape)) for s in shapes.values())
+    hidden = sum(s.shape[0] for k, s in shapes.items() if k.startswith("W"))
+    item = jnp.dtype(spec.dtype).itemsize
+    live = 6 * n_params + 4 * (hidden + spec.n) * spec.batch + spec.n_records * (4 + len(shapes))
+    return int(live * item) + 64
+
+
+def auto_chunk(spec: train.TrainSpec, n_runs: int, n_dev: int) -> int:
+    chunk = max(1, MEMORY_BUDGET // _bytes_per_run(spec))
+    chunk = min(chunk, n_runs)
+    return max(n_dev, chunk // n_dev * n_dev) if n_dev > 1 else chunk
+
+
+def _compiled(spec, chunk, devices, X, Y, hp_dtypes):
+    """jit(vmap(run)) over a chunk, sharded over ``devices``; AOT-compiled once per key."""
+    key = (spec, chunk, tuple(devices), X.shape, str(X.dtype), Y.shape, tuple(sorted(hp_dtypes.items())))
+    if key in _CACHE:
+        return _CACHE[key], 0.0
+    mesh = Mesh(np.array(devices), ("runs",))
+    runs = NamedSharding(mesh, PartitionSpec("runs"))
+    repl = NamedSharding(mesh, PartitionSpec())
+    f = jax.jit(jax.vmap(train.make_run(spec), in_axes=(0, None, None)),
+                in_shardings=(runs, repl, repl), out_shardings=runs)
+    hp_abs = {k: jax.ShapeDtypeStruct((chunk,), d) for k, d in hp_dtypes.items()}
+    t = time.perf_counter()
+    compiled = f.lower(hp_abs, jax.ShapeDtypeStruct(X.shape, X.dtype),
+                       jax.ShapeDtypeStruct(Y.shape, Y.dtype)).compile()
+    COMPILES["count"] += 1
+    _CACHE[key] = (compiled, runs, repl)
+    return _CACHE[key], time.perf_counter() - t
+
+
+def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None, *,
+             devices=None, chunk_size: int = 0, progress: bool = True,
+             label: str = "sweep") -> SweepResult:
+    """Train every run of ``grid`` (numeric axes) with structure ``spec`` on ``X: (n, m)``,
+    ``Y: (d_out, m)``. ``fixed`` supplies numeric hyperparameters that are not swept."""
+    devices = list(devices or jax.devices())
+    n_dev = len(devices)
+    dtype = jnp.dtype(spec.dtype)
+    fixed = dict(fixed or {})
+    flat = grid.flat()
+    n_runs = grid.size
+    needed = {"lr", "seed", "init_scale", *spec.opt_hparams}
+    missing = needed - set(flat) - set(fixed)
+    if missing:
+        for k in missing & set(optim.HYPERPARAMS[spec.optimizer]):
+            fixed[k] = optim.HYPERPARAMS[spec.optimizer][k]
+        fixed.setdefault("init_scale", 1.0)
+    hp_all = {k: np.broadcast_to(np.asarray(fixed[k] if k not in flat else flat[k]), (n_runs,))
+              for k in needed}
+    hp_dtypes = {k: (np.dtype(np.int32) if k == "seed" else np.dtype(dtype)) for k in needed}
+    chunk = chunk_size if chunk_size > 0 else auto_chunk(spec, n_runs, n_dev)
+    if n_dev > 1 and chunk % n_dev:
+        chunk = (chunk // n_dev + 1) * n_dev  # every device gets the same share
+    n_chunks = -(-n_runs // chunk)
+
+    X = jnp.asarray(X, dtype)
+    Y = jnp.asarray(Y, dtype)
+    (compiled, runs_sh, repl_sh), compile_s = _compiled(spec, chunk, devices, X, Y, hp_dtypes)
+    Xd, Yd = jax.device_put(X, repl_sh), jax.device_put(Y, repl_sh)
+
+    def chunk_hp(i):
+        idx = np.minimum(np.arange(i * chunk, (i + 1) * chunk), n_runs - 1)  # pad with the last run
+        return {k: jax.device_put(np.asarray(v[idx], hp_dtypes[k]), runs_sh) for k, v in hp_all.items()}
+
+    outs, t0 = [], time.perf_counter()
+    bar = _Progress(label, n_chunks, chunk, enabled=progress)
+    pending = compiled(chunk_hp(0), Xd, Yd)
+    for i in range(1, n_chunks + 1):
+        nxt = compiled(chunk_hp(i), Xd, Yd) if i < n_chunks else None  # dispatch ahead
+        outs.append(jax.tree_util.tree_map(np.asarray, pending))
+        bar.advance(time.perf_counter() - t0)
+        pending = nxt
+    bar.close()
+    run_s = time.perf_counter() - t0
+
+    metrics = {k: np.concatenate([o[k] for o in outs])[:n_runs] for k in outs[0]}
+    shape = grid.shape
+    metrics = {k: v.reshape(shape + v.shape[1:]) for k, v in metrics.items()}
+    names = tuple(grid.axes)
+    dims = {"loss": names + ("step",), "grad_norm": names + ("step", "param"),
+            "param_norm": names + ("step",), "update_norm": names + ("step",),
+            "first_nonfinite": names, "final_loss": names}
+    coords = {"step": np.arange(spec.n_records) * spec.record_every, "param": np.array(train.leaf_names(spec))}
+    stats = {"runs": n_runs, "chunks": n_chunks, "chunk_size": chunk, "devices": [str(d) for d in devices],
+             "compile_s": compile_s, "run_s": run_s, "runs_per_s": n_runs / max(run_s, 1e-9)}
+    return SweepResult(dict(grid.axes), metrics, dims, coords, stats)
+
+
+class _Progress:
+    """A rich progress bar (chunks, runs/s, ETA) that appears only when the sweep is long
+    enough to matter: more than one chunk and a projected total above ~2 s."""
+
+    def __init__(self, label, n_chunks, chunk, enabled=True):
+        self.label, self.n, self.chunk, self.enabled = label, n_chunks, chunk, enabled
+        self.done, self.bar, self.task = 0, None, None
+
+    def advance(self, elapsed: float):
+        self.done += 1
+        if not self.enabled or self.n < 2:
+            return
+        if self.bar is None and elapsed / self.done * self.n > 2.0 and self.done < self.n:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+            self.bar = Progress(TextColumn(f"{self.label} chunks"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]} runs/s"), TimeElapsedColumn(),
+                                TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=self.n, completed=self.done - 1, rate="-")
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, rate=f"{self.done * self.chunk / elapsed:,.0f}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def run_cfg(cfg, X, Y, *, devices=None, label="sweep", **spec_override) -> SweepResult:
+    """The grid of a ``config.Cfg`` on data ``X, Y``."""
+    spec = spec_from_cfg(cfg, X.shape[0], Y.shape[0], X.shape[1], **spec_override)
+    grid, fixed = grid_from_cfg(cfg)
+    return run_grid(spec, X, Y, grid, fixed, devices=devices or devices_for(cfg.device),
+                    chunk_size=cfg.sweep.chunk_size, progress=cfg.sweep.progress, label=label)
+
+
+def devices_for(kind: str) -> list:
+    """``device: auto | cpu | gpu`` -> the local devices to shard runs over."""
+    if kind == "auto":
+        return jax.devices()
+    try:
+        return jax.devices(kind)
+    except RuntimeError:
+        raise ValueError(f"device={kind!r} is not available here; backend is {jax.default_backend()}") from None
+
+
+def product(**lists) -> list[dict]:
+    """Structural combinations to loop over, e.g. product(depth=[1, 2], init=["a", "b"])."""
+    keys = list(lists)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*lists.values())]

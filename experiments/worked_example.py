@@ -1,0 +1,112 @@
+"""The Lecture 5 worked example (section 8), computed in full precision.
+
+Question: for the 2-1-1 sigmoid network with x = [1, 2], W1 = [0.5, 0.5], b1 = 0, W2 = 0.5,
+b2 = 0, target 1, loss L = (y - a2)^2 and learning rate 0.5, what are the forward values,
+the gradients and the updated weights, and do they match the numbers the lecture prints?
+Theory: delta2 = dL/da2 * sigma'(z2); delta1 = W2 delta2 * sigma'(z1); dW = delta a^T.
+Expected: every number agrees with the lecture to its printed decimals, except dW1[1], which
+the lecture computes from the rounded delta1 (-0.014 x 2 = -0.028); exactly it is -0.02856.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bpexp import data, grads, models, optim, plots, report
+
+PRECISION = "float64"
+
+# The lecture's printed (rounded) numbers and how many decimals it printed.
+LECTURE = {"z1": (1.5, 1), "a1": (0.82, 2), "z2": (0.41, 2), "a2": (0.60, 2), "loss": (0.16, 2),
+           "dL/da2": (-0.80, 2), "delta2": (-0.19, 2), "dW2": (-0.16, 2), "db2": (-0.19, 2),
+           "delta1": (-0.014, 3), "dW1[0]": (-0.014, 3), "dW1[1]": (-0.028, 3),
+           "W2_new": (0.58, 2), "W1_new[0]": (0.507, 3), "W1_new[1]": (0.514, 3)}
+
+
+@dataclass
+class Params:
+    name: str = "worked_example"
+    lr: float = 0.5
+    W1: list = field(default_factory=lambda: [0.5, 0.5])
+    b1: float = 0.0
+    W2: float = 0.5
+    b2: float = 0.0
+
+
+def validate(cfg):
+    if len(cfg.experiment.W1) != 2:
+        raise ValueError(f"experiment.W1={cfg.experiment.W1!r} must have 2 entries (x has 2 features)")
+
+
+def run(cfg, run):
+    P = cfg.experiment
+    ds = data.load("worked_example", dtype=np.float64)
+    X, Y = jnp.asarray(ds.X), jnp.asarray(ds.Y)         # x = [1, 2]^T, y = 1
+    run.save_data(ds.X, ds.Y)
+    model = models.get("mlp", activation="sigmoid", output="sigmoid_mse")
+    p = {"W1": jnp.array([P.W1], jnp.float64), "b1": jnp.full((1, 1), P.b1),
+         "W2": jnp.full((1, 1), P.W2), "b2": jnp.full((1, 1), P.b2)}
+
+    zs, acts = grads.mlp_forward_cache(p, X, "sigmoid")
+    z1, a1, z2 = float(zs[0][0, 0]), float(acts[1][0, 0]), float(zs[1][0, 0])
+    a2 = float(models.sigmoid(zs[1])[0, 0])
+    loss = float(model.loss(p, X, Y))                    # (1/m)||a2 - y||^2 with m = 1
+    g, deltas = grads.mlp(p, X, Y, activation="sigmoid", output="sigmoid_mse", return_deltas=True)
+    g_ad = jax.grad(model.loss)(p, X, Y)
+    agree = max(float(jnp.max(jnp.abs(g[k] - g_ad[k]))) for k in g)
+
+    opt = optim.get("gd", lr=P.lr)                       # w -= lr * g
+    upd, _ = opt.update(g, opt.init(p), p)
+    new = optax.apply_updates(p, upd)
+
+    full = {"z1": z1, "a1": a1, "z2": z2, "a2": a2, "loss": loss,
+            "dL/da2": -2 * (float(Y[0, 0]) - a2), "delta2": float(deltas[2][0, 0]),
+            "dW2": float(g["W2"][0, 0]), "db2": float(g["b2"][0, 0]),
+            "delta1": float(deltas[1][0, 0]), "dW1[0]": float(g["W1"][0, 0]),
+            "dW1[1]": float(g["W1"][0, 1]), "W2_new": float(new["W2"][0, 0]),
+            "W1_new[0]": float(new["W1"][0, 0]), "W1_new[1]": float(new["W1"][0, 1])}
+    is_lecture = (P.lr, P.W1, P.b1, P.W2, P.b2) == (0.5, [0.5, 0.5], 0.0, 0.5, 0.0)
+    rows, lecture_check = [], {}
+    for k, v in full.items():
+        printed, dec = LECTURE[k]
+        ok = abs(v - printed) <= 0.5 * 10 ** -dec + 1e-12
+        lecture_check[k] = {"full": v, "lecture": printed, "decimals": dec, "matches": ok}
+        note = "" if ok else "lecture multiplies rounded numbers" if k == "dW1[1]" else "differs"
+        rows.append([k, f"{v:.15f}", f"{printed:.{dec}f}" if is_lecture else "-",
+                     f"{v:.{dec}f}", (("yes" if ok else f"no: {note}") if is_lecture else "-")])
+    header = ["quantity", "full precision", "lecture", "rounded as printed", "matches lecture"]
+    report.print_table("Lecture 5 worked example (L = (y - a2)^2, lr = %g)" % P.lr, header, rows)
+    print(f"manual backward vs jax.grad: max abs difference {agree:.1e}")
+
+    plots.backprop_flow(
+        [("x", "x = [%g, %g]" % tuple(np.asarray(X[:, 0])), "dL/dx = [%.4f, %.4f]" % tuple(np.asarray((p["W1"].T @ deltas[1])[:, 0]))),
+         ("h", f"z1 = {z1:.4f}\na1 = sigma(z1) = {a1:.4f}", f"dL/da1 = {float(p['W2'][0, 0] * deltas[2][0, 0]):.4f}\ndL/dz1 = {full['delta1']:.5f}"),
+         ("ŷ", f"z2 = {z2:.4f}\na2 = sigma(z2) = {a2:.4f}", f"dL/da2 = {full['dL/da2']:.4f}\ndL/dz2 = {full['delta2']:.4f}"),
+         ("L", f"L = (y - a2)^2\n= {loss:.4f}", "dL/dL = 1")],
+        [(0, 1, "W1 = [%g, %g]\ndW1 = [%.4f, %.4f]" % (*P.W1, full["dW1[0]"], full["dW1[1]"])),
+         (1, 2, f"W2 = {P.W2:g}\ndW2 = {full['dW2']:.4f}"), (2, 3, f"y = {float(Y[0, 0]):g}")],
+        run.figure("backprop_flow.png"),
+        title="Lecture 5 worked example: forward values (blue) and dL/d(node) (red), one real pass")
+
+    summary = {"forward": {"z1": z1, "a1": a1, "z2": z2, "a2": a2, "loss": loss},
+               "grads": {"W1": [full["dW1[0]"], full["dW1[1]"]], "b1": float(g["b1"][0, 0]),
+                         "W2": full["dW2"], "b2": full["db2"]},
+               "updated": {"W1": [full["W1_new[0]"], full["W1_new[1]"]], "W2": full["W2_new"]},
+               "deltas": {"delta1": full["delta1"], "delta2": full["delta2"]},
+               "max_abs_diff_vs_autodiff": agree,
+               "lecture": lecture_check if is_lecture else None}
+    run.save_report(report.report(
+        "Lecture 5 worked example", " ".join(s.strip() for s in __doc__.splitlines()[2:6]),
+        "python -m bpexp +experiment=worked_example",
+        [("Numbers", "Loss convention: L = (y - a2)^2 for the single example, i.e. the section "
+                     "notes' (1/m)||yhat - y||^2 with m = 1.\n\n" + report.markdown_table(header, rows)),
+         ("Check", f"Hand-derived backward pass vs jax.grad: max abs difference {agree:.1e}. "
+                   "The lecture's dW1[1] = -0.028 is -0.014 x 2 from the rounded delta1; the exact "
+                   "value -0.028565 rounds to -0.029.")],
+        ["backprop_flow.png"]))
+    return summary
