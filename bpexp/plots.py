@@ -73,3 +73,86 @@ def backprop_flow(nodes, edges, path, title="Backprop flow"):
     ax.axis("off")
     ax.set_title(title)
     return save(fig, path)
+
+
+def _lr_colors(lrs):
+    norm = matplotlib.colors.LogNorm(vmin=float(np.min(lrs)), vmax=float(np.max(lrs)))
+    return plt.get_cmap("viridis"), norm
+
+
+def _positive(a):
+    """Non-finite or non-positive values masked so log axes draw what is defined."""
+    a = np.asarray(a, np.float64)
+    return np.where(np.isfinite(a) & (a > 0), a, np.nan)
+
+
+def loss_curves_by_lr(steps, loss, lrs, path, title="Loss per learning rate"):
+    """``loss[lr, step]`` as curves coloured by lr (log colour scale), log loss axis; a
+    diverged curve ends where its loss stops being finite."""
+    cmap, norm = _lr_colors(lrs)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for lr, curve in zip(lrs, loss):
+        ax.plot(steps, _positive(curve), color=cmap(norm(lr)), lw=1)
+    ax.set_yscale("log")
+    start = _positive(np.asarray(loss)[:, 0])
+    if np.any(np.isfinite(start)):  # diverging curves leave the top: keep the converging ones readable
+        lo = np.nanmin(_positive(loss))
+        ax.set_ylim(lo / 2, np.nanmax(start) * 1e3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (log)")
+    ax.set_title(title, fontsize=10)
+    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, label="learning rate (log)")
+    return save(fig, path)
+
+
+def final_vs_lr(lrs, final, diverged, thr_theory, kind, thr_measured, path, title="Final loss vs lr"):
+    """Median and spread of the final loss over the runs that did not diverge, per lr; lrs with
+    diverged runs marked at the top; vertical lines at the theoretical and measured thresholds;
+    the diverged fraction below."""
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True, height_ratios=[3, 1])
+    fin = np.where(diverged, np.nan, _positive(final))
+    ok = ~np.all(np.isnan(fin), axis=1)
+    lo, hi = np.full(len(lrs), np.nan), np.full(len(lrs), np.nan)
+    med = np.full(len(lrs), np.nan)
+    lo[ok], hi[ok], med[ok] = np.nanmin(fin[ok], 1), np.nanmax(fin[ok], 1), np.nanmedian(fin[ok], 1)
+    ax.fill_between(lrs, lo, hi, alpha=0.2, color="tab:blue", label="min-max over converged runs")
+    ax.plot(lrs, med, "o-", ms=3, color="tab:blue", label="median final loss (converged runs)")
+    top = np.nanmax(hi) * 2 if np.any(ok) else 1.0
+    frac = np.mean(diverged, axis=1)
+    bad = frac > 0
+    ax.plot(lrs[bad], np.full(bad.sum(), top), "x", color="tab:red", label="lr with diverged runs")
+    if thr_theory:
+        ax.axvline(thr_theory, color="k", ls="--", label=f"theory 2/lambda_max ({kind}) = {thr_theory:.4g}")
+        ax2.axvline(thr_theory, color="k", ls="--")
+    if thr_measured:
+        ax.axvline(thr_measured, color="tab:red", ls=":", label=f"measured = {thr_measured:.4g}")
+        ax2.axvline(thr_measured, color="tab:red", ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel("final training loss (log)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax2.plot(lrs, frac, "s-", ms=3, color="tab:red")
+    ax2.set_ylim(-0.05, 1.05)
+    ax2.set_ylabel("diverged\nfraction")
+    ax2.set_xlabel("learning rate (log)")
+    return save(fig, path)
+
+
+def three_lrs(steps, losses, lrs, thr, path):
+    """The lecture's "too small / good / too large" chart from real runs: ``losses`` is a list of
+    three ``[run, step]`` arrays."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=False)
+    names = ["too small", "good", "too large"]
+    colors = ["tab:orange", "tab:green", "tab:red"]
+    for ax, name, lr, L, c in zip(axes, names, lrs, losses, colors):
+        for curve in L:
+            ax.plot(steps, _positive(curve), color=c, lw=1, alpha=0.7)
+        ax.set_yscale("log")
+        rel = f" = {lr / thr:.3g} x theory threshold" if thr else ""
+        ax.set_title(f"{name}: lr = {lr:.3g}{rel}", fontsize=9)
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("training loss (log)")
+    fig.suptitle("Learning rate too small / good / too large (real runs, every seed)", fontsize=10)
+    return save(fig, path)

@@ -1,0 +1,35 @@
+"""Pieces every experiment shares: data from the config, sweep metrics to disk."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bpexp import data
+
+
+def dtype_of(cfg):
+    return np.float64 if cfg.precision == "float64" else np.float32
+
+
+def load_data(cfg, run=None, **override) -> data.Dataset:
+    """The config's dataset (``override`` replaces DataCfg fields); saved to data.npz."""
+    kw = {k: getattr(cfg.data, k) for k in ("m", "n", "noise", "seed", "features")}
+    kw.update({k: v for k, v in override.items() if k != "name"})
+    ds = data.load(override.get("name", cfg.data.name), dtype=dtype_of(cfg), **kw)
+    if run is not None:
+        run.save_data(ds.X, ds.Y)
+    return ds
+
+
+def command(cfg, default_overrides: str = "") -> str:
+    """The command line that reproduces this run (from argv)."""
+    import sys
+
+    args = [a for a in sys.argv[1:] if not a.startswith("outputs.root=")]
+    return "python -m bpexp " + " ".join(args or [f"+experiment={cfg.experiment.name}", default_overrides]).strip()
+
+
+def finite_median(a, axis):
+    """Median over ``axis`` that treats non-finite values as +inf (a diverged run is worst)."""
+    a = np.where(np.isfinite(a), a, np.inf)
+    return np.median(a, axis=axis)
