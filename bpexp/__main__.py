@@ -105,7 +105,8 @@ def _note_in_sweep(run) -> None:
     except ValueError:
         return
     if hc.mode is not None and hc.mode.name == "MULTIRUN":
-        outputs.write_text(os.path.join(hc.runtime.output_dir, "run_dir.txt"), f"{run.dir}\n")
+        outputs.write_json(os.path.join(hc.runtime.output_dir, "job.json"),
+                           {"run_dir": str(run.dir), "overrides": list(hc.overrides.task)})
 
 
 def cli() -> None:

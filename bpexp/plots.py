@@ -156,3 +156,28 @@ def three_lrs(steps, losses, lrs, thr, path):
     axes[0].set_ylabel("training loss (log)")
     fig.suptitle("Learning rate too small / good / too large (real runs, every seed)", fontsize=10)
     return save(fig, path)
+
+
+def bench_times(times: dict, scaling: list, path, title="bench"):
+    """Bars of wall seconds per method; beside it, seconds vs number of runs (log-log) with a
+    linear-cost reference line."""
+    fig, axes = plt.subplots(1, 2 if scaling else 1, figsize=(11 if scaling else 6, 4))
+    ax = axes[0] if scaling else axes
+    names = list(times)
+    ax.barh(names, [times[k] for k in names], color=["tab:green", "tab:blue", "tab:orange", "tab:purple"][:len(names)])
+    for i, k in enumerate(names):
+        ax.text(times[k], i, f" {times[k]:.2f} s", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("wall seconds for the whole grid (median)")
+    ax.set_title(title, fontsize=9)
+    if scaling:
+        ax2 = axes[1]
+        r = np.array([s["runs"] for s in scaling], float)
+        t = np.array([s["seconds"] for s in scaling], float)
+        ax2.loglog(r, t, "o-", label="engine")
+        ax2.loglog(r, t[-1] * r / r[-1], "k--", lw=1, label="linear in runs")
+        ax2.set_xlabel("runs in the grid (log)")
+        ax2.set_ylabel("wall seconds (log)")
+        ax2.set_title("Cost vs number of runs (small model)", fontsize=9)
+        ax2.legend(fontsize=8)
+    return save(fig, path)

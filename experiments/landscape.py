@@ -1,0 +1,544 @@
+"""Loss landscapes: convex vs non-convex, GD on a toy quadratic, and a trained model's real slice.
+
+Question: what do the lecture's landscape pictures look like when every marked point and every
+path is computed rather than drawn by hand? (a) Where are the minima, saddles and maxima of a
+convex bowl and of a non-convex surface? (b) How does GD move on 0.5 w1^2 + 2 w2^2 as the
+learning rate crosses 2/lambda_max = 0.5? (c) What does a trained network's loss look like on a
+2-D plane through its weights, and where does its GD trajectory lie on it?
+Theory: (a) critical points solve grad f = 0; the signs of the Hessian eigenvalues classify them
+(+ + minimum, + - saddle, - - maximum); the bowl w1^2 + w2^2 has exactly one, a minimum at 0.
+The non-convex surface is the tilted, coupled double well
+    f(w) = (w1^2 - 1)^2 + (w2^2 - 1)^2 + c w1 w2 + t1 w1 + t2 w2      (c = 0.5, t = (0.3, -0.2)),
+whose 3 x 3 critical points are 4 minima, 4 saddles and 1 maximum while c and t stay small.
+(b) On a quadratic with Hessian diag(1, 4), GD gives w_t = (1 - lr h)^t w_0 per coordinate, so
+it converges iff |1 - 4 lr| < 1, i.e. lr < 2/4 = 0.5, oscillating in w2 once lr > 0.25.
+(c) Li et al. (NeurIPS 2018, "Visualizing the Loss Landscape of Neural Nets"): plot
+L(theta* + a d1 + b d2) with random Gaussian directions rescaled row by row ("filter
+normalization": each row of d has the norm of the matching row of W), so the picture does not
+depend on the weights' scale; biases get zero direction (their default). Random directions
+are nearly orthogonal to the training path (Li et al. section 7), so the trajectory's
+least-squares projection onto them is tiny; the plane of the trajectory's top-2 principal
+components (PCA) captures most of it and is drawn too.
+Expected: 1 minimum for the bowl; 4 minima, 4 saddles, 1 maximum for the double well, each with
+|grad| < 1e-8; toy GD converges for lr < 0.5 and diverges for 0.52; the slice's center is the
+trained loss and the minimum of the slice sits at or near the center.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bpexp import models, optim, report, sweep, theory
+from experiments._common import command, load_data
+
+PRECISION = "float64"
+
+
+@dataclass
+class Params:
+    name: str = "landscape"
+    coupling: float = 0.5                 # c in the double well
+    tilt: list = field(default_factory=lambda: [0.3, -0.2])   # (t1, t2)
+    box: float = 2.0                      # critical points are searched in [-box, box]^2
+    starts: int = 15                      # Newton starts per axis
+    newton_iters: int = 60
+    toy_w0: list = field(default_factory=lambda: [2.5, 2.0])
+    toy_lrs: list = field(default_factory=lambda: [0.15, 0.4, 0.49, 0.52])
+    toy_steps: int = 20
+    grid: int = 41                        # slice: grid x grid loss evaluations (odd: 0 is a node)
+    span: float = 1.0                     # slice: a, b in [-span, span] (units of the directions)
+    bias_dirs: str = "zero"               # zero (Li et al. default) | filter (|d_i| = |b_i|)
+    direction_seed: int = 1               # folded into the run seed for the random directions
+
+
+def validate(cfg):
+    P = cfg.experiment
+    if len(P.tilt) != 2 or len(P.toy_w0) != 2:
+        raise ValueError(f"experiment.tilt={P.tilt!r} / experiment.toy_w0={P.toy_w0!r} must have 2 entries")
+    if not P.toy_lrs or any(not lr > 0 for lr in P.toy_lrs):
+        raise ValueError(f"experiment.toy_lrs={P.toy_lrs!r} must be a non-empty list of positive lrs")
+    if P.grid < 3 or P.grid % 2 == 0:
+        raise ValueError(f"experiment.grid={P.grid} must be odd and >= 3 (the center is the trained point)")
+    if P.bias_dirs not in ("zero", "filter"):
+        raise ValueError(f"experiment.bias_dirs={P.bias_dirs!r} is not allowed; choose one of zero, filter")
+    for k in ("starts", "newton_iters", "toy_steps"):
+        if getattr(P, k) < 1:
+            raise ValueError(f"experiment.{k}={getattr(P, k)} must be >= 1")
+    if not (P.box > 0 and P.span > 0):
+        raise ValueError(f"experiment.box={P.box} and experiment.span={P.span} must be > 0")
+    if cfg.train.steps % cfg.train.record_every:
+        raise ValueError(f"train.record_every={cfg.train.record_every} must divide train.steps={cfg.train.steps}")
+
+
+# ---------------------------------------------------------------- (a) analytic surfaces (numpy)
+class Surface:
+    """f, grad, hess of a 2-D surface on arrays W: (..., 2) -> (...), (..., 2), (..., 2, 2)."""
+
+    def __init__(self, name, formula, f, grad, hess):
+        self.name, self.formula, self.f, self.grad, self.hess = name, formula, f, grad, hess
+
+
+def bowl() -> Surface:
+    return Surface("convex bowl", "w1^2 + w2^2",
+                   lambda W: W[..., 0] ** 2 + W[..., 1] ** 2,
+                   lambda W: 2.0 * W,
+                   lambda W: np.broadcast_to(2.0 * np.eye(2), W.shape[:-1] + (2, 2)).copy())
+
+
+def double_well(c=0.5, t=(0.3, -0.2)) -> Surface:
+    """(w1^2 - 1)^2 + (w2^2 - 1)^2 + c w1 w2 + t1 w1 + t2 w2."""
+    t1, t2 = float(t[0]), float(t[1])
+
+    def f(W):
+        w1, w2 = W[..., 0], W[..., 1]
+        return (w1 ** 2 - 1) ** 2 + (w2 ** 2 - 1) ** 2 + c * w1 * w2 + t1 * w1 + t2 * w2
+
+    def grad(W):
+        w1, w2 = W[..., 0], W[..., 1]
+        return np.stack([4 * w1 * (w1 ** 2 - 1) + c * w2 + t1,   # df/dw1
+                         4 * w2 * (w2 ** 2 - 1) + c * w1 + t2], -1)
+
+    def hess(W):
+        w1, w2 = W[..., 0], W[..., 1]
+        off = np.full_like(w1, c)
+        return np.stack([np.stack([12 * w1 ** 2 - 4, off], -1),   # d2f/dw1^2 = 12 w1^2 - 4
+                         np.stack([off, 12 * w2 ** 2 - 4], -1)], -2)
+
+    return Surface("non-convex double well",
+                   f"(w1^2-1)^2 + (w2^2-1)^2 + {c:g} w1 w2 + {t1:g} w1 + {t2:g} w2", f, grad, hess)
+
+
+def classify(eigs, tol=1e-9) -> str:
+    """Hessian eigenvalue signs -> minimum | maximum | saddle | degenerate."""
+    if np.min(np.abs(eigs)) <= tol:
+        return "degenerate"
+    if np.all(eigs > 0):
+        return "minimum"
+    if np.all(eigs < 0):
+        return "maximum"
+    return "saddle"
+
+
+def critical_points(s: Surface, box=2.0, starts=15, iters=60, max_step=0.5, gtol=1e-10, dedup=1e-6):
+    """Newton on grad f = 0 (w <- w - H^+ g, step clipped to max_step) from a starts x starts grid
+    in [-box, box]^2, all starts at once; converged points (|g| < gtol) deduplicated and
+    classified by the Hessian eigenvalue signs. Newton is attracted to every kind of critical
+    point, not only minima, which is the point here. Returns a list of dicts sorted by value."""
+    s1 = np.linspace(-box, box, starts)
+    W = np.stack(np.meshgrid(s1, s1, indexing="ij"), -1).reshape(-1, 2)
+    for _ in range(iters):
+        step = (np.linalg.pinv(s.hess(W)) @ s.grad(W)[..., None])[..., 0]
+        norm = np.linalg.norm(step, axis=-1, keepdims=True)
+        W = W - step * np.minimum(1.0, max_step / np.maximum(norm, 1e-300))
+    ok = np.isfinite(W).all(-1) & (np.linalg.norm(s.grad(W), axis=-1) < gtol)
+    ok &= np.abs(W).max(-1) <= box * 1.5
+    pts: list[np.ndarray] = []
+    for w in W[ok]:
+        if all(np.linalg.norm(w - p) > dedup for p in pts):
+            pts.append(w)
+    out = []
+    for w in pts:
+        eig = np.linalg.eigvalsh(s.hess(w))
+        out.append({"w": w.tolist(), "value": float(s.f(w)), "grad_norm": float(np.linalg.norm(s.grad(w))),
+                    "hessian_eigs": eig.tolist(), "kind": classify(eig)})
+    return sorted(out, key=lambda d: d["value"])
+
+
+def by_kind(points):
+    kinds = {"minima": "minimum", "saddles": "saddle", "maxima": "maximum", "degenerate": "degenerate"}
+    return {k: [p for p in points if p["kind"] == v] for k, v in kinds.items()}
+
+
+# ---------------------------------------------------------------- (b) toy quadratic GD (numpy)
+def toy_gd(w0, lrs, steps):
+    """GD paths on 0.5 w1^2 + 2 w2^2: (len(lrs), steps + 1, 2), plus the closed form."""
+    paths = np.stack([theory.gd_path(theory.toy_quadratic_grad, w0, lr, steps) for lr in lrs])
+    h = np.diag(theory.TOY_HESSIAN)
+    t = np.arange(steps + 1)[None, :, None]
+    closed = (1.0 - np.asarray(lrs)[:, None, None] * h[None, None, :]) ** t * np.asarray(w0)[None, None, :]
+    return paths, closed
+
+
+# ---------------------------------------------------------------- (c) a trained model's slice
+def filter_normalize(direction: dict, params: dict, bias="zero") -> dict:
+    """Li et al. 2018 filter normalization of a random direction, leaf by leaf.
+
+    2-D weights W (rows = units): d_i <- d_i ||W_i|| / ||d_i|| per row i. Biases (leaves named
+    b*): zero (bias="zero") or per-row, i.e. |d_i| = |b_i| (bias="filter"). Other weights
+    (scalar w, ()): the whole leaf is rescaled to the weight's norm."""
+    out = {}
+    for k, d in direction.items():
+        d, w = np.asarray(d, np.float64), np.asarray(params[k], np.float64)
+        if k.startswith("b") and bias == "zero":
+            out[k] = np.zeros_like(d)
+        elif d.ndim == 2:
+            out[k] = d * np.linalg.norm(w, axis=1, keepdims=True) / np.maximum(
+                np.linalg.norm(d, axis=1, keepdims=True), 1e-300)
+        elif k.startswith("b"):     # bias vectors as rows of length 1: |d_i| = |b_i|
+            out[k] = np.sign(d) * np.abs(w)
+        else:
+            out[k] = d * np.linalg.norm(w) / max(np.linalg.norm(d), 1e-300)
+    return out
+
+
+def project(points, center, D):
+    """Least-squares coefficients c (T, 2) with points - center ~ c @ D; D: (2, P)."""
+    c, *_ = np.linalg.lstsq(D.T, (points - center).T, rcond=None)
+    return c.T
+
+
+def pca_plane(points, center):
+    """Top-2 principal directions (2, P) of points - center (rows), and their variance share."""
+    _, s, vt = np.linalg.svd(points - center, full_matrices=False)
+    return vt[:2], (s[:2] ** 2 / np.sum(s ** 2))
+
+
+def ravel(p, xp=np):
+    """Parameter dict -> flat vector, leaves in sorted-key order (as jax's ravel_pytree)."""
+    return xp.concatenate([xp.ravel(p[k]) for k in sorted(p)])
+
+
+def unravel(vec, shapes):
+    """Flat vector -> parameter dict; ``shapes`` maps leaf name -> shape. numpy or jax."""
+    out, o = {}, 0
+    for k in sorted(shapes):
+        size = int(np.prod(shapes[k]))
+        out[k] = vec[o:o + size].reshape(shapes[k])
+        o += size
+    return out
+
+
+def make_trainer(model, n, d_out, hparams, opt_name, impl, opt_hp, steps, record_every):
+    """jit: (seed, direction_seed, X, Y) -> theta trajectory (steps/record_every + 1, P), loss
+    per step (steps,), final loss, 2 raw N(0, I) directions (2, P). Init as the sweep engine
+    does (k_init = split(PRNGKey(seed))[0]); the optimizer of the config with hand gradients."""
+
+    def train(seed, dseed, X, Y):
+        k_init, _ = jax.random.split(jax.random.PRNGKey(seed))
+        p0 = model.init(k_init, n, d_out, dtype=X.dtype, **hparams)
+        opt = optim.get(opt_name, impl=impl, **opt_hp)
+
+        def step(carry, _):
+            p, s = carry
+            loss = model.loss(p, X, Y)
+            upd, s = opt.update(model.grad(p, X, Y), s, p)
+            return (jax.tree_util.tree_map(jnp.add, p, upd), s), loss
+
+        def block(carry, _):
+            carry, losses = jax.lax.scan(step, carry, None, length=record_every)
+            return carry, (ravel(carry[0], jnp), losses)
+
+        (p, _), (thetas, losses) = jax.lax.scan(block, (p0, opt.init(p0)), None, length=steps // record_every)
+        flat0 = ravel(p0, jnp)
+        # directions from a key of their own: they do not move with the init seed's stream
+        dirs = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), dseed), (2, flat0.size), X.dtype)
+        return jnp.concatenate([flat0[None], thetas]), losses.reshape(-1), model.loss(p, X, Y), dirs
+
+    return jax.jit(train)
+
+
+def make_plane_loss(model, shapes):
+    """jit: (center (P,), D (2, P), coeffs (N, 2), X, Y) -> loss (N,), one vmapped call."""
+
+    def plane(center, D, coeffs, X, Y):
+        return jax.vmap(lambda c: model.loss(unravel(center + c @ D, shapes), X, Y))(coeffs)
+
+    return jax.jit(plane)
+
+
+def plane_grid(span_a, span_b, G):
+    a, b = np.linspace(-span_a, span_a, G), np.linspace(-span_b, span_b, G)
+    A, B = np.meshgrid(a, b, indexing="ij")
+    return a, b, np.stack([A.ravel(), B.ravel()], -1)
+
+
+def run(cfg, run):
+    P = cfg.experiment
+    # (a) critical points of the two surfaces
+    with run.timed("critical_points"):
+        surfaces = {"convex": bowl(), "nonconvex": double_well(P.coupling, P.tilt)}
+        crit = {k: critical_points(s, P.box, P.starts, P.newton_iters) for k, s in surfaces.items()}
+
+    # (b) toy GD
+    lrs = np.asarray(P.toy_lrs, np.float64)
+    paths, closed = toy_gd(P.toy_w0, lrs, P.toy_steps)
+    f0 = theory.toy_quadratic(paths[:, 0].T)
+    fT = theory.toy_quadratic(paths[:, -1].T)
+    h = np.diag(theory.TOY_HESSIAN)
+    factors = 1.0 - lrs[:, None] * h[None, :]
+    bound = 2.0 / float(h.max())
+
+    # (c) trained model, slice, trajectory
+    ds = load_data(cfg, run, name=cfg.data.name)
+    spec = sweep.spec_from_cfg(cfg, ds.n, ds.d_out, ds.m)
+    model = models.get(cfg.model.name, **dict(spec.model_options))
+    hparams = dict(spec.model_hparams)
+    hparams["init_scale"] = cfg.model.init_scale
+    opt_hp = {k: (cfg.optimizer.lr if k == "lr" else getattr(cfg.optimizer, k))
+              for k in optim.HYPERPARAMS[cfg.optimizer.name]}
+    X, Y = jnp.asarray(ds.X, jnp.float64), jnp.asarray(ds.Y, jnp.float64)
+    shapes = {k: tuple(v.shape) for k, v in jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), ds.n, ds.d_out, dtype=jnp.float64, **hparams)).items()}
+    with run.timed("train"):
+        trainer = make_trainer(model, ds.n, ds.d_out, hparams, cfg.optimizer.name, cfg.optimizer.impl,
+                               opt_hp, cfg.train.steps, cfg.train.record_every)
+        out = trainer(cfg.seed, 1000 + P.direction_seed, X, Y)
+        thetas, train_loss, final_loss, dirs = (np.asarray(v) for v in jax.device_get(out))
+    final_loss = float(final_loss)
+    center = thetas[-1]
+    p_star = unravel(center, shapes)
+    D_rand = np.stack([ravel(filter_normalize(unravel(d, shapes), p_star, P.bias_dirs)) for d in dirs])
+    D_pca, pca_var = pca_plane(thetas, center)
+    c_rand, c_pca = project(thetas, center, D_rand), project(thetas, center, D_pca)
+    captured = {k: float(np.linalg.norm(c @ D) / max(np.linalg.norm(thetas[0] - center), 1e-300))
+                for k, c, D in (("random", c_rand[:1], D_rand), ("pca", c_pca[:1], D_pca))}
+    G = P.grid
+    a_r, b_r, C_r = plane_grid(P.span, P.span, G)
+    ext = 1.25 * np.max(np.abs(c_pca), axis=0)
+    a_p, b_p, C_p = plane_grid(max(ext[0], 1e-6), max(ext[1], 1e-6), G)
+    with run.timed("slice"):
+        plane = make_plane_loss(model, shapes)
+        L_r = np.asarray(plane(center, D_rand, np.concatenate([C_r, c_rand]), X, Y))
+        L_p = np.asarray(plane(center, D_pca, np.concatenate([C_p, c_pca]), X, Y))
+    L_r, Lt_r = L_r[:G * G].reshape(G, G), L_r[G * G:]
+    L_p, Lt_p = L_p[:G * G].reshape(G, G), L_p[G * G:]
+    mid = G // 2
+    steps_rec = np.arange(thetas.shape[0]) * cfg.train.record_every
+
+    run.save_metrics(
+        convex_points=np.array([p["w"] for p in crit["convex"]]),
+        nonconvex_points=np.array([p["w"] for p in crit["nonconvex"]]),
+        nonconvex_kinds=np.array([p["kind"] for p in crit["nonconvex"]]),
+        toy_lrs=lrs, toy_paths=paths, toy_closed_form=closed, toy_paths__dims=np.array(["lr", "step", "w"]),
+        train_loss=train_loss, trajectory=thetas, trajectory_steps=steps_rec,
+        slice_a=a_r, slice_b=b_r, slice_loss=L_r, slice_dirs=D_rand, slice_traj_coeffs=c_rand,
+        slice_traj_loss=Lt_r,
+        pca_a=a_p, pca_b=b_p, pca_loss=L_p, pca_dirs=D_pca, pca_traj_coeffs=c_pca, pca_traj_loss=Lt_p)
+
+    # ---- figures
+    figs = ["surfaces_3d.png", "critical_points.png", "toy_gd.png", "slice_trajectory.png"]
+    grids = {k: _surface_grid(s, P.box) for k, s in surfaces.items()}
+    title_slice = f"{cfg.model.name} on {cfg.data.name}: L(theta* + a d1 + b d2)"
+    fig_surfaces_3d(grids, crit, {k: s.formula for k, s in surfaces.items()},
+                    (a_r, b_r, L_r), title_slice, run.figure(figs[0]))
+    fig_critical_points(grids, crit, {k: s.formula for k, s in surfaces.items()}, run.figure(figs[1]))
+    fig_toy_gd(paths, lrs, factors, bound, run.figure(figs[2]))
+    fig_slice(steps_rec, train_loss, final_loss,
+              [(a_r, b_r, L_r, c_rand, Lt_r, f"random filter-normalized directions\n(Li et al. 2018; biases: {P.bias_dirs})",
+                captured["random"], "a (units of d1)", "b (units of d2)"),
+               (a_p, b_p, L_p, c_pca, Lt_p, f"PCA of the trajectory (variance {pca_var[0]:.0%} + {pca_var[1]:.0%})",
+                captured["pca"], "PC1 (parameter units)", "PC2 (parameter units)")],
+              f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name} lr={cfg.optimizer.lr:g}, "
+              f"{cfg.train.steps} steps", run.figure(figs[3]))
+
+    # ---- table and report
+    nc = by_kind(crit["nonconvex"])
+    rows = [["convex bowl: critical points", len(crit["convex"]), "1 minimum at (0, 0)",
+             ", ".join(f"{p['kind']} at ({p['w'][0]:.2g}, {p['w'][1]:.2g})" for p in crit["convex"])],
+            ["double well: minima / saddles / maxima", f"{len(nc['minima'])} / {len(nc['saddles'])} / {len(nc['maxima'])}",
+             "4 / 4 / 1", f"max |grad| {max(p['grad_norm'] for p in crit['nonconvex']):.1e}"],
+            ["double well: global minimum", nc["minima"][0]["value"] if nc["minima"] else None, "-",
+             "at (%.4f, %.4f)" % tuple(nc["minima"][0]["w"]) if nc["minima"] else ""]]
+    for lr, pth, fa, a0, aT in zip(lrs, paths, factors, f0, fT):
+        rows.append([f"toy GD lr={lr:g}: final w", "(%.3g, %.3g)" % tuple(pth[-1]),
+                     f"{'diverges' if lr > bound else 'converges'} (lr {'>' if lr > bound else '<'} 2/4)",
+                     f"factors ({fa[0]:.3g}, {fa[1]:.3g}); {'diverged' if aT > a0 else 'converged'}: "
+                     f"f {a0:.3g} -> {aT:.3g}"])
+    rows += [["slice: center loss", float(L_r[mid, mid]), f"trained loss {final_loss:.6g}",
+              f"|diff| {abs(float(L_r[mid, mid]) - final_loss):.1e}"],
+             ["slice: min loss on the grid", float(L_r.min()), "<= center",
+              "at (a, b) = (%.3g, %.3g), %dx%d grid" % (a_r[np.unravel_index(L_r.argmin(), L_r.shape)[0]],
+                                                         b_r[np.unravel_index(L_r.argmin(), L_r.shape)[1]], G, G)],
+             ["trajectory captured by the plane", f"random {captured['random']:.2%}, PCA {captured['pca']:.2%}",
+              "random ~ 0 (Li et al. s.7)", "|projection of theta_0 - theta*| / |theta_0 - theta*|"]]
+    report.print_table("landscape: theory vs measurement", ["quantity", "measured", "theory", "note"], rows)
+
+    pts_rows = [[p["kind"], "(%.6f, %.6f)" % tuple(p["w"]), p["value"],
+                 "(%.4g, %.4g)" % tuple(p["hessian_eigs"]), p["grad_norm"]]
+                for k in ("convex", "nonconvex") for p in crit[k]]
+    run.save_report(report.report(
+        "Loss landscapes", " ".join(s.strip() for s in __doc__.splitlines()[2:7]), command(cfg),
+        [("Setup", f"(a) Surfaces: {surfaces['convex'].formula} and {surfaces['nonconvex'].formula}; "
+                   f"Newton from a {P.starts}x{P.starts} grid in [-{P.box:g}, {P.box:g}]^2, float64. "
+                   f"(b) GD on 0.5 w1^2 + 2 w2^2 from ({P.toy_w0[0]:g}, {P.toy_w0[1]:g}), {P.toy_steps} steps. "
+                   f"(c) `{cfg.model.name}` on `{cfg.data.name}` (n={ds.n}, m={ds.m}), "
+                   f"{cfg.optimizer.name} lr={cfg.optimizer.lr:g}, {cfg.train.steps} steps (hand gradients, "
+                   f"float64), parameters recorded every {cfg.train.record_every} steps; {G}x{G} grid; "
+                   f"random directions filter-normalized per row, biases {P.bias_dirs}; "
+                   "trajectory projected by least squares onto each plane."),
+         ("Theory vs measurement", report.markdown_table(["quantity", "measured", "theory", "note"], rows)),
+         ("Critical points", report.markdown_table(["kind", "w", "f(w)", "Hessian eigenvalues", "|grad|"], pts_rows))],
+        figs))
+
+    def points(k):
+        return {kk: v for kk, v in by_kind(crit[k]).items() if k == "nonconvex" or kk == "minima"}
+
+    argmin = np.unravel_index(L_r.argmin(), L_r.shape)
+    return {
+        "convex": {"formula": surfaces["convex"].formula, **points("convex")},
+        "nonconvex": {"formula": surfaces["nonconvex"].formula, **points("nonconvex")},
+        "toy_gd": {"w0": list(P.toy_w0), "steps": P.toy_steps, "divergence_bound": bound,
+                   "lr": {f"{lr:g}": {"final": pth[-1].tolist(), "diverged": bool(aT > a0),
+                                      "theory_diverges": bool(lr > bound), "factors": fa.tolist(),
+                                      "loss_initial": float(a0), "loss_final": float(aT),
+                                      "max_abs_diff_closed_form": float(np.max(np.abs(pth - cl)))}
+                          for lr, pth, cl, fa, a0, aT in zip(lrs, paths, closed, factors, f0, fT)}},
+        "slice": {"model": cfg.model.name, "data": cfg.data.name, "n_params": int(center.size),
+                  "grid": G, "span": P.span, "bias_dirs": P.bias_dirs,
+                  "directions": "random N(0, I), filter-normalized per row (Li et al. 2018)",
+                  "trained_loss": final_loss, "initial_loss": float(train_loss[0]),
+                  "center_loss": float(L_r[mid, mid]), "min_loss": float(L_r.min()),
+                  "min_at": [float(a_r[argmin[0]]), float(b_r[argmin[1]])], "max_loss": float(L_r.max()),
+                  "final_projection": c_rand[-1].tolist(), "initial_projection": c_rand[0].tolist(),
+                  "captured_fraction": captured["random"],
+                  "pca": {"center_loss": float(L_p[mid, mid]), "min_loss": float(L_p.min()),
+                          "explained_variance": pca_var.tolist(), "captured_fraction": captured["pca"],
+                          "initial_projection": c_pca[0].tolist(), "span": [float(a_p[-1]), float(b_p[-1])]}},
+    }
+
+
+# ---- figures
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import colors as mcolors  # noqa: E402
+
+from bpexp import plots  # noqa: E402  (sets the Agg backend and the style)
+
+KIND_STYLE = {"minimum": ("o", "tab:green"), "saddle": ("X", "tab:orange"),
+              "maximum": ("^", "tab:red"), "degenerate": ("s", "0.4")}
+
+
+def _surface_grid(s: Surface, box, G=121):
+    g = np.linspace(-box * 1.1, box * 1.1, G)
+    A, B = np.meshgrid(g, g, indexing="ij")
+    return A, B, s.f(np.stack([A, B], -1))
+
+
+def _mark(ax, pts, three_d=False, zlift=0.0):
+    seen = set()
+    for p in pts:
+        m, c = KIND_STYLE[p["kind"]]
+        label = p["kind"] if p["kind"] not in seen else None
+        seen.add(p["kind"])
+        if three_d:
+            ax.scatter([p["w"][0]], [p["w"][1]], [p["value"] + zlift], marker=m, color=c, s=60,
+                       edgecolor="k", depthshade=False, zorder=10, label=label)
+        else:
+            ax.plot(*p["w"], m, color=c, ms=9, mec="k", label=label)
+
+
+def fig_surfaces_3d(grids, crit, formulas, slice_, title_slice, path):
+    fig = plt.figure(figsize=(17, 5.6))
+    for i, k in enumerate(("convex", "nonconvex")):
+        A, B, Z = grids[k]
+        ax = fig.add_subplot(1, 3, i + 1, projection="3d", computed_zorder=False)
+        ax.plot_surface(A, B, Z, cmap="viridis", alpha=0.75, rstride=3, cstride=3, lw=0.2, edgecolor="0.3")
+        _mark(ax, crit[k], three_d=True, zlift=0.05 * (Z.max() - Z.min()))
+        ax.set_title(f"{'convex' if k == 'convex' else 'non-convex'}: {formulas[k]}", fontsize=9)
+        ax.set_xlabel("w1")
+        ax.set_ylabel("w2")
+        ax.set_zlabel("f(w)")
+        ax.legend(fontsize=8, loc="upper left")
+    a, b, L = slice_
+    A, B = np.meshgrid(a, b, indexing="ij")
+    ax = fig.add_subplot(1, 3, 3, projection="3d", computed_zorder=False)
+    ax.plot_surface(A, B, np.log10(L), cmap="viridis", alpha=0.8, lw=0.2, edgecolor="0.3")
+    mid = len(a) // 2
+    ax.scatter([0], [0], [np.log10(L[mid, mid])], color="tab:red", s=60, edgecolor="k", depthshade=False,
+               zorder=10, label=f"trained weights theta*, L = {L[mid, mid]:.4g}")
+    ax.set_title(title_slice + "\n(d1, d2 random, filter-normalized)", fontsize=9)
+    ax.set_xlabel("a")
+    ax.set_ylabel("b")
+    ax.set_zlabel("log10 training loss")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle("Loss surfaces; critical points found numerically (Newton + Hessian eigenvalue signs)",
+                 fontsize=11)
+    return plots.save(fig, path)
+
+
+def fig_critical_points(grids, crit, formulas, path):
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.8))
+    for ax, k in zip(axes, ("convex", "nonconvex")):
+        A, B, Z = grids[k]
+        cs = ax.contourf(A, B, Z, levels=30, cmap="viridis")
+        ax.contour(A, B, Z, levels=30, colors="k", linewidths=0.3, alpha=0.5)
+        fig.colorbar(cs, ax=ax, label="f(w)")
+        _mark(ax, crit[k])
+        for p in crit[k]:
+            ax.annotate(f"f={p['value']:.3f}\neig ({p['hessian_eigs'][0]:.2g}, {p['hessian_eigs'][1]:.2g})",
+                        p["w"], xytext=(6, 6), textcoords="offset points", fontsize=7, color="w",
+                        bbox=dict(boxstyle="round,pad=0.2", fc="0.15", alpha=0.6, lw=0))
+        ax.set_title(formulas[k], fontsize=9)
+        ax.set_xlabel("w1")
+        ax.set_ylabel("w2")
+        ax.set_aspect("equal")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Critical points (grad f = 0) and their Hessian eigenvalues", fontsize=11)
+    return plots.save(fig, path)
+
+
+def fig_toy_gd(paths, lrs, factors, bound, path):
+    n = len(lrs)
+    fig, axes = plt.subplots(1, n + 1, figsize=(4.2 * (n + 1), 4.4))
+    for ax, pth, lr, fa in zip(axes, paths, lrs, factors):
+        lim = max(3.0, 1.1 * np.max(np.abs(pth[np.isfinite(pth)])))
+        g = np.linspace(-lim, lim, 201)
+        A, B = np.meshgrid(g, g, indexing="ij")
+        Z = theory.toy_quadratic(np.stack([A, B]))
+        ax.contour(A, B, Z, levels=np.geomspace(0.05, Z.max(), 14), cmap="viridis", linewidths=0.8)
+        c = "tab:red" if lr > bound else "tab:blue"
+        ax.plot(pth[:, 0], pth[:, 1], "o-", color=c, ms=3, lw=1)
+        ax.plot(*pth[0], "s", color="k", ms=6, label="start (%.3g, %.3g)" % tuple(pth[0]))
+        ax.plot(*pth[-1], "*", color=c, ms=12, mec="k", label="step %d (%.2g, %.2g)" % (len(pth) - 1, *pth[-1]))
+        ax.plot(0, 0, "+", color="k", ms=10)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        state = "diverges" if lr > bound else "converges"
+        ax.set_title(f"lr = {lr:g}: factors 1-lr*h = ({fa[0]:.2f}, {fa[1]:.2f})\ntheory: {state} (bound 2/4 = {bound:g})",
+                     fontsize=9, color=c)
+        ax.set_xlabel("w1")
+        ax.set_ylabel("w2")
+        ax.legend(fontsize=7, loc="upper left")
+    ax = axes[-1]
+    cmap = plt.get_cmap("coolwarm")
+    for i, (pth, lr) in enumerate(zip(paths, lrs)):
+        f = theory.toy_quadratic(pth.T)
+        ax.semilogy(np.arange(len(f)), f, "o-", ms=3, color=cmap(i / max(1, n - 1)), label=f"lr = {lr:g}")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("f(w_t) = 0.5 w1^2 + 2 w2^2 (log)")
+    ax.set_title("loss per step", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.suptitle("GD on 0.5 w1^2 + 2 w2^2 (Hessian diag(1, 4)): w_t = (1 - lr h)^t w_0, diverges iff lr > 2/4",
+                 fontsize=11)
+    return plots.save(fig, path)
+
+
+def fig_slice(steps, train_loss, final_loss, planes, title, path):
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.4))
+    for ax, (a, b, L, c, Lt, name, captured, xl, yl) in zip(axes, planes):
+        A, B = np.meshgrid(a, b, indexing="ij")
+        levels = np.geomspace(L.min(), L.max(), 25)
+        cs = ax.contourf(A, B, L, levels=levels, norm=mcolors.LogNorm(), cmap="viridis")
+        ax.contour(A, B, L, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
+        fig.colorbar(cs, ax=ax, label="training loss (log colour)", format="%.3g")
+        ax.plot(c[:, 0], c[:, 1], ".-", color="tab:red", ms=4, lw=1.2, label="GD trajectory (projected)")
+        ax.plot(*c[0], "s", color="w", mec="k", ms=7, label="init (projected)")
+        ax.plot(0, 0, "*", color="tab:red", mec="k", ms=14, label=f"trained theta*, L = {final_loss:.4g}")
+        ax.set_title(f"{name}\nprojection keeps {captured:.1%} of |theta_0 - theta*|", fontsize=9)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.legend(fontsize=7, loc="upper right")
+    ax = axes[2]
+    ax.semilogy(np.arange(len(train_loss)), train_loss, color="k", lw=1.5, label="training loss (full batch)")
+    for (_, _, _, _, Lt, name, *_), col in zip(planes, ("tab:blue", "tab:orange")):
+        ax.semilogy(steps, Lt, "o", ms=3, color=col, label=f"loss at projected point: {name.splitlines()[0]}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (log)")
+    ax.set_title("training loss vs loss at the trajectory's projection", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    return plots.save(fig, path)
