@@ -221,13 +221,29 @@ def test_simple_models_grad_matches_autodiff_fd_and_numpy(n, m, d, hidden, seed)
                  (("two_layer_sigmoid", None, None), n, m, d, hidden, None)], seed=seed)
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
-def test_mlp_every_activation_and_output_matches(depth):
-    """All 12 activation x output pairs at this depth in one compiled call; per-layer widths."""
-    rng = np.random.default_rng(100 + depth)
-    hidden = tuple(int(h) for h in rng.integers(1, 4, size=depth))
+def mlp_specs(variants_depths, seed):
+    """Specs with random shapes (per-layer hidden widths) drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
     n, m, d = int(rng.integers(1, 4)), int(rng.integers(2, 5)), int(rng.integers(2, 4))
-    check_specs([(v, n, m, d, hidden, depth) for v in MLP_VARIANTS], seed=depth, draws=16)
+    return [(v, n, m, d, tuple(int(h) for h in rng.integers(1, 4, size=depth)), depth)
+            for v, depth in variants_depths]
+
+
+def test_mlp_every_activation_output_and_depth():
+    """All 12 activation x output pairs in ONE compiled call; depths in a Latin square, so each
+    activation and each output meets every depth 1..3."""
+    A, O = models.ACTIVATIONS, models.OUTPUTS
+    vd = [(("mlp", a, o), (i + j) % 3 + 1) for i, a in enumerate(A) for j, o in enumerate(O)]
+    assert all({dp for (v, dp) in vd if v[1] == a} == {1, 2, 3} for a in A)
+    assert all({dp for (v, dp) in vd if v[2] == o} == {1, 2, 3} for o in O)
+    check_specs(mlp_specs(vd, seed=7), seed=7, draws=16)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_mlp_full_product_activation_output_depth(depth):
+    """Slow: all 12 pairs at each depth (3 big compiles)."""
+    check_specs(mlp_specs([(v, depth) for v in MLP_VARIANTS], seed=100 + depth), seed=depth, draws=16)
 
 
 @HYP
@@ -284,7 +300,7 @@ def test_param_names_and_shapes_per_design(n, d, k):
         for l in range(1, depth + 2):
             expect[f"W{l}"], expect[f"b{l}"] = (widths[l], widths[l - 1]), (widths[l], 1)
         got = shapes("mlp", n, d, hidden=k, depth=depth)
-        assert got == expect and list(got) == list(expect)
+        assert got == expect
     widths = [n, k, k + 1, 2, d]  # one width per hidden layer
     got = shapes("mlp", n, d, hidden=widths[1:-1], depth=3)
     assert got == {**{f"W{l}": (widths[l], widths[l - 1]) for l in range(1, 5)},
@@ -340,7 +356,7 @@ def test_unknown_activation_and_output_raise():
 
 
 # ------------------------------------------------------------------ init schemes
-N_IN, HIDDEN, N_OUT = 400, 300, 100  # W1 (300, 400), W2 (100, 300)
+N_IN, HIDDEN, N_OUT = 200, 150, 100  # W1 (150, 200), W2 (100, 150); fixed key: deterministic
 SCALES = (1.0, 2.5)
 
 
@@ -376,8 +392,8 @@ def test_init_scheme_statistics(scheme):
                 std = lim / math.sqrt(3)  # variance of U[-a, a] is a^2 / 3
             else:
                 std = c * (math.sqrt(2 / n_in) if scheme == "he" else 1.0)
-            assert abs(np.std(W) / std - 1) < 0.02, (scheme, c, np.std(W), std)
-            assert abs(np.mean(W)) < 0.02 * std
+            assert abs(np.std(W) / std - 1) < 0.03, (scheme, c, np.std(W), std)
+            assert abs(np.mean(W)) < 0.03 * std
 
 
 def test_init_scale_multiplies_and_same_key_same_params():
@@ -387,7 +403,7 @@ def test_init_scale_multiplies_and_same_key_same_params():
         assert_trees_all_close(P[f"{s}@1.0"], Q[f"{s}@1.0"], rtol=0)
         assert not np.allclose(P[f"{s}@1.0"]["W1"], R[f"{s}@1.0"]["W1"])
     # standard: n Var(W) = 1/3
-    assert abs(N_IN * np.var(P["standard@1.0"]["W1"]) - 1 / 3) < 0.01
+    assert abs(N_IN * np.var(P["standard@1.0"]["W1"]) - 1 / 3) < 0.015
 
 
 # ------------------------------------------------------------------ numerical stability
