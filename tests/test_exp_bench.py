@@ -1,0 +1,37 @@
+"""bench on a tiny grid through the CLI writes its schema with consistent numbers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+KEYS = ("backend", "runs", "steps", "engine_s", "loop_s", "naive_s", "speedup_vs_loop",
+        "speedup_vs_naive", "gflops", "gemm_peak_gflops", "frac_of_peak", "compile_s",
+        "manual_s", "autodiff_s", "peak_rss_mb")
+
+
+def test_bench_tiny(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    p = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=bench", "experiment.size=tiny",
+                        "experiment.repeats=1", "experiment.naive_runs=2", "experiment.scaling=[10,40]",
+                        "experiment.scaling_steps=10", "experiment.gemm_n=256",
+                        f"outputs.root={tmp_path}"], cwd=tmp_path, capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    run_dir = p.stdout.strip().splitlines()[-1].removeprefix("run dir: ")
+    s = json.loads(open(f"{run_dir}/summary.json").read())
+    assert set(KEYS) <= set(s)
+    assert s["runs"] == 8 and s["steps"] == 20 and s["backend"] == "cpu"
+    # the derived numbers are the ratios of the measured ones
+    assert s["speedup_vs_loop"] == pytest.approx(s["loop_s"] / s["engine_s"])
+    assert s["speedup_vs_naive"] == pytest.approx(s["naive_s"] / s["engine_s"])
+    weights = 64 * 8 + 8 * 10
+    assert s["gflops"] == pytest.approx(6 * weights * 200 * 20 * 8 / s["engine_s"] / 1e9)
+    assert s["frac_of_peak"] == pytest.approx(s["gflops"] / s["gemm_peak_gflops"])
+    assert [r["runs"] for r in s["scaling"]] == [10, 40]
+    assert all(v > 0 for v in (s["engine_s"], s["loop_s"], s["naive_s"], s["gemm_peak_gflops"], s["peak_rss_mb"]))
+    assert os.path.getsize(f"{run_dir}/figures/times.png") > 5000
+    assert np.load(f"{run_dir}/metrics.npz")["scaling_runs"].tolist() == [10, 40]
