@@ -42,7 +42,10 @@ def lr_values(spec, default: float) -> np.ndarray:
         if num < 1 or start <= 0 and spec.get("log", True):
             raise ValueError(f"sweep.lr={spec!r} needs num >= 1 and start > 0 on a log scale")
         f = np.geomspace if spec.get("log", True) else np.linspace
-        return f(start, stop, num)
+        vals = f(start, stop, num)
+        if not np.all(vals > 0):
+            raise ValueError(f"sweep.lr={spec!r} must give positive learning rates")
+        return vals
     vals = np.atleast_1d(np.asarray(spec, np.float64))
     if vals.size == 0 or not np.all(vals > 0):
         raise ValueError(f"sweep.lr={spec!r} must be positive learning rates")

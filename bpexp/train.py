@@ -103,9 +103,10 @@ def make_run(spec: TrainSpec):
             p, s, first_bad = carry
             loss, g = value_and_grad(p, *batch(step))
             upd, s_new = opt.update(g, s, p)
-            rec = {"loss": loss, "grad_norm": jnp.stack([jnp.linalg.norm(g[k].ravel()) for k in g]),
+            rec = {"loss": loss,  # leaves in sorted order, as leaf_names() labels them
+                   "grad_norm": jnp.stack([jnp.linalg.norm(g[k].ravel()) for k in sorted(g)]),
                    "param_norm": _l2(p), "update_norm": _l2(upd)}
-            first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step, first_bad)
+            first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step.astype(jnp.int32), first_bad)
             return (optax.apply_updates(p, upd), s_new, first_bad), rec
 
         def block(carry, r):
@@ -126,4 +127,5 @@ def make_run(spec: TrainSpec):
 
 
 def leaf_names(spec: TrainSpec) -> list[str]:
-    return list(param_shapes(spec))
+    """Parameter leaf names in the order of ``grad_norm``'s last axis (sorted)."""
+    return sorted(param_shapes(spec))
