@@ -201,7 +201,10 @@ def build(tree: dict) -> Cfg:
         setattr(top, k, v)
     validate(top)
     if hasattr(module, "validate"):
-        module.validate(top)
+        try:
+            module.validate(top)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     return top
 
 

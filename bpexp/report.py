@@ -33,9 +33,13 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
     Console(width=max(80, sum(w + 3 for w in widths) + 4)).print(t)
 
 
+def _cell(v) -> str:
+    return fmt(v).replace("|", "\\|").replace("\n", " ")  # a | would split the cell
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

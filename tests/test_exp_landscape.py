@@ -1,0 +1,186 @@
+"""experiments/landscape.py: a tiny CLI run checked against independent references, and the
+pure helpers (critical points, toy GD, filter normalization, projection) against numpy/jax."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import landscape as L
+
+TINY = ["experiment.grid=11", "experiment.starts=9", "train.steps=40", "train.record_every=5",
+        "model.hidden=4", "data.m=120"]
+
+
+# ------------------------------------------------------------------ independent references
+def jnp_double_well(w, c=0.5, t=(0.3, -0.2)):
+    return (w[0] ** 2 - 1) ** 2 + (w[1] ** 2 - 1) ** 2 + c * w[0] * w[1] + t[0] * w[0] + t[1] * w[1]
+
+
+def np_two_layer_sigmoid_loss(theta, shapes, X, Y):
+    """MSE (1/m) sum (W2 sigma(W1 X + b1) + b2 - Y)^2 from a flat vector in sorted-key order."""
+    p, o = {}, 0
+    for k in sorted(shapes):
+        size = int(np.prod(shapes[k]))
+        p[k] = theta[o:o + size].reshape(shapes[k])
+        o += size
+    A = 0.5 * (1 + np.tanh(0.5 * (p["W1"] @ X + p["b1"])))
+    return float(np.sum((p["W2"] @ A + p["b2"] - Y) ** 2) / Y.shape[1])
+
+
+# ------------------------------------------------------------------ the CLI run
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("landscape")
+    proc = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=landscape", f"outputs.root={tmp}", *TINY],
+                          cwd=tmp, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("run dir: ")
+    run_dir = Path(last[len("run dir: "):])
+    return run_dir, json.loads((run_dir / "summary.json").read_text()), np.load(run_dir / "metrics.npz")
+
+
+def test_cli_outputs_and_schema(tiny_run):
+    run_dir, s, _ = tiny_run
+    for f in ("surfaces_3d.png", "critical_points.png", "toy_gd.png", "slice_trajectory.png"):
+        assert (run_dir / "figures" / f).stat().st_size > 10_000
+    assert (run_dir / "report.md").exists() and (run_dir / "data.npz").exists()
+    assert set(s) == {"convex", "nonconvex", "toy_gd", "slice"}
+    assert set(s["nonconvex"]) >= {"minima", "saddles", "maxima"}
+    assert set(s["toy_gd"]["lr"]) == {"0.15", "0.4", "0.49", "0.52"}
+    for v in s["toy_gd"]["lr"].values():
+        assert set(v) >= {"final", "diverged", "theory_diverges", "factors"}
+    assert s["slice"]["grid"] == 11
+    assert set(s["slice"]) >= {"center_loss", "min_loss", "trained_loss", "final_projection"}
+
+
+def test_cli_critical_points(tiny_run):
+    _, s, _ = tiny_run
+    # the bowl: exactly one critical point, a minimum at 0 with Hessian eigenvalues (2, 2)
+    assert s["convex"]["minima"] and len(s["convex"]["minima"]) == 1
+    mn = s["convex"]["minima"][0]
+    np.testing.assert_allclose(mn["w"], [0, 0], atol=1e-12)
+    np.testing.assert_allclose(mn["hessian_eigs"], [2, 2], rtol=1e-12)
+    # the double well: 4 / 4 / 1, checked with jax.grad / jax.hessian (independent of the
+    # experiment's hand-written derivatives)
+    nc = s["nonconvex"]
+    assert (len(nc["minima"]), len(nc["saddles"]), len(nc["maxima"])) == (4, 4, 1)
+    g, h = jax.grad(jnp_double_well), jax.hessian(jnp_double_well)
+    signs = {"minima": (1, 1), "saddles": (-1, 1), "maxima": (-1, -1)}
+    for kind, sig in signs.items():
+        for p in nc[kind]:
+            w = jnp.asarray(p["w"], jnp.float64)
+            assert float(jnp.linalg.norm(g(w))) < 1e-8
+            eig = np.linalg.eigvalsh(np.asarray(h(w)))
+            assert tuple(np.sign(eig)) == sig and np.min(np.abs(eig)) > 1e-3
+            np.testing.assert_allclose(eig, p["hessian_eigs"], rtol=1e-10)
+            assert abs(float(jnp_double_well(w)) - p["value"]) < 1e-12
+
+
+def test_cli_toy_gd_matches_closed_form_and_theory(tiny_run):
+    _, s, M = tiny_run
+    lrs, paths = M["toy_lrs"], M["toy_paths"]
+    t = np.arange(paths.shape[1])
+    for lr, path in zip(lrs, paths):
+        closed = np.stack([(1 - lr * 1.0) ** t * 2.5, (1 - lr * 4.0) ** t * 2.0], -1)  # (1 - lr h)^t w0
+        np.testing.assert_allclose(path, closed, rtol=1e-12, atol=1e-12)
+        rec = s["toy_gd"]["lr"][f"{lr:g}"]
+        assert rec["theory_diverges"] == (lr > 0.5)
+        assert rec["diverged"] == rec["theory_diverges"]
+        np.testing.assert_allclose(rec["final"], closed[-1], rtol=1e-12)
+
+
+def test_cli_slice_center_projection_and_grid(tiny_run):
+    run_dir, s, M = tiny_run
+    sl = s["slice"]
+    assert abs(sl["center_loss"] - sl["trained_loss"]) <= 1e-12 * sl["trained_loss"]
+    assert sl["min_loss"] <= sl["center_loss"] + 1e-15
+    np.testing.assert_allclose(sl["final_projection"], [0, 0], atol=1e-10)
+    np.testing.assert_allclose(M["slice_traj_coeffs"][-1], [0, 0], atol=1e-10)
+    G = 11
+    assert M["slice_loss"].shape == (G, G) and M["trajectory"].shape == (40 // 5 + 1, M["trajectory"].shape[1])
+    # one corner of the grid recomputed in numpy from the saved weights, directions and data
+    D = np.load(run_dir / "data.npz")
+    X, Y = D["X"].astype(np.float64), D["Y"].astype(np.float64)
+    shapes = {"W1": (4, X.shape[0]), "b1": (4, 1), "W2": (1, 4), "b2": (1, 1)}
+    theta = M["trajectory"][-1]
+    for i, j in ((0, 0), (G - 1, 3), (G // 2, G // 2)):
+        pt = theta + M["slice_a"][i] * M["slice_dirs"][0] + M["slice_b"][j] * M["slice_dirs"][1]
+        assert abs(np_two_layer_sigmoid_loss(pt, shapes, X, Y) - M["slice_loss"][i, j]) < 1e-12
+    # the recorded trajectory's first loss is the initial training loss
+    assert abs(np_two_layer_sigmoid_loss(M["trajectory"][0], shapes, X, Y) - M["train_loss"][0]) < 1e-12
+
+
+# ------------------------------------------------------------------ pure helpers
+def test_separable_double_well_matches_cubic_roots():
+    # c = 0: critical points are the 3 x 3 products of the roots of 4 w^3 - 4 w + t = 0
+    t = (0.3, -0.2)
+    pts = L.critical_points(L.double_well(0.0, t), box=2.0, starts=15, iters=60)
+    roots = [np.sort(np.roots([4, 0, -4, ti]).real) for ti in t]
+    expect = np.array([[r1, r2] for r1 in roots[0] for r2 in roots[1]])
+    got = np.array([p["w"] for p in pts])
+    assert len(got) == 9
+    for e in expect:
+        assert np.min(np.linalg.norm(got - e, axis=1)) < 1e-10
+    # middle root of each coordinate is a local max of that coordinate's quartic
+    kinds = {(int(np.argmin(np.abs(roots[0] - p["w"][0]))), int(np.argmin(np.abs(roots[1] - p["w"][1])))): p["kind"]
+             for p in pts}
+    for (i, j), k in kinds.items():
+        neg = (i == 1) + (j == 1)
+        assert k == {0: "minimum", 1: "saddle", 2: "maximum"}[neg]
+
+
+def test_bowl_has_one_minimum_and_classify():
+    pts = L.critical_points(L.bowl(), starts=7)
+    assert len(pts) == 1 and pts[0]["kind"] == "minimum" and pts[0]["w"] == [0.0, 0.0]
+    assert L.classify(np.array([1.0, 2.0])) == "minimum"
+    assert L.classify(np.array([-1.0, 2.0])) == "saddle"
+    assert L.classify(np.array([-1.0, -2.0])) == "maximum"
+    assert L.classify(np.array([0.0, 2.0])) == "degenerate"
+
+
+def test_toy_gd_closed_form():
+    paths, closed = L.toy_gd([2.5, 2.0], [0.15, 0.52], 20)
+    np.testing.assert_allclose(paths, closed, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(paths[0, 20], [0.85 ** 20 * 2.5, 0.4 ** 20 * 2.0], rtol=1e-12)
+
+
+def test_filter_normalize_rows_and_biases():
+    rng = np.random.default_rng(0)
+    p = {"W1": rng.normal(size=(4, 3)), "b1": rng.normal(size=(4, 1)), "W2": rng.normal(size=(1, 4)),
+         "b2": rng.normal(size=(1, 1))}
+    d = {k: rng.normal(size=v.shape) for k, v in p.items()}
+    z = L.filter_normalize(d, p, "zero")
+    for k in ("W1", "W2"):
+        np.testing.assert_allclose(np.linalg.norm(z[k], axis=1), np.linalg.norm(p[k], axis=1), rtol=1e-12)
+        # same direction within each row
+        cos = np.sum(z[k] * d[k], 1) / np.linalg.norm(z[k], axis=1) / np.linalg.norm(d[k], axis=1)
+        np.testing.assert_allclose(cos, 1.0, rtol=1e-12)
+    assert not np.any(z["b1"]) and not np.any(z["b2"])
+    f = L.filter_normalize(d, p, "filter")
+    np.testing.assert_allclose(np.abs(f["b1"]), np.abs(p["b1"]), rtol=1e-12)
+    np.testing.assert_array_equal(np.sign(f["b1"]), np.sign(d["b1"]))
+
+
+def test_ravel_matches_jax_and_projection():
+    from jax.flatten_util import ravel_pytree
+    rng = np.random.default_rng(1)
+    p = {"W2": rng.normal(size=(1, 4)), "b1": rng.normal(size=(4, 1)), "W1": rng.normal(size=(4, 3))}
+    flat = L.ravel(p)
+    np.testing.assert_array_equal(flat, np.asarray(ravel_pytree(p)[0]))
+    back = L.unravel(flat, {k: v.shape for k, v in p.items()})
+    for k in p:
+        np.testing.assert_array_equal(back[k], p[k])
+    D = rng.normal(size=(2, flat.size))
+    c = np.array([[0.3, -1.2], [0.0, 0.0], [2.0, 0.5]])
+    pts = flat + c @ D
+    np.testing.assert_allclose(L.project(pts, flat, D), c, atol=1e-12)
+    V, var = L.pca_plane(pts, flat)
+    np.testing.assert_allclose(V @ V.T, np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(var.sum(), 1.0, atol=1e-12)  # points lie in a 2-D plane
