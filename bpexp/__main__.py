@@ -75,23 +75,29 @@ def main(dcfg: DictConfig) -> None:
     module = config.experiment_module(cfg.experiment.name)
     setup_jax(cfg, module)
     name = cfg.experiment.name
-    with outputs.open_run(cfg.outputs.root, name, OmegaConf.to_yaml(dcfg, resolve=True)) as run:
-        try:
+    bad_value, run = None, None
+    try:
+        with outputs.open_run(cfg.outputs.root, name, OmegaConf.to_yaml(dcfg, resolve=True)) as run:
             summary = module.run(cfg, run)
             run.save_summary(summary)
             run.finish("finished", summary)
-        except (config.ConfigError, ValueError) as e:
-            # a bad combination found while running: recorded as failed, one line, non-zero
-            run.finish("failed", error=f"{type(e).__name__}: {e}")
-            print(f"error: {e}", file=sys.stderr)
-            print(f"run dir: {run.dir}")
-            sys.exit(1)
-        except KeyboardInterrupt:
+    except ValueError as e:
+        # a bad combination found while running (open_run recorded it failed): one line
+        bad_value = e
+    except KeyboardInterrupt:
+        if run is not None:
             print(f"\ninterrupted\nrun dir: {run.dir}")
-            raise
-        except BaseException:
+        raise
+    except BaseException:
+        if run is not None:
             print(f"failed, see {run.dir / 'error.txt'}\nrun dir: {run.dir}", file=sys.stderr)
-            raise
+        raise
+    if bad_value is not None:
+        if run is None:
+            _die(str(bad_value))
+        print(f"error: {bad_value}", file=sys.stderr)
+        print(f"run dir: {run.dir}")
+        sys.exit(1)
     _note_in_sweep(run)
     print(f"run dir: {run.dir}")
 

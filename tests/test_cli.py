@@ -1,0 +1,187 @@
+"""``python -m bpexp`` end to end, in subprocesses (fresh JAX, no test settings inherited).
+
+Every subprocess of this module is started at once by one fixture (each costs seconds of
+imports and compiles; they overlap), then each test waits for its own.
+"""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bpexp import data, models
+
+RUN_ID = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}"
+TIMEOUT = 420
+GRADCHECK = ["+experiment=gradcheck", "experiment.depths=[1,2]"]
+WORKED = ["+experiment=worked_example"]
+# (id, args, key the message must name, bad value it must name, names it must list)
+CONFIG_ERRORS = [
+    ("model_group", ["+experiment=gradcheck", "model=nope"], "model", "nope", models.NAMES),
+    ("data_group", ["+experiment=gradcheck", "data=nope"], "data", "nope", data.NAMES),
+    ("experiment_group", ["+experiment=nope"], "experiment", "nope", ("gradcheck", "worked_example")),
+    ("model_name", ["+experiment=gradcheck", "model.name=nope"], "model.name", "nope", models.NAMES),
+    ("train_steps", ["+experiment=gradcheck", "train.steps=-5"], "train.steps", "-5", ()),
+    ("model_hidden", ["+experiment=gradcheck", "model.hidden=0"], "model.hidden", "0", ()),
+    ("data_m", ["+experiment=gradcheck", "data.m=-1"], "data.m", "-1", ()),
+    ("optimizer_lr", ["+experiment=gradcheck", "optimizer.lr=abc"], "optimizer.lr", "abc", ()),
+    ("no_experiment", [], "+experiment", "", ()),
+]
+
+
+def clean_env():
+    """The parent's environment minus JAX/XLA settings (the tests' x64 must not leak in)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Job:
+    """``python -m bpexp ARGS outputs.root=<cwd>/out`` running in its own folder."""
+
+    def __init__(self, cwd: Path, args):
+        self.cwd, self.root = cwd, cwd / "out"
+        cwd.mkdir(parents=True)
+        self.stdout_f, self.stderr_f = open(cwd / "stdout.txt", "w"), open(cwd / "stderr.txt", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "bpexp", *args, f"outputs.root={self.root}"],
+                                     cwd=cwd, env=clean_env(), stdout=self.stdout_f, stderr=self.stderr_f)
+
+    def wait(self):
+        try:
+            rc = self.proc.wait(timeout=TIMEOUT)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.stdout_f.close()
+            self.stderr_f.close()
+        return rc, (self.cwd / "stdout.txt").read_text(), (self.cwd / "stderr.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def jobs(request, tmp_path_factory):
+    """Start the subprocesses of every selected test of this module at once."""
+    commands = {"gradcheck": GRADCHECK, "worked_example": WORKED,
+                **{name: args for name, args, *_ in CONFIG_ERRORS}}
+    wanted = set()
+    for item in request.session.items:
+        if getattr(item, "module", None) is not sys.modules[__name__]:
+            continue
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "name" in callspec.params:
+            wanted.add(callspec.params["name"])
+        else:
+            wanted |= {k for k in ("gradcheck", "worked_example") if k in item.name}
+    base = tmp_path_factory.mktemp("cli")
+    started = {name: Job(base / name, commands[name]) for name in commands if name in wanted}
+    yield started
+    for job in started.values():
+        if job.proc.poll() is None:
+            job.proc.kill()
+            job.proc.wait()
+
+
+def strict_json(path):
+    def bad(c):
+        raise ValueError(f"non-JSON constant {c}")
+    return json.loads(Path(path).read_text(), parse_constant=bad)
+
+
+def finished_run(job, experiment):
+    """Checks shared by successful runs; returns the run folder."""
+    rc, out, err = job.wait()
+    assert rc == 0, f"exit {rc}\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}"
+    last = out.strip().splitlines()[-1]
+    m = re.fullmatch(r"run dir: (.+)", last)
+    assert m, f"last stdout line is {last!r}"
+    run_dir = Path(m[1])
+    if not run_dir.is_absolute():
+        run_dir = job.cwd / run_dir
+    assert run_dir.is_dir() and re.fullmatch(RUN_ID, run_dir.name)
+    assert run_dir.parent.resolve() == (job.root / experiment).resolve()
+    for f in ("config.yaml", "env.json", "summary.json", "report.md"):
+        assert (run_dir / f).is_file() and (run_dir / f).stat().st_size > 0, f
+    env = strict_json(run_dir / "env.json")
+    assert env["status"] == "finished" and env["end"] is not None
+    lines = [json.loads(s) for s in (job.root / "index.jsonl").read_text().splitlines()]
+    assert len(lines) == 1
+    assert lines[0]["status"] == "finished" and lines[0]["id"] == run_dir.name
+    assert lines[0]["experiment"] == experiment
+    assert os.readlink(job.root / experiment / "latest") == run_dir.name
+    assert not [p for p in job.root.rglob("*") if ".tmp-" in p.name]
+    return run_dir, env
+
+
+def is_png(path):
+    return Path(path).is_file() and Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gradcheck_experiment(jobs):
+    run_dir, env = finished_run(jobs["gradcheck"], "gradcheck")
+    assert env["x64"] is True, "the experiment itself switches float64 on"
+    s = strict_json(run_dir / "summary.json")
+    assert set(s) == {"dtype", "models", "passed"}
+    assert s["dtype"] == "float64" and s["passed"] is True
+    for name in ("univariate", "multivariate", "two_layer_linear", "two_layer_sigmoid", "logistic"):
+        assert name in s["models"], name
+    assert any(k.startswith("mlp") for k in s["models"])
+    for name, r in s["models"].items():
+        assert set(r) == {"rel_err_autodiff", "rel_err_fd", "n_params"}, name
+        assert isinstance(r["rel_err_autodiff"], float) and isinstance(r["rel_err_fd"], float), name
+        assert isinstance(r["n_params"], int) and not isinstance(r["n_params"], bool) and r["n_params"] > 0
+        assert 0 <= r["rel_err_autodiff"] < 1e-10, (name, r)
+        assert 0 <= r["rel_err_fd"] < 1e-6, (name, r)
+    assert is_png(run_dir / "figures" / "gradcheck_errors.png")
+
+
+def _sig(z):
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def test_worked_example_experiment(jobs):
+    run_dir, env = finished_run(jobs["worked_example"], "worked_example")
+    s = strict_json(run_dir / "summary.json")
+    # Lecture 5 s.8 by hand: x = [1, 2], W1 = [.5, .5], b1 = 0, W2 = .5, b2 = 0, y = 1, lr = .5
+    x, y, lr = (1.0, 2.0), 1.0, 0.5
+    z1 = 0.5 * x[0] + 0.5 * x[1]
+    a1 = _sig(z1)
+    z2 = 0.5 * a1
+    a2 = _sig(z2)
+    d2 = -2 * (y - a2) * a2 * (1 - a2)
+    d1 = 0.5 * d2 * a1 * (1 - a1)
+    expect = {"forward": {"z1": z1, "a1": a1, "z2": z2, "a2": a2, "loss": (y - a2) ** 2},
+              "grads": {"W1": [d1 * x[0], d1 * x[1]], "b1": d1, "W2": d2 * a1, "b2": d2},
+              "updated": {"W1": [0.5 - lr * d1 * x[0], 0.5 - lr * d1 * x[1]], "W2": 0.5 - lr * d2 * a1}}
+    for section, values in expect.items():
+        assert set(values) <= set(s[section]), (section, s[section])
+        for k, v in values.items():
+            got = s[section][k]
+            if isinstance(v, list):
+                assert isinstance(got, list) and len(got) == len(v), (section, k, got)
+                assert all(abs(g - e) < 1e-6 for g, e in zip(got, v)), (section, k, got, v)
+            else:
+                assert isinstance(got, float) and abs(got - v) < 1e-6, (section, k, got, v)
+    assert is_png(run_dir / "figures" / "backprop_flow.png")
+
+
+@pytest.mark.parametrize("name,args,key,value,listed", CONFIG_ERRORS, ids=[c[0] for c in CONFIG_ERRORS])
+def test_config_errors_are_one_line(jobs, name, args, key, value, listed):
+    job = jobs[name]
+    rc, out, err = job.wait()
+    assert rc != 0
+    lines = [s for s in err.splitlines() if s.strip()]
+    assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
+    line = lines[0]
+    assert line.startswith("error:"), line
+    assert key in line and value in line, line
+    assert all(n in line for n in listed), line
+    if name == "no_experiment":
+        assert "+experiment=" in line
+    finished = [p for p in job.cwd.rglob("env.json") if strict_json(p).get("status") == "finished"]
+    assert not finished
+    index = job.root / "index.jsonl"
+    assert not index.exists() or all(json.loads(s)["status"] != "finished" for s in index.read_text().splitlines())

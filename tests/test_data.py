@@ -1,0 +1,159 @@
+"""bpexp.data: shapes (examples are columns), dtypes, standardization, target encodings,
+seeded subsampling, feature selection and errors. Numpy only: no JAX compiles here."""
+
+import functools
+
+import numpy as np
+import pytest
+
+from bpexp import config, data
+
+TASKS = {"synthetic": "regression", "diabetes": "regression", "digits": "multiclass",
+         "breast_cancer": "binary", "iris": "multiclass", "wine": "multiclass",
+         "moons": "binary", "worked_example": "binary"}
+# (n features, m examples, d_out) with default arguments
+SHAPES = {"synthetic": (10, 200, 1), "diabetes": (10, 442, 1), "digits": (64, 1797, 10),
+          "breast_cancer": (30, 569, 1), "iris": (4, 150, 3), "wine": (13, 178, 3),
+          "moons": (2, 200, 1), "worked_example": (2, 1, 1)}
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name, **kw):
+    return data.load(name, **kw)
+
+
+def load(name, **kw):
+    ds = _load(name, **kw)
+    return data.Dataset(ds.name, ds.X.copy(), ds.Y.copy(), ds.task, dict(ds.info))
+
+
+def test_names_cover_every_dataset_and_config():
+    assert set(data.NAMES) == set(TASKS)
+    yamls = {p.stem for p in (config.CONF_DIR / "data").glob("*.yaml")}
+    assert yamls == set(data.NAMES)
+
+
+@pytest.mark.parametrize("name", data.NAMES)
+def test_shapes_dtype_and_task(name):
+    ds = load(name)
+    n, m, d = SHAPES[name]
+    assert ds.X.shape == (n, m) and ds.Y.shape == (d, m), (ds.X.shape, ds.Y.shape)
+    assert (ds.n, ds.m, ds.d_out) == (n, m, d)
+    assert ds.X.dtype == np.float32 and ds.Y.dtype == np.float32
+    assert ds.task == TASKS[name] and ds.name == name
+    assert np.all(np.isfinite(ds.X)) and np.all(np.isfinite(ds.Y))
+
+
+@pytest.mark.parametrize("name", [n for n in data.NAMES if n != "worked_example"])
+def test_features_are_z_scored(name):
+    X = load(name).X.astype(np.float64)
+    mean, std = X.mean(axis=1), X.std(axis=1)
+    np.testing.assert_allclose(mean, 0.0, atol=1e-5)
+    const = np.all(X == X[:, :1], axis=1)  # constant features (digits' border pixels) become 0
+    assert np.all(X[const] == 0)
+    np.testing.assert_allclose(std[~const], 1.0, atol=1e-5)
+    assert const.sum() < X.shape[0] // 2
+
+
+def test_worked_example_is_raw_lecture_data():
+    ds = load("worked_example")
+    np.testing.assert_array_equal(ds.X, [[1.0], [2.0]])
+    np.testing.assert_array_equal(ds.Y, [[1.0]])
+
+
+@pytest.mark.parametrize("name", ["synthetic", "diabetes"])
+def test_regression_targets_z_scored(name):
+    Y = load(name).Y.astype(np.float64)
+    np.testing.assert_allclose(Y.mean(axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(Y.std(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "moons", "worked_example"])
+def test_binary_targets_are_0_1_rows(name):
+    Y = load(name).Y
+    assert Y.shape[0] == 1
+    assert set(np.unique(Y)) <= {0.0, 1.0}
+    if name != "worked_example":
+        assert set(np.unique(Y)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("name,classes", [("digits", 10), ("iris", 3), ("wine", 3)])
+def test_multiclass_targets_one_hot(name, classes):
+    Y = load(name).Y
+    assert Y.shape[0] == classes
+    assert set(np.unique(Y)) == {0.0, 1.0}
+    np.testing.assert_array_equal(Y.sum(axis=0), 1.0)
+    assert np.all(Y.sum(axis=1) > 0), "every class occurs"
+
+
+@pytest.mark.parametrize("name", ["digits", "diabetes", "breast_cancer", "iris", "wine"])
+def test_subsampling_is_seeded_and_deterministic(name):
+    full = load(name)
+    a, b = data.load(name, m=40, seed=3), data.load(name, m=40, seed=3)
+    c = data.load(name, m=40, seed=4)
+    assert a.X.shape == (full.n, 40) and a.Y.shape == (full.d_out, 40)
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.Y, b.Y)
+    assert not np.array_equal(a.X, c.X)
+    # the kept columns are columns of the full set, in their original order
+    idx = [int(np.flatnonzero(np.all(full.X == a.X[:, [j]], axis=0))[0]) for j in range(40)]
+    assert idx == sorted(idx) and len(set(idx)) == 40
+    np.testing.assert_array_equal(full.Y[:, idx], a.Y)
+    # m <= 0 or m >= all keeps everything
+    np.testing.assert_array_equal(data.load(name, m=0).X, full.X)
+    np.testing.assert_array_equal(data.load(name, m=10**6).X, full.X)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "moons"])
+def test_generated_sets_deterministic_per_seed(name):
+    a, b, c = data.load(name, m=50, seed=1), data.load(name, m=50, seed=1), data.load(name, m=50, seed=2)
+    assert a.m == 50
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.Y, b.Y)
+    assert not np.array_equal(a.X, c.X)
+
+
+def test_synthetic_size_and_noise_arguments():
+    ds = data.load("synthetic", n=3, m=30, seed=0, noise=0.0)
+    assert ds.X.shape == (3, 30) and ds.Y.shape == (1, 30)
+    # noise 0: y is exactly linear in x (before and after z-scoring)
+    X1 = np.vstack([ds.X.astype(np.float64), np.ones((1, 30))])
+    coef, *_ = np.linalg.lstsq(X1.T, ds.Y.astype(np.float64).T, rcond=None)
+    np.testing.assert_allclose(coef[:, 0] @ X1, ds.Y[0], atol=1e-5)
+    assert len(ds.info["w_true"]) == 3
+
+
+def test_dtype_argument():
+    ds = data.load("iris", dtype=np.float64)
+    assert ds.X.dtype == np.float64 and ds.Y.dtype == np.float64
+
+
+def test_features_select_rows():
+    full = load("diabetes")
+    ds = data.load("diabetes", features=[2])
+    assert ds.X.shape == (1, full.m)
+    np.testing.assert_array_equal(ds.X, full.X[[2]])
+    np.testing.assert_array_equal(ds.Y, full.Y)
+    ds = data.load("diabetes", features=[4, 0])
+    np.testing.assert_array_equal(ds.X, full.X[[4, 0]])
+    assert ds.info["features"] == [4, 0]
+
+
+@pytest.mark.parametrize("features", [[10], [0, 99], [-1]])
+def test_features_out_of_range_raise(features):
+    with pytest.raises(ValueError, match="data.features"):
+        data.load("diabetes", features=features)
+
+
+def test_unknown_name_lists_all():
+    with pytest.raises(ValueError) as e:
+        data.load("nope")
+    msg = str(e.value)
+    assert "nope" in msg and all(n in msg for n in data.NAMES)
+
+
+def test_from_cfg():
+    dc = config.DataCfg(name="wine", m=20, seed=5, features=[0, 1, 2])
+    ds = data.from_cfg(dc)
+    assert ds.X.shape == (3, 20) and ds.Y.shape == (3, 20) and ds.X.dtype == np.float32
+    np.testing.assert_array_equal(ds.X, data.load("wine", m=20, seed=5).X[:3])
