@@ -46,6 +46,7 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 def report(title: str, question: str, command: str, sections: list[tuple[str, str]],
            figures: list[str]) -> str:
     """report.md: question, command, then (heading, markdown) sections and embedded figures."""
+    question = question.strip().removeprefix("Question:").strip()
     out = [f"# {title}\n", f"**Question.** {question}\n", f"```\n{command}\n```\n"]
     for head, body in sections:
         out.append(f"## {head}\n\n{body}\n")
