@@ -43,6 +43,10 @@ class TrainSpec:
     dtype: str = "float32"
     opt_hparams: tuple = field(default=())  # names of the optimizer's numeric hyperparameters
 
+    def __post_init__(self):
+        if not self.opt_hparams:  # default: every hyperparameter of the optimizer is numeric
+            object.__setattr__(self, "opt_hparams", tuple(optim.HYPERPARAMS[self.optimizer]))
+
     @property
     def n_records(self) -> int:
         return self.steps // self.record_every
