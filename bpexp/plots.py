@@ -91,7 +91,8 @@ def loss_curves_by_lr(steps, loss, lrs, path, title="Loss per learning rate"):
     diverged curve ends where its loss stops being finite."""
     cmap, norm = _lr_colors(lrs)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for lr, curve in zip(lrs, loss):
+    keep = np.unique(np.linspace(0, len(lrs) - 1, min(len(lrs), 96)).round().astype(int))  # readable
+    for lr, curve in zip(np.asarray(lrs)[keep], np.asarray(loss)[keep]):
         ax.plot(steps, _positive(curve), color=cmap(norm(lr)), lw=1)
     ax.set_yscale("log")
     start = _positive(np.asarray(loss)[:, 0])
