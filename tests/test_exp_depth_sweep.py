@@ -1,0 +1,216 @@
+"""depth_sweep: the padded deep MLP against the library, the init draws, the theory helpers,
+and the CLI run on a tiny config with its theory-vs-measurement checks."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bpexp import grads, models, theory
+from experiments import depth_sweep as E
+from helpers import assert_trees_all_close
+
+N, H, DOUT, M, DMAX = 5, 4, 3, 7, 4
+
+
+def _padded(seed=0, scheme="xavier", dtype=jnp.float64):
+    draws = E.uniform_draws(jax.random.PRNGKey(seed), N, H, DOUT, DMAX, dtype)
+    p = E.init_stack(draws, scheme, 1.0)
+    rng = np.random.default_rng(seed)  # non-zero biases so their gradients are checked too
+    return {k: (v + 0.1 * rng.standard_normal(v.shape) if k.startswith("b") else v) for k, v in p.items()}
+
+
+def _data(seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, M))
+    Y = np.eye(DOUT)[:, rng.integers(0, DOUT, M)]
+    return jnp.asarray(X), jnp.asarray(Y)
+
+
+_fb = jax.jit(E.forward_backward, static_argnums=(4, 5))
+_mlp = jax.jit(grads.mlp, static_argnames=("activation", "output", "return_deltas"))
+_cache = jax.jit(grads.mlp_forward_cache, static_argnums=2)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_padded_net_matches_library_mlp(activation):
+    """Loss, gradient and per-layer statistics of the depth-D net inside the padded stack equal
+    the library's mlp (models.get(...).grad, grads.mlp deltas) and a numpy recomputation."""
+    p, (X, Y) = _padded(), _data()
+    out = "softmax_ce"
+    for D in (1, DMAX):
+        loss, g, st = _fb(p, X, Y, D, activation, out)
+        q = E.stack_to_mlp(p, D)
+        gq, deltas = _mlp(q, X, Y, activation=activation, output=out, return_deltas=True)
+        zs, acts = _cache(q, X, activation)
+        np.testing.assert_allclose(loss, models.softmax_ce(zs[-1], Y), rtol=1e-12)
+        assert_trees_all_close(E.stack_to_mlp(g, D), gq, rtol=1e-10, atol=1e-14)
+        # layers the depth-D net does not use get exactly zero gradient
+        assert np.all(np.asarray(g["W_h"][D - 1:]) == 0)
+        L = D + 1
+        gn = np.array([np.linalg.norm(gq[f"W{l}"]) for l in range(1, L + 1)])
+        dn = np.array([np.linalg.norm(deltas[l]) for l in range(1, L + 1)])
+        np.testing.assert_allclose(st["grad_norm"][:L], gn, rtol=1e-10)
+        np.testing.assert_allclose(st["delta_norm"][:L], dn, rtol=1e-10)
+        assert np.all(np.isnan(st["grad_norm"][L:]))
+        zs, acts = [np.asarray(z) for z in zs], [np.asarray(a) for a in acts]
+        fp = {"sigmoid": lambda z, a: a * (1 - a), "tanh": lambda z, a: 1 - a ** 2,
+              "relu": lambda z, a: (z > 0).astype(float)}[activation]
+        fp2 = [np.mean(fp(zs[l], acts[l + 1]) ** 2) for l in range(D)]
+        np.testing.assert_allclose(st["fprime_sq"][:D], fp2, rtol=1e-10)
+        np.testing.assert_allclose(st["act_norm"][:L], [np.linalg.norm(a) for a in acts[:L]], rtol=1e-10)
+
+
+def test_gd_step_of_make_train():
+    """make_train's first recorded loss is the library loss at init, the next one the loss after
+    w -= lr * grad with the library gradient."""
+    X, Y = _data()
+    f = E.make_train("sigmoid", "softmax_ce", 1, ("standard", "normal"), H, DMAX, jnp.float64)
+    p0, hist = f(jnp.array([0, 3]), jnp.array([1.0, 0.5]), X, Y, 3, 0.7)
+    model = models.get("mlp", activation="sigmoid", output="softmax_ce")
+    loss, grad = jax.jit(model.loss), jax.jit(model.grad)
+    for r in (1, 2):
+        q = E.stack_to_mlp(jax.tree.map(lambda a: a[r], p0), 3)
+        q1 = jax.tree.map(lambda w, d: w - 0.7 * d, q, grad(q, X, Y))
+        np.testing.assert_allclose(hist["loss"][r], [loss(q, X, Y), loss(q1, X, Y)], rtol=1e-10)
+    # runs are scheme-major: run 0 and run 2 share the seed and the uniform draws
+    np.testing.assert_allclose(p0["W_h"][2], 0.5 * np.sqrt(2) * jax.scipy.special.erfinv(
+        p0["W_h"][0] / np.sqrt(3 * theory.init_variance("standard", H, H))), rtol=1e-8)
+
+
+def test_weights_follow_models_init_weight():
+    """Same family, support and variance as the library's models.init_weight (x scale 1.5)."""
+    rng = np.random.default_rng(0)
+    for scheme, n_in, n_out in (("standard", 64, 32), ("xavier", 32, 10), ("normal", 32, 32),
+                                ("he", 32, 10)):
+        u = rng.uniform(np.nextafter(-1.0, 0.0), 1.0, (100, n_out, n_in))
+        w = np.asarray(E.weight_from_uniform(jnp.asarray(u), scheme, n_in, n_out, 1.5))
+        ref = np.asarray(models.init_weight(jax.random.PRNGKey(1), (n_out, n_in), scheme, 1.5, jnp.float64))
+        var = theory.init_variance(scheme, n_in, n_out, 1.0) * 1.5 ** 2
+        np.testing.assert_allclose(w.var(), var, rtol=0.03, err_msg=scheme)
+        np.testing.assert_allclose(ref.var(), var, rtol=0.15, err_msg=scheme)
+        if scheme in E.UNIFORM_SCHEMES:   # same support [-a, a]
+            a = np.sqrt(3 * var)
+            assert a * 0.99 < np.abs(w).max() <= a * (1 + 1e-12)
+            assert a * 0.9 < np.abs(ref).max() <= a * (1 + 1e-6)
+        else:                             # Gaussian: kurtosis 3
+            np.testing.assert_allclose(np.mean(w ** 4) / w.var() ** 2, 3.0, atol=0.1, err_msg=scheme)
+
+
+def test_predicted_ratios_and_bound_by_hand():
+    fp2 = np.array([0.05, 0.06, 0.07])
+    an = np.array([8.0, 4.0, 3.0, 2.0])
+    gl, pw = E.predicted_ratios(3, 32, 10, "standard", 1.0, fp2, an)
+    n = np.array([32, 32, 10])
+    var = np.array([1 / 96, 1 / 96, 1 / 96])          # standard: 1 / (3 n_in), n_in = 32
+    np.testing.assert_allclose(gl, np.sqrt(n * var * fp2), rtol=1e-12)
+    np.testing.assert_allclose(pw, gl * np.sqrt(32 / n) * an[:-1] / an[1:], rtol=1e-12)
+    np.testing.assert_allclose(E.attenuation_bound("sigmoid", 3, [2.0, 1.0, 0.5]), 0.25 ** 3, rtol=1e-12)
+    np.testing.assert_allclose(E.attenuation_bound("tanh", 3, [2.0, 1.0, 0.5]), 1.0, rtol=1e-12)
+    assert E.fprime_max("relu") == 1.0 and E.fprime_max("sigmoid") == 0.25
+
+
+def test_bound_holds_on_random_nets():
+    """||delta_1|| / ||delta_L|| <= 0.25^D prod ||W_l||_2 on random sigmoid nets, with deltas
+    recomputed in numpy."""
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        D = int(rng.integers(1, 6))
+        Ws = [rng.standard_normal((H, N)) * rng.uniform(0.1, 3)] + \
+             [rng.standard_normal((H, H)) * rng.uniform(0.1, 3) for _ in range(D - 1)] + \
+             [rng.standard_normal((DOUT, H))]
+        X = rng.standard_normal((N, M))
+        a, fps = X, []
+        for W in Ws[:-1]:
+            a = 1 / (1 + np.exp(-(W @ a)))
+            fps.append(a * (1 - a))
+        delta = rng.standard_normal((DOUT, M))           # any output delta
+        dL = np.linalg.norm(delta)
+        for W, fp in zip(Ws[:0:-1], fps[::-1]):
+            delta = (W.T @ delta) * fp
+        bound = E.attenuation_bound("sigmoid", D, [np.linalg.norm(W, 2) for W in Ws[1:]])
+        assert np.linalg.norm(delta) / dL <= bound * (1 + 1e-12)
+
+
+def test_validate_rejects_bad_configs():
+    from bpexp import config
+    base = {"model": {"name": "mlp"}, "experiment": {"name": "depth_sweep"}}
+    config.build(base)
+    for exp, msg in ((({"depths": [0, 2]}), "experiment.depths"), ({"inits": ["nope"]}, "experiment.inits"),
+                     ({"widths": []}, "experiment.widths")):
+        with pytest.raises(ValueError, match=msg):
+            config.build({**base, "experiment": {"name": "depth_sweep", **exp}})
+    with pytest.raises(ValueError, match="model.name"):
+        config.build({"experiment": {"name": "depth_sweep"}})
+
+
+# ---------------------------------------------------------------- CLI, tiny config
+def _cli(tmp_path, *overrides):
+    cmd = [sys.executable, "-m", "bpexp", "+experiment=depth_sweep", f"outputs.root={tmp_path}",
+           "experiment.depths=[1,3,5]", "data.m=200", "train.steps=20", "sweep.seeds=3",
+           "sweep.progress=false", *overrides]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("run dir: ")
+    run_dir = Path(last[len("run dir: "):])
+    s = json.loads((run_dir / "summary.json").read_text())
+    for f in ("activation.png", "grad_norms_vs_layer.png", "final_loss_vs_depth.png",
+              "ratio_measured_vs_predicted.png"):
+        assert (run_dir / "figures" / f).stat().st_size > 1000, f
+    assert "Depth sweep" in (run_dir / "report.md").read_text()
+    z = np.load(run_dir / "metrics.npz")
+    assert z["grad_norm_init"].shape == (1, 3, len(s["inits"]), 3, 6)  # width, depth, init, seed, layer
+    assert list(z["grad_norm_init__dims"]) == ["width", "depth", "init", "seed", "layer"]
+    return s
+
+
+def test_cli_sigmoid_theory_vs_measurement(tmp_path):
+    s = _cli(tmp_path)
+    assert s["activation"] == "sigmoid" and s["depths"] == [1, 3, 5] and s["m"] == 200
+    assert set(s["inits"]) == {"standard", "xavier", "normal"}
+    for init, e in s["inits"].items():
+        for D in (1, 3, 5):
+            d = e["depths"][str(D)]
+            assert len(d["grad_norms_init"]) == len(d["grad_norms_final"]) == D + 1
+            assert len(d["ratio_measured"]) == len(d["ratio_predicted"]) == D
+            assert np.isfinite(d["final_loss"])
+    std, xav = s["inits"]["standard"]["depths"], s["inits"]["xavier"]["depths"]
+    # gradient at the first layer falls with depth (standard init): by more than 0.25^2 over 4 layers
+    assert std["5"]["grad_norms_init"][0] < 0.25 ** 2 * std["1"]["grad_norms_init"][0]
+    # ... and more slowly with Xavier: larger per-layer factor, both below 1
+    assert std["5"]["factor_measured"] < xav["5"]["factor_measured"] < 1
+    assert xav["5"]["grad_norms_init"][0] > 10 * std["5"]["grad_norms_init"][0]
+    for init in ("standard", "xavier"):
+        for D in ("3", "5"):
+            d = s["inits"][init]["depths"][D]
+            # Glorot: dL/dz per-unit RMS ratio = sqrt(n Var(W) E[f'^2]) within 1.5x at every layer
+            r = np.array(d["ratio_measured_dz"]) / np.array(d["ratio_predicted"])
+            assert np.all((r > 1 / 1.5) & (r < 1.5)), (init, D, r)
+            # weight-gradient ratios: within 2x of sqrt(n Var E f'^2) between hidden layers
+            # (l = 2..D-1) and of the width/activation-corrected prediction at every layer
+            r = np.array(d["ratio_measured"]) / np.array(d["ratio_predicted"])
+            assert np.all((r[1:-1] > 0.5) & (r[1:-1] < 2)), (init, D, r)
+            r = np.array(d["ratio_measured"]) / np.array(d["ratio_predicted_weight"])
+            assert np.all((r > 1 / 2.5) & (r < 2.5)), (init, D, r)
+    # the rigorous bound (||W||_2 factors included) holds in every run; 0.25^D alone is given too
+    assert s["bound"]["fprime_max"] == 0.25 and s["bound"]["holds_everywhere"] is True
+    for e in s["inits"].values():
+        for D, d in e["depths"].items():
+            assert d["delta_attenuation"] <= d["bound_with_weight_norms"]
+            assert d["fprime_max_pow_depth"] == pytest.approx(0.25 ** int(D))
+    # standard init: Glorot factor ~0.13 < 0.25, so it is even below 0.25^D without ||W||_2
+    assert std["5"]["delta_attenuation"] < 0.25 ** 5
+
+
+def test_cli_tanh_override(tmp_path):
+    s = _cli(tmp_path, "model.activation=tanh", "experiment.inits=[standard,xavier]")
+    assert s["activation"] == "tanh" and s["bound"]["fprime_max"] == 1.0
+    assert s["bound"]["holds_everywhere"] is True
+    d = s["inits"]["standard"]["depths"]["5"]
+    assert d["fprime_max_pow_depth"] == 1.0
+    assert d["factor_measured_dz"] == pytest.approx(d["factor_predicted"], rel=0.5)
