@@ -33,3 +33,9 @@ def finite_median(a, axis):
     """Median over ``axis`` that treats non-finite values as +inf (a diverged run is worst)."""
     a = np.where(np.isfinite(a), a, np.inf)
     return np.median(a, axis=axis)
+
+
+def question(doc: str) -> str:
+    """The module docstring's question as one line, for report.md."""
+    q = " ".join(doc.split("Question:")[1].split("Theory:")[0].split())
+    return q[:1].upper() + q[1:]

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from bpexp import optim, plots, report, sweep, train
-from experiments._common import command, load_data
+from experiments._common import command, load_data, question
 
 SIZES = {  # reference grids: runs = lrs x seeds, full-batch GD on digits, two_layer_sigmoid, MSE
     "tiny": {"hidden": 8, "lrs": 4, "seeds": 2, "steps": 20, "m": 200},
@@ -195,7 +195,7 @@ def run(cfg, run):
                      scaling_runs=np.array([s["runs"] for s in scaling]),
                      scaling_seconds=np.array([s["seconds"] for s in scaling]))
     run.save_report(report.report(
-        "Benchmark", " ".join(s.strip() for s in __doc__.splitlines()[2:4]), command(cfg),
+        "Benchmark", question(__doc__), command(cfg),
         [("Machine", f"backend {jax.default_backend()}, devices {', '.join(summary['devices'])}, "
                      f"{cfg.precision}; timings are medians of {P.repeats} after a warm-up."),
          ("Times", report.markdown_table(["what", "seconds / value", "note"], rows))],

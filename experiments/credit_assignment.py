@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bpexp import grads, models, report, sweep
-from experiments._common import command, load_data
+from experiments._common import command, load_data, question
 
 PRECISION = "float64"
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -48,18 +48,6 @@ def validate(cfg):
         raise ValueError(f"experiment.example={P.example} is not a column of the batch; allowed: 0..{cfg.data.m - 1}")
     if not P.max_width > P.min_width >= 0:
         raise ValueError(f"experiment.max_width={P.max_width} must be > experiment.min_width={P.min_width} >= 0")
-
-
-def question() -> str:
-    """The docstring's question, one line, for report.md."""
-    q = " ".join(__doc__.split("Question:")[1].split("Theory:")[0].split())
-    return q[:1].upper() + q[1:]
-
-
-def md_table(header, rows) -> str:
-    """report.markdown_table with the |x| of cell texts escaped so the table stays a table."""
-    esc = lambda v: v.replace("|", "\\|") if isinstance(v, str) else v  # noqa: E731
-    return report.markdown_table([esc(h) for h in header], [[esc(v) for v in r] for r in rows])
 
 
 # ---------------------------------------------------------------- pure helpers (numpy)
@@ -163,15 +151,15 @@ def run(cfg, run):
               f"< 1 expected with {act} hidden layers"]]
     report.print_table("theory vs measurement", ["quantity", "measured", "theory"], check)
     run.save_report(report.report(
-        "Credit assignment", question(), command(cfg),
+        "Credit assignment", question(__doc__), command(cfg),
         [("Setup", f"`mlp` {arch} ({act} hidden, output `{out}`), init `{cfg.model.init}` from seed {cfg.seed}, "
                    f"gradient at the initial weights on a batch of m = {m} `{cfg.data.name}` examples "
                    f"(features: {', '.join(names)}), float64. Loss convention: {_loss_text(out)}. "
                    f"delta_l = dL/dz_l for the batch loss (it carries the 1/m); the flow figure shows "
                    f"ONE example (column {i}) with m x delta_l[:, {i}] = d l_{i}/dz_l, the gradient of that "
                    f"example's own loss."),
-         ("Per layer", md_table(header, rows)),
-         ("Theory vs measurement", md_table(["quantity", "measured", "theory"], check))],
+         ("Per layer", report.markdown_table(header, rows)),
+         ("Theory vs measurement", report.markdown_table(["quantity", "measured", "theory"], check))],
         figs))
     return {"network": widths, "activation": act, "output": out, "data": cfg.data.name, "features": names,
             "m": m, "loss": loss, "layers": mass, "deltas": delta_mean,

@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 
 from bpexp import grads, models, plots, report, sweep, theory
-from experiments._common import command, dtype_of, load_data
+from experiments._common import command, dtype_of, load_data, question
 
 # Runs are (init scheme x seed) for one width; one compiled function per width serves every
 # depth (the depth is a traced loop bound over a padded stack of hidden layers), so the whole
@@ -366,7 +366,7 @@ def run(cfg, run):
             f"Activation {act}: f'max = 1, not 0.25, so the 0.25^D bound does not apply; the bound "
             "column is the ||W||_2 product alone.")
     run.save_report(report.report(
-        "Depth sweep: vanishing gradients", " ".join(s.strip() for s in __doc__.splitlines()[2:5]),
+        "Depth sweep: vanishing gradients", question(__doc__),
         command(cfg),
         [("Setup", f"mlp, {act} hidden layers, output `{out}`, data `{cfg.data.name}` "
                    f"(n={ds.n}, m={ds.m}, d_out={ds.d_out}), depths {depths} (D hidden layers, "

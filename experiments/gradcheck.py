@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bpexp import gradcheck, models, plots, report
+from experiments._common import question
 
 PRECISION = "float64"
 TOL_AUTODIFF, TOL_FD = 1e-10, 1e-6
@@ -113,8 +114,7 @@ def run(cfg, run):
     worst_ad = max(v["rel_err_autodiff"] for v in results.values())
     worst_fd = max(v["rel_err_fd"] for v in results.values())
     run.save_report(report.report(
-        "Gradient check", __doc__.strip().splitlines()[2].strip() + " " + " ".join(
-            s.strip() for s in __doc__.strip().splitlines()[3:5]),
+        "Gradient check", question(__doc__),
         "python -m bpexp +experiment=gradcheck",
         [("Result", f"{'PASSED' if passed else 'FAILED'}: worst relative error {worst_ad:.2e} vs "
                     f"jax.grad (tolerance {TOL_AUTODIFF:g}), {worst_fd:.2e} vs central finite "

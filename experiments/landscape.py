@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bpexp import models, optim, report, sweep, theory
-from experiments._common import command, load_data
+from experiments._common import command, load_data, question
 
 PRECISION = "float64"
 # The compiled calls here are tiny and run once: XLA's cheapest optimization level cuts the
@@ -75,18 +75,6 @@ def validate(cfg):
         raise ValueError(f"experiment.box={P.box} and experiment.span={P.span} must be > 0")
     if cfg.train.steps % cfg.train.record_every:
         raise ValueError(f"train.record_every={cfg.train.record_every} must divide train.steps={cfg.train.steps}")
-
-
-def question() -> str:
-    """The docstring's question, one line, for report.md."""
-    q = " ".join(__doc__.split("Question:")[1].split("Theory:")[0].split())
-    return q[:1].upper() + q[1:]
-
-
-def md_table(header, rows) -> str:
-    """report.markdown_table with the |x| of cell texts escaped so the table stays a table."""
-    esc = lambda v: v.replace("|", "\\|") if isinstance(v, str) else v  # noqa: E731
-    return report.markdown_table([esc(h) for h in header], [[esc(v) for v in r] for r in rows])
 
 
 # ---------------------------------------------------------------- (a) analytic surfaces (numpy)
@@ -385,7 +373,7 @@ def run(cfg, run):
                  "(%.4g, %.4g)" % tuple(p["hessian_eigs"]), p["grad_norm"]]
                 for k in ("convex", "nonconvex") for p in crit[k]]
     run.save_report(report.report(
-        "Loss landscapes", question(), command(cfg),
+        "Loss landscapes", question(__doc__), command(cfg),
         [("Setup", f"(a) Surfaces: {surfaces['convex'].formula} and {surfaces['nonconvex'].formula}; "
                    f"Newton from a {P.starts}x{P.starts} grid in [-{P.box:g}, {P.box:g}]^2, float64. "
                    f"(b) GD on 0.5 w1^2 + 2 w2^2 from ({P.toy_w0[0]:g}, {P.toy_w0[1]:g}), {P.toy_steps} steps. "
@@ -394,8 +382,8 @@ def run(cfg, run):
                    f"float64), parameters recorded every {cfg.train.record_every} steps; {G}x{G} grid; "
                    f"random directions filter-normalized per row, biases {P.bias_dirs}; "
                    "trajectory projected by least squares onto each plane."),
-         ("Theory vs measurement", md_table(["quantity", "measured", "theory", "note"], rows)),
-         ("Critical points", md_table(["surface", "kind", "w", "f(w)", "Hessian eigenvalues", "|grad|"], pts_rows))],
+         ("Theory vs measurement", report.markdown_table(["quantity", "measured", "theory", "note"], rows)),
+         ("Critical points", report.markdown_table(["surface", "kind", "w", "f(w)", "Hessian eigenvalues", "|grad|"], pts_rows))],
         figs))
 
     def points(k):

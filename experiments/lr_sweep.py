@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from bpexp import models, plots, report, sweep, theory
-from experiments._common import command, finite_median, load_data
+from experiments._common import command, finite_median, load_data, question
 
 
 @dataclass
@@ -124,7 +124,7 @@ def run(cfg, run):
     report.print_table("lr_sweep: theory vs measurement", ["quantity", "value", "note"], rows)
     per_lr = [[float(a), float(b), float(c)] for a, b, c in zip(lrs, frac, med)]
     run.save_report(report.report(
-        "Learning-rate sweep", " ".join(s.strip() for s in __doc__.splitlines()[2:4]), command(cfg),
+        "Learning-rate sweep", question(__doc__), command(cfg),
         [("Setup", f"model `{cfg.model.name}`, data `{cfg.data.name}` (n={ds.n}, m={ds.m}), optimizer "
                    f"`{cfg.optimizer.name}` ({cfg.optimizer.impl}), {cfg.train.steps} steps, "
                    f"{len(lrs)} learning rates x {final.shape[1]} runs, batch "

@@ -33,7 +33,7 @@ import optax
 from jax import lax
 
 from bpexp import optim, plots, report, sweep, theory, train
-from experiments._common import command, finite_median, load_data
+from experiments._common import command, finite_median, load_data, question
 
 NAMES = ("gd", "momentum", "rmsprop", "adam")
 IMPLS = ("manual", "optax")
@@ -326,7 +326,7 @@ def run(cfg, run):
     report.print_table(f"quadratic (kappa={P.quad_kappa:g}): theory", ["quantity", "value", "note"], theory_rows)
     run.save_report(report.report(
         "Optimizers at their best learning rates, hand-written vs optax",
-        _question(__doc__), command(cfg),
+        question(__doc__), command(cfg),
         [("Setup", f"network: model `{cfg.model.name}` (hidden {cfg.model.hidden}), data `{cfg.data.name}` "
                    f"(n={ds.n}, m={ds.m}), full-batch{'' if specs[(names[0], 'manual')].batch == ds.m else ' (batch ' + str(specs[(names[0], 'manual')].batch) + ')'}, "
                    f"{cfg.train.steps} steps, {P.lr_num} lrs x {len(seeds)} seeds per optimizer, {cfg.precision}; "
@@ -376,12 +376,6 @@ def run(cfg, run):
 
 def _steps(v) -> int | str:
     return "not reached" if v is None else v
-
-
-def _question(doc) -> str:
-    """The docstring's Question paragraph as one line, first word capitalized."""
-    text = " ".join(doc.split("Question:")[1].split("Theory")[0].split())
-    return text[:1].upper() + text[1:]
 
 
 def _first_diverged(q) -> str:

@@ -26,7 +26,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from bpexp import plots, report, sweep
-from experiments._common import command, load_data
+from experiments._common import command, load_data, question
 
 
 @dataclass
@@ -180,7 +180,7 @@ def run(cfg, run):
     report.print_table("sharpness: edge of stability (theory: late ratio ~ 1)", header, rows)
     run.save_report(report.report(
         "Edge of stability: sharpness under full-batch GD",
-        _question(__doc__), command(cfg),
+        question(__doc__), command(cfg),
         [("Setup", f"model `{cfg.model.name}` (activation {cfg.model.activation}, output {cfg.model.output}, "
                    f"hidden {cfg.model.hidden}, depth {cfg.model.depth}, init {cfg.model.init}), data `{cfg.data.name}` "
                    f"(n={ds.n}, m={ds.m}, one-hot targets), loss (1/m) sum (Yhat - Y)^2, full-batch GD for {steps} steps at "
@@ -199,12 +199,6 @@ def run(cfg, run):
             "first_step_sharpness_ge_0.9_2_over_lr": {str(k): v for k, v in first_hit.items()},
             "sharpness_end_check": {str(float(lr)): float(check[i]) for i, lr in enumerate(lrs)},
             "m": ds.m, "compile_s": compile_s, "run_s": run_s}
-
-
-def _question(doc) -> str:
-    """The docstring's Question paragraph as one line, first word capitalized."""
-    text = " ".join(doc.split("Question:")[1].split("Theory")[0].split())
-    return text[:1].upper() + text[1:]
 
 
 # ---- figures

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from bpexp import data, grads, models, optim, plots, report
+from experiments._common import question
 
 PRECISION = "float64"
 
@@ -101,7 +102,7 @@ def run(cfg, run):
                "max_abs_diff_vs_autodiff": agree,
                "lecture": lecture_check if is_lecture else None}
     run.save_report(report.report(
-        "Lecture 5 worked example", " ".join(s.strip() for s in __doc__.splitlines()[2:6]),
+        "Lecture 5 worked example", question(__doc__),
         "python -m bpexp +experiment=worked_example",
         [("Numbers", "Loss convention: L = (y - a2)^2 for the single example, i.e. the section "
                      "notes' (1/m)||yhat - y||^2 with m = 1.\n\n" + report.markdown_table(header, rows)),
