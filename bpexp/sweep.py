@@ -23,7 +23,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bpexp import optim, train
 
-MEMORY_BUDGET = 1 << 30        # bytes of live per-chunk state the auto chunk size aims for
+MEMORY_BUDGET = 128 << 20      # bytes of live per-chunk state the auto chunk size aims for;
+                               # larger chunks fall out of cache (100k small runs: 1.8x slower at 1 GiB)
 COMPILES = {"count": 0}        # compilations done by this module (tests read it)
 _CACHE: dict = {}
 
@@ -153,9 +154,12 @@ def _bytes_per_run(spec: train.TrainSpec) -> int:
 
 
 def auto_chunk(spec: train.TrainSpec, n_runs: int, n_dev: int) -> int:
-    chunk = max(1, MEMORY_BUDGET // _bytes_per_run(spec))
-    chunk = min(chunk, n_runs)
-    return max(n_dev, chunk // n_dev * n_dev) if n_dev > 1 else chunk
+    """Runs per compiled call: within MEMORY_BUDGET, balanced so the last chunk is barely
+    padded, a multiple of the device count."""
+    cap = max(1, MEMORY_BUDGET // _bytes_per_run(spec))
+    n_chunks = -(-n_runs // cap)
+    chunk = -(-n_runs // n_chunks)
+    return -(-chunk // n_dev) * n_dev
 
 
 def _compiled(spec, chunk, devices, X, Y, hp_dtypes):
