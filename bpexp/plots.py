@@ -169,6 +169,7 @@ def bench_times(times: dict, scaling: list, path, title="bench"):
     for i, k in enumerate(names):
         ax.text(times[k], i, f" {times[k]:.2f} s", va="center", fontsize=8)
     ax.invert_yaxis()
+    ax.set_xlim(0, max(times.values()) * 1.2)  # room for the labels
     ax.set_xlabel("wall seconds for the whole grid (median)")
     ax.set_title(title, fontsize=9)
     if scaling:
