@@ -78,7 +78,8 @@ def main(dcfg: DictConfig) -> None:
     bad_value, run = None, None
     try:
         with outputs.open_run(cfg.outputs.root, name, OmegaConf.to_yaml(dcfg, resolve=True)) as run:
-            summary = module.run(cfg, run)
+            with run.timed("experiment"):  # the module adds finer timings of its own
+                summary = module.run(cfg, run)
             run.save_summary(summary)
             run.finish("finished", summary)
     except ValueError as e:
