@@ -34,10 +34,10 @@ def check_argv(argv: list[str]) -> None:
         options = group_options(group)
         if group == "experiment":
             options = [o for o in options if o in config.experiment_names()]
-        g = re.fullmatch(r"glob\((.*)\)", value)
+        g = re.fullmatch(r"glob\(\s*(\[[^\]]*\]|[^,]*)(.*)\)", value)  # glob(include, exclude)
         if g:
-            pats = [p.strip() for p in g[1].split(",")]
-            if not any(fnmatch.fnmatch(o, p) for o in options for p in pats if not p.startswith("exclude")):
+            pats = [p.strip() for p in g[1].strip("[]").split(",")]
+            if not any(fnmatch.fnmatch(o, p) for o in options for p in pats):
                 _die(f"{group}={value} matches no {group}; choose among {', '.join(options)}")
             continue
         for v in value.split(","):
