@@ -189,15 +189,14 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
     devices = list(devices or jax.devices())
     n_dev = len(devices)
     dtype = jnp.dtype(spec.dtype)
-    fixed = dict(fixed or {})
+    defaults = {k: v for k, v in optim.HYPERPARAMS[spec.optimizer].items() if v is not optim.REQUIRED}
+    fixed = {"init_scale": 1.0, **defaults, **(fixed or {})}
     flat = grid.flat()
     n_runs = grid.size
     needed = {"lr", "seed", "init_scale", *spec.opt_hparams}
     missing = needed - set(flat) - set(fixed)
     if missing:
-        for k in missing & set(optim.HYPERPARAMS[spec.optimizer]):
-            fixed[k] = optim.HYPERPARAMS[spec.optimizer][k]
-        fixed.setdefault("init_scale", 1.0)
+        raise ValueError(f"{', '.join(sorted(missing))} must be a grid axis or a fixed value")
     hp_all = {k: np.broadcast_to(np.asarray(fixed[k] if k not in flat else flat[k]), (n_runs,))
               for k in needed}
     hp_dtypes = {k: (np.dtype(np.int32) if k == "seed" else np.dtype(dtype)) for k in needed}
