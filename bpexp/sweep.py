@@ -12,7 +12,6 @@ with named axes, e.g. ``loss[lr, seed, step]``.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -266,14 +265,6 @@ class _Progress:
             self.bar.stop()
 
 
-def run_cfg(cfg, X, Y, *, devices=None, label="sweep", **spec_override) -> SweepResult:
-    """The grid of a ``config.Cfg`` on data ``X, Y``."""
-    spec = spec_from_cfg(cfg, X.shape[0], Y.shape[0], X.shape[1], **spec_override)
-    grid, fixed = grid_from_cfg(cfg)
-    return run_grid(spec, X, Y, grid, fixed, devices=devices or devices_for(cfg.device),
-                    chunk_size=cfg.sweep.chunk_size, progress=cfg.sweep.progress, label=label)
-
-
 def devices_for(kind: str) -> list:
     """``device: auto | cpu | gpu`` -> the local devices to shard runs over."""
     if kind == "auto":
@@ -282,9 +273,3 @@ def devices_for(kind: str) -> list:
         return jax.devices(kind)
     except RuntimeError:
         raise ValueError(f"device={kind!r} is not available here; backend is {jax.default_backend()}") from None
-
-
-def product(**lists) -> list[dict]:
-    """Structural combinations to loop over, e.g. product(depth=[1, 2], init=["a", "b"])."""
-    keys = list(lists)
-    return [dict(zip(keys, vals)) for vals in itertools.product(*lists.values())]
