@@ -73,6 +73,9 @@ def main(dcfg: DictConfig) -> None:
     except config.ConfigError as e:
         _die(str(e))
     module = config.experiment_module(cfg.experiment.name)
+    if _launched_in_own_process():
+        # several JAX processes may share one GPU: allocate on demand (before backend start)
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     setup_jax(cfg, module)
     name = cfg.experiment.name
     bad_value, run = None, None
@@ -101,6 +104,17 @@ def main(dcfg: DictConfig) -> None:
         sys.exit(1)
     _note_in_sweep(run)
     print(f"run dir: {run.dir}")
+
+
+def _launched_in_own_process() -> bool:
+    """True under a process launcher (submitit, joblib); False for Hydra's basic launcher."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        target = str(HydraConfig.get().launcher.get("_target_", ""))
+    except ValueError:
+        return False
+    return "BasicLauncher" not in target
 
 
 def _note_in_sweep(run) -> None:

@@ -28,6 +28,8 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 STATUSES = ("running", "finished", "failed", "interrupted")
+ENV_VARS = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "JAX_PLATFORMS", "JAX_ENABLE_X64",
+            "CUDA_VISIBLE_DEVICES")  # process settings that change numbers or memory
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
@@ -99,7 +101,8 @@ def environment() -> dict:
             "devices": [str(d) for d in jax.devices()],
             "x64": bool(jax.config.jax_enable_x64),
             "matmul_precision": str(jax.config.jax_default_matmul_precision),
-            "argv": list(sys.argv), "cwd": os.getcwd()}
+            "argv": list(sys.argv), "cwd": os.getcwd(),
+            "env": {k: os.environ.get(k) for k in ENV_VARS}}
 
 
 def _now() -> str:

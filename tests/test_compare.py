@@ -1,8 +1,12 @@
 """compare command and the multirun comparison table."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from bpexp import compare, outputs
 
@@ -34,3 +38,19 @@ def test_multirun_writes_comparison(tmp_path):
     text = tables[0].read_text()
     assert "experiment.lr=0.5" in text and "experiment.lr=0.1" in text
     assert len(outputs.read_index(tmp_path, "worked_example")) == 2
+
+
+@pytest.mark.slow
+def test_process_launcher_jobs_allocate_on_demand(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the [slurm] extra
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    p = subprocess.run([sys.executable, "-m", "bpexp", "-m", "hydra/launcher=local", "+experiment=worked_example",
+                        "experiment.lr=0.5,0.1", f"outputs.root={tmp_path}"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = outputs.read_index(tmp_path, "worked_example")
+    assert len(rows) == 2 and len({r["id"] for r in rows}) == 2
+    for r in rows:
+        e = json.loads((Path(r["dir"]) / "env.json").read_text())
+        assert e["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and e["status"] == "finished"
+    assert len(list((tmp_path / "multirun").glob("*/comparison.md"))) == 1
