@@ -19,6 +19,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
+import numpy as np
 
 NAMES = ("univariate", "multivariate", "two_layer_linear", "two_layer_sigmoid", "logistic", "mlp")
 INITS = ("standard", "xavier", "he", "normal")
@@ -27,23 +29,40 @@ OUTPUTS = ("identity_mse", "sigmoid_mse", "sigmoid_ce", "softmax_ce")
 
 
 # ---------------------------------------------------------------- initialization
-def init_weight(key, shape, scheme: str = "standard", scale=1.0, dtype=jnp.float32):
-    """Weight of ``shape = (n_out, n_in)`` (or () / (1, n)); ``scale`` multiplies every scheme
-    and may be a traced array (so init scale can be a vmapped sweep axis)."""
-    n_out, n_in = (shape if len(shape) == 2 else (1, max(1, math.prod(shape))))
+def weight_from_uniform(u, scheme: str, n_in: int, n_out: int, scale=1.0):
+    """A scheme's weights from u ~ U(-1, 1) (open): the uniform schemes are a * u, the normal
+    ones std * sqrt(2) erfinv(u) (how jax.random.normal maps its uniforms); ``scale``
+    multiplies every scheme and may be a traced array."""
     if scheme == "standard":    # U[-1/sqrt(n_in), 1/sqrt(n_in)]: n Var(W) = 1/3
-        lim = 1.0 / math.sqrt(n_in)
-        w = jax.random.uniform(key, shape, dtype, -lim, lim)
+        w = u / math.sqrt(n_in)
     elif scheme == "xavier":    # Glorot normalized: U[+-sqrt(6/(n_in + n_out))]
-        lim = math.sqrt(6.0 / (n_in + n_out))
-        w = jax.random.uniform(key, shape, dtype, -lim, lim)
+        w = u * math.sqrt(6.0 / (n_in + n_out))
     elif scheme == "he":        # N(0, 2/n_in)
-        w = jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / n_in)
-    elif scheme == "normal":    # N(0, scale^2)
-        w = jax.random.normal(key, shape, dtype)
+        w = math.sqrt(2.0 / n_in) * math.sqrt(2.0) * jax.scipy.special.erfinv(u)
+    elif scheme == "normal":    # N(0, 1), times scale
+        w = math.sqrt(2.0) * jax.scipy.special.erfinv(u)
     else:
         raise ValueError(f"model.init={scheme!r} is not an init scheme; choose one of {', '.join(INITS)}")
-    return (w * scale).astype(dtype)
+    return (w * scale).astype(u.dtype)
+
+
+def init_weights(key, shapes, scheme: str = "standard", scale=1.0, dtype=jnp.float32) -> list:
+    """Weights of ``shapes`` (each (n_out, n_in), or () / (1, n)) from ONE random draw: every
+    jax.random call costs a compile of its own (~0.5 s on a small CPU), so a model draws once."""
+    fans = [(s if len(s) == 2 else (1, max(1, math.prod(s)))) for s in shapes]
+    sizes = [math.prod(s) if s else 1 for s in shapes]
+    lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))  # open at -1: erfinv finite
+    u = jax.random.uniform(key, (sum(sizes),), dtype, lo, 1.0)
+    out, o = [], 0
+    for shape, size, (n_out, n_in) in zip(shapes, sizes, fans):
+        out.append(weight_from_uniform(u[o:o + size].reshape(shape), scheme, n_in, n_out, scale))
+        o += size
+    return out
+
+
+def init_weight(key, shape, scheme: str = "standard", scale=1.0, dtype=jnp.float32):
+    """One weight of ``shape = (n_out, n_in)`` (or () / (1, n)); see :func:`init_weights`."""
+    return init_weights(key, [tuple(shape)], scheme, scale, dtype)[0]
 
 
 # ---------------------------------------------------------------- activations
@@ -97,9 +116,8 @@ def multivariate_forward(p, X):  # yhat = w X + b : (1, m)
 
 
 def two_layer_init(key, n, d_out, *, hidden=16, init="standard", init_scale=1.0, dtype=jnp.float32):
-    k1, k2 = jax.random.split(key)
-    return {"W1": init_weight(k1, (hidden, n), init, init_scale, dtype), "b1": jnp.zeros((hidden, 1), dtype),
-            "W2": init_weight(k2, (d_out, hidden), init, init_scale, dtype), "b2": jnp.zeros((d_out, 1), dtype)}
+    W1, W2 = init_weights(key, [(hidden, n), (d_out, hidden)], init, init_scale, dtype)
+    return {"W1": W1, "b1": jnp.zeros((hidden, 1), dtype), "W2": W2, "b2": jnp.zeros((d_out, 1), dtype)}
 
 
 def two_layer_linear_forward(p, X):  # Z = W1 X + b1 ; yhat = W2 Z + b2
@@ -132,11 +150,10 @@ def mlp_widths(n, d_out, hidden, depth):
 def mlp_init(key, n, d_out, *, hidden=16, depth=2, init="standard", init_scale=1.0, dtype=jnp.float32):
     """W_l: (h_l, h_{l-1}), b_l: (h_l, 1) for l = 1..depth+1; ``depth`` counts hidden layers."""
     widths = mlp_widths(n, d_out, hidden, depth)
-    keys = jax.random.split(key, len(widths) - 1)
+    Ws = init_weights(key, [(widths[l], widths[l - 1]) for l in range(1, len(widths))], init, init_scale, dtype)
     p = {}
-    for l in range(1, len(widths)):
-        p[f"W{l}"] = init_weight(keys[l - 1], (widths[l], widths[l - 1]), init, init_scale, dtype)
-        p[f"b{l}"] = jnp.zeros((widths[l], 1), dtype)
+    for l, W in enumerate(Ws, 1):
+        p[f"W{l}"], p[f"b{l}"] = W, jnp.zeros((widths[l], 1), dtype)
     return p
 
 

@@ -81,8 +81,7 @@ UNIFORM_SCHEMES = ("standard", "xavier")   # U[-a, a] with a = sqrt(3 Var); the 
 
 def uniform_draws(key, n, h, d_out, dmax, dtype):
     """One draw u ~ U(-1, 1) per weight of the padded net, from ONE threefry call (each
-    jax.random call costs ~0.5 s of CPU compile here, and models.init_weight makes one per
-    layer and scheme). Every scheme is built from the same u (common random numbers across
+    jax.random call costs ~0.5 s of CPU compile here), laid out for the padded stack. Every scheme is built from the same u (common random numbers across
     schemes and, because the layers are nested, across depths)."""
     S = max(dmax - 1, 1)
     lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))  # as jax.random.normal
@@ -91,17 +90,7 @@ def uniform_draws(key, n, h, d_out, dmax, dtype):
     return u[:i].reshape(h, n), u[i:j].reshape(S, h, h), u[j:].reshape(d_out, h)
 
 
-def weight_from_uniform(u, scheme, n_in, n_out, scale):
-    """models.init_weight's distribution from u ~ U(-1, 1): the uniform schemes are a u with
-    a = sqrt(3 Var) (standard 1/sqrt(n_in), xavier sqrt(6/(n_in + n_out))); the normal ones
-    sqrt(Var) sqrt(2) erfinv(u), exactly how jax.random.normal maps its uniforms. Var from
-    theory.init_variance; ``scale`` multiplies every scheme, as in models.init_weight."""
-    var = theory.init_variance(scheme, n_in, n_out, 1.0)
-    if scheme in UNIFORM_SCHEMES:
-        w = np.sqrt(3.0 * var) * u
-    else:
-        w = np.sqrt(var) * np.sqrt(2.0) * jax.scipy.special.erfinv(u)
-    return (w * scale).astype(u.dtype)
+weight_from_uniform = models.weight_from_uniform  # the library's scheme map from U(-1, 1)
 
 
 def init_stack(draws, scheme, scale):
