@@ -11,3 +11,20 @@ def assert_trees_all_close(a, b, rtol=1e-7, atol=0.0):
         x, y, where = np.asarray(x), np.asarray(y), jax.tree_util.keystr(path)
         assert x.shape == y.shape, f"{where}: shape {x.shape} != {y.shape}"
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=where)
+
+
+def run_experiment(name, root, *overrides, timeout=600):
+    """``python -m bpexp +experiment=NAME outputs.root=ROOT ...`` in a subprocess (cwd ROOT, no
+    JAX_/XLA_ variables inherited); asserts exit 0 and the closing ``run dir:`` line, returns it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    p = subprocess.run([sys.executable, "-m", "bpexp", f"+experiment={name}", f"outputs.root={root}", *overrides],
+                       cwd=root, capture_output=True, text=True, env=env, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("run dir: "), last
+    return Path(last[len("run dir: "):])

@@ -2,11 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_experiment
 
 KEYS = ("backend", "runs", "steps", "engine_s", "loop_s", "naive_s", "speedup_vs_loop",
         "speedup_vs_naive", "gflops", "gemm_peak_gflops", "frac_of_peak", "compile_s",
@@ -14,14 +13,9 @@ KEYS = ("backend", "runs", "steps", "engine_s", "loop_s", "naive_s", "speedup_vs
 
 
 def test_bench_tiny(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    p = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=bench", "experiment.size=tiny",
-                        "experiment.repeats=1", "experiment.naive_runs=2", "experiment.scaling=[10,40]",
-                        "experiment.scaling_steps=10", "experiment.gemm_n=256",
-                        f"outputs.root={tmp_path}"], cwd=tmp_path, capture_output=True, text=True,
-                       env=env, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    run_dir = p.stdout.strip().splitlines()[-1].removeprefix("run dir: ")
+    run_dir = run_experiment("bench", tmp_path, "experiment.size=tiny", "experiment.repeats=1",
+                             "experiment.naive_runs=2", "experiment.scaling=[10,40]",
+                             "experiment.scaling_steps=10", "experiment.gemm_n=256")
     s = json.loads(open(f"{run_dir}/summary.json").read())
     assert set(KEYS) <= set(s)
     assert s["runs"] == 8 and s["steps"] == 20 and s["backend"] == "cpu"

@@ -2,9 +2,6 @@
 backward pass, and the pure helpers (edge widths, layer mass, per-example loss)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import jax
@@ -13,6 +10,7 @@ import numpy as np
 import pytest
 
 from bpexp import models
+from helpers import run_experiment
 from experiments import credit_assignment as C
 
 
@@ -23,13 +21,7 @@ def np_sigmoid(z):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("credit")
-    proc = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=credit_assignment", f"outputs.root={tmp}",
-                           "data.m=16", "experiment.example=3"],
-                          cwd=tmp, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith("run dir: ")
-    run_dir = Path(last[len("run dir: "):])
+    run_dir = run_experiment("credit_assignment", tmp, "data.m=16", "experiment.example=3")
     return run_dir, json.loads((run_dir / "summary.json").read_text()), np.load(run_dir / "metrics.npz")
 
 

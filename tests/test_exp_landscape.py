@@ -2,9 +2,6 @@
 pure helpers (critical points, toy GD, filter normalization, projection) against numpy/jax."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import landscape as L
+from helpers import run_experiment
 
 TINY = ["experiment.grid=11", "experiment.starts=9", "train.steps=40", "train.record_every=5",
         "model.hidden=4", "data.m=120"]
@@ -37,12 +35,7 @@ def np_two_layer_sigmoid_loss(theta, shapes, X, Y):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("landscape")
-    proc = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=landscape", f"outputs.root={tmp}", *TINY],
-                          cwd=tmp, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith("run dir: ")
-    run_dir = Path(last[len("run dir: "):])
+    run_dir = run_experiment("landscape", tmp, *TINY)
     return run_dir, json.loads((run_dir / "summary.json").read_text()), np.load(run_dir / "metrics.npz")
 
 

@@ -1,26 +1,12 @@
 """lr_sweep through the CLI: theory and measurement agree where the theory is exact."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from experiments.lr_sweep import measured_threshold
-
-
-def run_cli(tmp_path, *overrides):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    p = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=lr_sweep",
-                        f"outputs.root={tmp_path / 'out'}", *overrides],
-                       cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    last = p.stdout.strip().splitlines()[-1]
-    assert last.startswith("run dir: ")
-    return Path(last[len("run dir: "):])
+from helpers import run_experiment
 
 
 def independent_lambda_max(X):
@@ -34,7 +20,7 @@ def independent_lambda_max(X):
     ("momentum", "{start: 1.0, stop: 20.0, num: 24, log: true}", 400),
 ])
 def test_measured_threshold_within_one_grid_step(tmp_path, optimizer, lrs, steps):
-    d = run_cli(tmp_path, f"optimizer={optimizer}", f"sweep.lr={lrs}", "sweep.seeds=2",
+    d = run_experiment("lr_sweep", tmp_path, f"optimizer={optimizer}", f"sweep.lr={lrs}", "sweep.seeds=2",
                 f"train.steps={steps}", "train.record_every=10")
     s = json.loads((d / "summary.json").read_text())
     for key in ("lrs", "diverged_fraction", "final_loss_median", "lambda_max", "threshold_theory",
