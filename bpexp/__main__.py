@@ -17,6 +17,9 @@ from bpexp import config, outputs
 
 GROUPS = ("model", "data", "optimizer", "sweep", "experiment")
 _GROUP_ARG = re.compile(r"^(?:\+{1,2}|~)?(?P<group>%s)=(?P<value>.*)$" % "|".join(GROUPS))
+_KEY_ARG = re.compile(r"^(?:\+{1,2}|~)?(?P<key>[A-Za-z_][\w.]*)=")
+SECTIONS = {"model": config.ModelCfg, "data": config.DataCfg, "optimizer": config.OptimizerCfg,
+            "train": config.TrainCfg, "sweep": config.SweepCfg, "outputs": config.OutputsCfg}
 
 
 def group_options(group: str) -> list[str]:
@@ -26,7 +29,12 @@ def group_options(group: str) -> list[str]:
 def check_argv(argv: list[str]) -> None:
     """Unknown group options (``model=nope``) fail here with one line, before Hydra's
     multi-line error. Handles comma lists and glob(...) of multirun."""
+    exps = [m["value"] for m in map(_GROUP_ARG.match, argv) if m and m["group"] == "experiment"]
+    params = None
+    if len(exps) == 1 and exps[0] in config.experiment_names():
+        params = config.experiment_module(exps[0]).Params
     for arg in argv:
+        _check_key(arg, params)
         m = _GROUP_ARG.match(arg)
         if not m:
             continue
@@ -43,6 +51,32 @@ def check_argv(argv: list[str]) -> None:
         for v in value.split(","):
             if v.strip() not in options:
                 _die(f"{group}={v.strip()!r} is not a {group}; choose one of {', '.join(options)}")
+
+
+def _check_key(arg: str, params=None) -> None:
+    """``model.foo=1``, ``foo=1`` or ``experiment.foo=1`` (against the chosen experiment's
+    ``Params``): an unknown key fails here with one line instead of Hydra's traceback-style
+    message. Keys below a dict-valued field (``sweep.lr.start``) are left to Hydra."""
+    import dataclasses
+
+    m = _KEY_ARG.match(arg)
+    if not m or arg.startswith("-"):
+        return
+    parts = m["key"].split(".")
+    if parts[0] == "hydra" or (len(parts) == 1 and parts[0] in GROUPS):
+        return
+    if parts[0] == "experiment":
+        fields = [f.name for f in dataclasses.fields(params)] if params else None
+        if fields and len(parts) > 1 and parts[1] not in fields:
+            _die(f"{m['key']} is not a key of this experiment; allowed: {', '.join('experiment.' + f for f in fields)}")
+        return
+    top = [f.name for f in dataclasses.fields(config.Cfg) if f.name != "experiment"]
+    if parts[0] not in top:
+        _die(f"{m['key']} is not a known key; allowed: {', '.join(top)}, hydra.*, experiment.*")
+    if len(parts) > 1 and parts[0] in SECTIONS:
+        fields = [f.name for f in dataclasses.fields(SECTIONS[parts[0]])]
+        if parts[1] not in fields:
+            _die(f"{m['key']} is not a known key; allowed: {', '.join(parts[0] + '.' + f for f in fields)}")
 
 
 def _die(msg: str, code: int = 2):
@@ -132,6 +166,7 @@ def _note_in_sweep(run) -> None:
 
 def cli() -> None:
     check_argv(sys.argv[1:])
+    config.register_schemas()
     try:
         main()
     except KeyboardInterrupt:

@@ -107,6 +107,17 @@ NONNEGATIVE = {"data.m", "train.batch_size", "sweep.chunk_size", "optimizer.eps"
 UNIT_INTERVAL = {"optimizer.beta", "optimizer.beta1", "optimizer.beta2"}  # [0, 1)
 
 
+def register_schemas() -> None:
+    """Every schema key becomes overridable: each group YAML starts from ``schema``, the
+    dataclass defaults stored (untyped, so that :func:`build` gives the one-line errors) in
+    Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for group, cls in (("model", ModelCfg), ("data", DataCfg), ("optimizer", OptimizerCfg), ("sweep", SweepCfg)):
+        cs.store(group=group, name="schema", node=dataclasses.asdict(cls()))
+
+
 def experiment_names() -> tuple[str, ...]:
     """Experiments that have both a module in ``experiments/`` and a YAML in conf/experiment."""
     import experiments
