@@ -50,11 +50,13 @@ def gradcheck_errors(names, err_ad, err_fd, tol_ad, tol_fd, path):
     return save(fig, path)
 
 
-def backprop_flow(nodes, edges, path, title="Backprop flow"):
+def backprop_flow(nodes, edges, path, title="Backprop flow", *, height=1.6,
+                  backward_label="backward dL/d(node)", title_size=12):
     """Computation graph left to right. ``nodes``: list of (label, forward_text, backward_text);
     ``edges``: list of (i, j, label) drawn as arrows i -> j. Forward values above each node,
-    dL/d(node) below, from a real pass."""
-    fig, ax = plt.subplots(figsize=(2.6 * len(nodes) + 1, 3.6))
+    dL/d(node) below, from a real pass. ``height`` is the half-height of the drawing: raise it
+    for multi-line (vector) node texts."""
+    fig, ax = plt.subplots(figsize=(2.6 * len(nodes) + 1, 2.25 * height + 0.5))
     xs = np.arange(len(nodes)) * 2.6
     for x, (label, fwd, bwd) in zip(xs, nodes):
         ax.add_patch(plt.Circle((x, 0), 0.42, color="#dbe9f6", ec="tab:blue", lw=1.5, zorder=2))
@@ -65,13 +67,13 @@ def backprop_flow(nodes, edges, path, title="Backprop flow"):
         ax.annotate("", xy=(xs[j] - 0.45, 0), xytext=(xs[i] + 0.45, 0),
                     arrowprops=dict(arrowstyle="->", lw=1.4, color="0.3"))
         ax.text((xs[i] + xs[j]) / 2, 0.1, label, ha="center", va="bottom", fontsize=7.5, color="0.25")
-    ax.text(xs[0] - 1.2, 0.85, "forward", color="tab:blue", fontsize=9, ha="left")
-    ax.text(xs[0] - 1.2, -1.35, "backward dL/d(node)", color="tab:red", fontsize=9, ha="left")
+    ax.text(xs[0] - 1.2, height - 0.1, "forward", color="tab:blue", fontsize=9, ha="left", va="top")
+    ax.text(xs[0] - 1.2, -height + 0.1, backward_label, color="tab:red", fontsize=9, ha="left", va="bottom")
     ax.set_xlim(xs[0] - 1.3, xs[-1] + 1.3)
-    ax.set_ylim(-1.6, 1.6)
+    ax.set_ylim(-height, height)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=title_size)
     return save(fig, path)
 
 
@@ -80,7 +82,7 @@ def _lr_colors(lrs):
     return plt.get_cmap("viridis"), norm
 
 
-def _positive(a):
+def positive(a):
     """Non-finite or non-positive values masked so log axes draw what is defined."""
     a = np.asarray(a, np.float64)
     return np.where(np.isfinite(a) & (a > 0), a, np.nan)
@@ -93,11 +95,11 @@ def loss_curves_by_lr(steps, loss, lrs, path, title="Loss per learning rate"):
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     keep = np.unique(np.linspace(0, len(lrs) - 1, min(len(lrs), 96)).round().astype(int))  # readable
     for lr, curve in zip(np.asarray(lrs)[keep], np.asarray(loss)[keep]):
-        ax.plot(steps, _positive(curve), color=cmap(norm(lr)), lw=1)
+        ax.plot(steps, positive(curve), color=cmap(norm(lr)), lw=1)
     ax.set_yscale("log")
-    start = _positive(np.asarray(loss)[:, 0])
+    start = positive(np.asarray(loss)[:, 0])
     if np.any(np.isfinite(start)):  # diverging curves leave the top: keep the converging ones readable
-        lo = np.nanmin(_positive(loss))
+        lo = np.nanmin(positive(loss))
         ax.set_ylim(lo / 2, np.nanmax(start) * 1e3)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (log)")
@@ -112,7 +114,7 @@ def final_vs_lr(lrs, final, diverged, thr_theory, kind, thr_measured, path, titl
     diverged runs marked at the top; vertical lines at the theoretical and measured thresholds;
     the diverged fraction below."""
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True, height_ratios=[3, 1])
-    fin = np.where(diverged, np.nan, _positive(final))
+    fin = np.where(diverged, np.nan, positive(final))
     ok = ~np.all(np.isnan(fin), axis=1)
     lo, hi = np.full(len(lrs), np.nan), np.full(len(lrs), np.nan)
     med = np.full(len(lrs), np.nan)
@@ -149,7 +151,7 @@ def three_lrs(steps, losses, lrs, thr, path):
     colors = ["tab:orange", "tab:green", "tab:red"]
     for ax, name, lr, L, c in zip(axes, names, lrs, losses, colors):
         for curve in L:
-            ax.plot(steps, _positive(curve), color=c, lw=1, alpha=0.7)
+            ax.plot(steps, positive(curve), color=c, lw=1, alpha=0.7)
         ax.set_yscale("log")
         rel = f" = {lr / thr:.3g} x theory threshold" if thr else ""
         ax.set_title(f"{name}: lr = {lr:.3g}{rel}", fontsize=9)

@@ -39,3 +39,14 @@ def question(doc: str) -> str:
     """The module docstring's question as one line, for report.md."""
     q = " ".join(doc.split("Question:")[1].split("Theory:")[0].split())
     return q[:1].upper() + q[1:]
+
+
+def diverged_mask(loss, final, first_nonfinite, factor=1.0):
+    """[lr, run] bool: a non-finite loss somewhere, or the final loss above factor x initial."""
+    return (first_nonfinite >= 0) | ~np.isfinite(final) | (final > factor * loss[..., 0])
+
+
+def best_lr_index(final, diverged) -> int | None:
+    """Index of the lr with the lowest median final loss among lrs where no run diverged."""
+    med = np.where(diverged.any(axis=1), np.inf, finite_median(final, axis=1))
+    return int(np.argmin(med)) if np.isfinite(med).any() else None

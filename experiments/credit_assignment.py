@@ -282,7 +282,7 @@ def per_example_loss(output, z, y):
 def fig_flow(widths, names, acts, zs, deltas, yhat, Y, i, m, output, dldx, path):
     """x -> h1 -> ... -> yhat -> loss for ONE example i: forward values above the nodes, the
     example's own backward signal m * delta_l[:, i] = d l_i / d z_l below (the lecture's flow
-    with vectors; like plots.backprop_flow, with room for several lines per node)."""
+    with vectors; drawn by plots.backprop_flow with room for several lines per node)."""
     L = len(widths) - 1
     lname = {"identity_mse": "(ŷ - y)^2", "sigmoid_mse": "(σ(z) - y)^2", "sigmoid_ce": "BCE(z, y)",
              "softmax_ce": "CE(softmax z, y)"}[output]
@@ -292,25 +292,9 @@ def fig_flow(widths, names, acts, zs, deltas, yhat, Y, i, m, output, dldx, path)
     nodes.append(("ŷ", _vec(f"z{L}", zs[-1][:, i]) + "\n" + _vec("ŷ", yhat[:, i]) + "\n" + _vec("y", Y[:, i]),
                   _vec(f"δ{L}", m * deltas[L][:, i], 4)))
     nodes.append(("ℓ", f"ℓ = {lname}\n= {per_example_loss(output, zs[-1][:, i], Y[:, i]):.4f}", "dℓ/dℓ = 1"))
-    fig, ax = plt.subplots(figsize=(2.7 * len(nodes) + 1.2, 4.6))
-    xs = np.arange(len(nodes)) * 2.7
-    for x, (label, fwd, bwd) in zip(xs, nodes):
-        ax.add_patch(plt.Circle((x, 0), 0.42, color="#dbe9f6", ec="tab:blue", lw=1.5, zorder=2))
-        ax.text(x, 0, label, ha="center", va="center", fontsize=13, zorder=3)
-        ax.text(x, 0.62, fwd, ha="center", va="bottom", fontsize=8.5, color="tab:blue")
-        ax.text(x, -0.62, bwd, ha="center", va="top", fontsize=8.5, color="tab:red")
-    for j in range(1, len(nodes)):
-        ax.annotate("", xy=(xs[j] - 0.45, 0), xytext=(xs[j - 1] + 0.45, 0),
-                    arrowprops=dict(arrowstyle="->", lw=1.4, color="0.3"))
-        if j <= L:
-            ax.text((xs[j - 1] + xs[j]) / 2, 0.08, f"W{j} ({widths[j]}x{widths[j - 1]})", ha="center",
-                    va="bottom", fontsize=7.5, color="0.25")
-    ax.text(xs[0] - 1.5, 1.9, "forward values", color="tab:blue", fontsize=9, ha="left", va="top")
-    ax.text(xs[0] - 1.5, -1.9, f"backward dℓ/d(node)\n(example {i}'s own loss)", color="tab:red", fontsize=9,
-            ha="left", va="bottom")
-    ax.set_xlim(xs[0] - 1.6, xs[-1] + 1.3)
-    ax.set_ylim(-2.0, 2.0)
-    ax.axis("off")
-    ax.set_title(f"Backprop flow for ONE example (column {i} of the batch, not an average); "
-                 f"red δ_l = dℓ/dz_l = m x (batch delta_l)[:, {i}]", fontsize=10)
-    return plots.save(fig, path)
+    edges = [(j - 1, j, f"W{j} ({widths[j]}x{widths[j - 1]})" if j <= L else "") for j in range(1, len(nodes))]
+    return plots.backprop_flow(
+        nodes, edges, path, height=2.4, title_size=10,
+        backward_label=f"backward dℓ/d(node)\n(example {i}'s own loss)",
+        title=f"Backprop flow for ONE example (column {i} of the batch, not an average); "
+              f"red δ_l = dℓ/dz_l = m x (batch delta_l)[:, {i}]")

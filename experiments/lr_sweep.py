@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from bpexp import models, plots, report, sweep, theory
-from experiments._common import command, finite_median, load_data, question
+from experiments._common import best_lr_index, command, diverged_mask, finite_median, load_data, question
 
 
 @dataclass
@@ -89,8 +89,8 @@ def run(cfg, run):
     loss, final = res.metrics["loss"], res.metrics["final_loss"]     # [lr, seed, (...), step]
     loss = loss.reshape(len(lrs), -1, loss.shape[-1])                 # other axes pooled as seeds
     final = final.reshape(len(lrs), -1)
-    diverged = (res.metrics["first_nonfinite"].reshape(len(lrs), -1) >= 0) | (
-        final > P.divergence_factor * loss[:, :, 0])
+    diverged = diverged_mask(loss, final, res.metrics["first_nonfinite"].reshape(len(lrs), -1),
+                             P.divergence_factor)
     frac = diverged.mean(axis=1)
     med = finite_median(final, axis=1)
     thr_meas, lo, hi = measured_threshold(lrs, frac)
@@ -106,7 +106,7 @@ def run(cfg, run):
                             title=f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name}: loss per lr (seed {int(grid.axes['seed'][0])})")
     plots.final_vs_lr(lrs, final, diverged, thr, kind, thr_meas, run.figure(figs[1]),
                       title=f"Final loss vs learning rate ({final.shape[1]} runs per lr)")
-    good = int(np.argmin(np.where(frac == 0, med, np.inf)))
+    good = best_lr_index(final, diverged) or 0  # every lr diverged: show the smallest
     small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[good] / 30))))
     above = np.nonzero((frac > 0) & (lrs > lrs[good]))[0]
     large = int(above[0]) if above.size else len(lrs) - 1

@@ -33,7 +33,7 @@ import optax
 from jax import lax
 
 from bpexp import optim, plots, report, sweep, theory, train
-from experiments._common import command, finite_median, load_data, question
+from experiments._common import best_lr_index, command, diverged_mask, finite_median, load_data, question
 
 NAMES = ("gd", "momentum", "rmsprop", "adam")
 IMPLS = ("manual", "optax")
@@ -128,17 +128,6 @@ def run_fused(specs: dict, lrs: dict, seeds, fixed: dict, X, Y) -> dict:
         coords = {"step": np.arange(spec.n_records) * spec.record_every, "param": np.array(train.leaf_names(spec))}
         results[(o, impl)] = sweep.SweepResult(dict(g.axes), metrics, dims, coords, {"runs": g.size, **stats})
     return results
-
-
-def diverged_mask(loss, final, first_nonfinite, factor):
-    """[lr, seed] bool: non-finite somewhere, or final loss above factor x initial loss."""
-    return (first_nonfinite >= 0) | ~np.isfinite(final) | (final > factor * loss[..., 0])
-
-
-def best_lr_index(final, diverged) -> int | None:
-    """Index of the lr with the lowest median final loss among lrs where no seed diverged."""
-    med = np.where(diverged.any(axis=1), np.inf, finite_median(final, axis=1))
-    return int(np.argmin(med)) if np.isfinite(med).any() else None
 
 
 def steps_to_tol(steps, curve, tol) -> int | None:
@@ -400,7 +389,7 @@ def fig_best_curves(names, steps, curves, best_lr, tol, qsteps, qcurves, qbest_l
         c = curves[n]
         if c is None:
             continue
-        c = _positive(c)
+        c = plots.positive(c)
         a1.plot(steps, np.nanmedian(c, axis=0), color=COLORS[n], lw=1.5, label=f"{n}, lr={best_lr[n]:.3g}")
         a1.fill_between(steps, np.nanmin(c, axis=0), np.nanmax(c, axis=0), color=COLORS[n], alpha=0.15)
     a1.axhline(tol, color="k", ls="--", lw=1, label=f"tolerance {tol:.3g}")
@@ -411,7 +400,7 @@ def fig_best_curves(names, steps, curves, best_lr, tol, qsteps, qcurves, qbest_l
     a1.legend(fontsize=8)
     for n in names:
         if qcurves[n] is not None:
-            a2.plot(qsteps, _positive(qcurves[n]), color=COLORS[n], lw=1.5, label=f"{n}, lr={qbest_lr[n]:.3g}")
+            a2.plot(qsteps, plots.positive(qcurves[n]), color=COLORS[n], lw=1.5, label=f"{n}, lr={qbest_lr[n]:.3g}")
     a2.axhline(qtol, color="k", ls="--", lw=1, label=f"tolerance {qtol:g}")
     a2.set_yscale("log")
     a2.set_xlabel("step")
@@ -428,11 +417,11 @@ def fig_final_vs_lr(names, net, quad, title_net, title_q, gd_thr, mom_thr, path)
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     for ax, data, title in ((axes[0], net, title_net), (axes[1], quad, title_q)):
-        fin_all = np.concatenate([_positive(np.where(d[2], np.nan, d[1])) for d in data.values()])
+        fin_all = np.concatenate([plots.positive(np.where(d[2], np.nan, d[1])) for d in data.values()])
         top = np.nanmax(fin_all) * 3 if np.isfinite(fin_all).any() else 1.0
         for n in names:
             lrs, fin, div, b = data[n]
-            ax.plot(lrs, _positive(np.where(div, np.nan, fin)), "o-", ms=3, color=COLORS[n], label=n)
+            ax.plot(lrs, plots.positive(np.where(div, np.nan, fin)), "o-", ms=3, color=COLORS[n], label=n)
             ax.plot(lrs[div], np.full(div.sum(), top), "x", color=COLORS[n], ms=7)
             if b is not None:
                 ax.plot(lrs[b], fin[b], "*", ms=13, color=COLORS[n], mec="k", mew=0.6)
@@ -496,9 +485,3 @@ def _plt():
     import matplotlib.pyplot as plt  # Agg backend already chosen by bpexp.plots
 
     return plt
-
-
-def _positive(a):
-    """Non-finite or non-positive values masked so log axes draw what is defined."""
-    a = np.asarray(a, np.float64)
-    return np.where(np.isfinite(a) & (a > 0), a, np.nan)
