@@ -1,29 +1,48 @@
 """``python -m bpexp +experiment=NAME [overrides]``: config -> schema -> experiment -> run folder.
 
-Thin on purpose: everything testable lives in the library and in ``experiments/``.
+Thin on purpose: everything testable lives in the library and in ``bpexp.experiments``. This is
+the only module that discovers the experiments; the library never imports them.
+
+Phases: (1) the command line's group options and keys, before Hydra; (2) validation
+(config.build: every value, and every object the experiment will build); only then (3) the run
+folder and the experiment's compute / save / present (see bpexp/experiments/__init__.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import importlib
 import os
+import pkgutil
 import re
 import sys
+import types
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bpexp import config, outputs
+from bpexp.errors import UserError
 
 GROUPS = ("model", "data", "optimizer", "sweep", "experiment")
 _GROUP_ARG = re.compile(r"^(?:\+{1,2}|~)?(?P<group>%s)=(?P<value>.*)$" % "|".join(GROUPS))
 _KEY_ARG = re.compile(r"^(?:\+{1,2}|~)?(?P<key>[A-Za-z_][\w.]*)=")
-SECTIONS = {"model": config.ModelCfg, "data": config.DataCfg, "optimizer": config.OptimizerCfg,
-            "train": config.TrainCfg, "sweep": config.SweepCfg, "outputs": config.OutputsCfg}
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (config.CONF_DIR / group).glob("*.yaml"))
+def experiment_names() -> tuple[str, ...]:
+    """Experiments that have both a module in bpexp.experiments and a YAML in conf/experiment."""
+    from bpexp import experiments
+
+    mods = {m.name for m in pkgutil.iter_modules(experiments.__path__) if not m.name.startswith("_")}
+    return tuple(sorted(mods & set(config.group_options("experiment"))))
+
+
+def experiment_module(name: str) -> types.ModuleType:
+    names = experiment_names()
+    if name not in names:
+        raise config.ConfigError(f"experiment={name!r} is not an experiment; choose one of {', '.join(names)}")
+    return importlib.import_module(f"bpexp.experiments.{name}")
 
 
 def check_argv(argv: list[str]) -> None:
@@ -31,17 +50,17 @@ def check_argv(argv: list[str]) -> None:
     multi-line error. Handles comma lists and glob(...) of multirun."""
     exps = [m["value"] for m in map(_GROUP_ARG.match, argv) if m and m["group"] == "experiment"]
     params = None
-    if len(exps) == 1 and exps[0] in config.experiment_names():
-        params = config.experiment_module(exps[0]).Params
+    if len(exps) == 1 and exps[0] in experiment_names():
+        params = experiment_module(exps[0]).Params
     for arg in argv:
         _check_key(arg, params)
         m = _GROUP_ARG.match(arg)
         if not m:
             continue
         group, value = m["group"], m["value"]
-        options = group_options(group)
+        options = config.group_options(group)
         if group == "experiment":
-            options = [o for o in options if o in config.experiment_names()]
+            options = [o for o in options if o in experiment_names()]
         g = re.fullmatch(r"glob\(\s*(\[[^\]]*\]|[^,]*)(.*)\)", value)  # glob(include, exclude)
         if g:
             pats = [p.strip() for p in g[1].strip("[]").split(",")]
@@ -57,8 +76,6 @@ def _check_key(arg: str, params=None) -> None:
     """``model.foo=1``, ``foo=1`` or ``experiment.foo=1`` (against the chosen experiment's
     ``Params``): an unknown key fails here with one line instead of Hydra's traceback-style
     message. Keys below a dict-valued field (``sweep.lr.start``) are left to Hydra."""
-    import dataclasses
-
     m = _KEY_ARG.match(arg)
     if not m or arg.startswith("-"):
         return
@@ -73,8 +90,8 @@ def _check_key(arg: str, params=None) -> None:
     top = [f.name for f in dataclasses.fields(config.Cfg) if f.name != "experiment"]
     if parts[0] not in top:
         _die(f"{m['key']} is not a known key; allowed: {', '.join(top)}, hydra.*, experiment.*")
-    if len(parts) > 1 and parts[0] in SECTIONS:
-        fields = [f.name for f in dataclasses.fields(SECTIONS[parts[0]])]
+    if len(parts) > 1 and parts[0] in config.SECTIONS:
+        fields = [f.name for f in dataclasses.fields(config.SECTIONS[parts[0]])]
         if parts[1] not in fields:
             _die(f"{m['key']} is not a known key; allowed: {', '.join(parts[0] + '.' + f for f in fields)}")
 
@@ -84,13 +101,13 @@ def _die(msg: str, code: int = 2):
     sys.exit(code)
 
 
-def setup_jax(cfg: config.Cfg, module) -> None:
-    """Precision and device, before any array is made."""
+def setup_jax(tree: dict, module) -> None:
+    """Precision and device, before any array is made (the validation phase makes some)."""
     import jax
 
-    x64 = cfg.precision == "float64" or getattr(module, "PRECISION", None) == "float64"
+    x64 = tree.get("precision") == "float64" or getattr(module, "PRECISION", None) == "float64"
     jax.config.update("jax_enable_x64", bool(x64) or bool(jax.config.read("jax_enable_x64")))
-    if cfg.device == "gpu":
+    if tree.get("device") == "gpu":
         try:
             jax.devices("gpu")
         except RuntimeError:
@@ -99,45 +116,67 @@ def setup_jax(cfg: config.Cfg, module) -> None:
         jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 in checks
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def execute(module, cfg: config.Cfg, run: outputs.Run) -> dict:
+    """The experiment contract: compute the numbers, save them (-> summary), present them."""
+    if not hasattr(module, "compute"):
+        return module.run(cfg, run)
+    with run.timed("compute"):
+        res = module.compute(cfg, run)
+    with run.timed("save"):
+        summary = module.save(cfg, run, res)
+    with run.timed("present"):
+        module.present(cfg, run, res, summary)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> None:
     tree = OmegaConf.to_container(dcfg, resolve=True)
+    exp = (tree.get("experiment") or {}).get("name")
     try:
-        cfg = config.build(tree)
-    except config.ConfigError as e:
+        if exp is None:
+            raise config.ConfigError("experiment is not set; run with +experiment=NAME, one of "
+                                     + ", ".join(experiment_names()))
+        module = experiment_module(exp)
+        if _launched_in_own_process():
+            # several JAX processes may share one GPU: allocate on demand (before backend start)
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        setup_jax(tree, module)
+        cfg = config.build(tree, module)
+    except UserError as e:
         _die(str(e))
-    module = config.experiment_module(cfg.experiment.name)
-    if _launched_in_own_process():
-        # several JAX processes may share one GPU: allocate on demand (before backend start)
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    setup_jax(cfg, module)
     name = cfg.experiment.name
     bad_value, run = None, None
     try:
         with outputs.open_run(cfg.outputs.root, name, OmegaConf.to_yaml(dcfg, resolve=True)) as run:
-            with run.timed("experiment"):  # the module adds finer timings of its own
-                summary = module.run(cfg, run)
+            with run.timed("experiment"):  # compute / save / present add finer timings
+                summary = execute(module, cfg, run)
             run.save_summary(summary)
             run.finish("finished", summary)
-    except ValueError as e:
-        # a bad combination found while running (open_run recorded it failed): one line
+    except UserError as e:
+        # bad input that only showed while running (open_run recorded it failed): one line
         bad_value = e
     except KeyboardInterrupt:
         if run is not None:
             print(f"\ninterrupted\nrun dir: {run.dir}")
         raise
-    except BaseException:
+    except BaseException as e:
         if run is not None:
-            print(f"failed, see {run.dir / 'error.txt'}\nrun dir: {run.dir}", file=sys.stderr)
+            print(f"error: a bug in bpexp ({type(e).__name__}: {_first_line(e)}); traceback in "
+                  f"{run.dir / 'error.txt'}", file=sys.stderr)
+            print(f"run dir: {run.dir}")
+            sys.exit(1)
         raise
     if bad_value is not None:
-        if run is None:
-            _die(str(bad_value))
         print(f"error: {bad_value}", file=sys.stderr)
         print(f"run dir: {run.dir}")
         sys.exit(1)
     _note_in_sweep(run)
     print(f"run dir: {run.dir}")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
 
 
 def _launched_in_own_process() -> bool:
@@ -164,8 +203,31 @@ def _note_in_sweep(run) -> None:
                            {"run_dir": str(run.dir), "overrides": list(hc.overrides.task)})
 
 
+# sweep keys that take several forms (a count or a list, a list or {start, stop, num}): an
+# override in another form than the YAML's replaces the value instead of merging into it
+_REPLACEABLE = re.compile(r"^(?P<key>sweep\.(?:lr|seeds|init_scale))=(?P<value>[\[{].*)$")
+
+
+def replace_forms(argv: list[str]) -> list[str]:
+    """``sweep.lr=[0.1,0.2]`` -> ``~sweep.lr``, ``+sweep.lr=[0.1,0.2]`` where the chosen
+    experiment's YAML sets ``sweep.lr`` (Hydra cannot merge a list into a dict, and cannot
+    delete a null); other arguments are kept."""
+    import yaml
+
+    exps = [m["value"] for m in map(_GROUP_ARG.match, argv) if m and m["group"] == "experiment"]
+    path = config.CONF_DIR / "experiment" / f"{exps[0]}.yaml" if len(exps) == 1 else None
+    preset = (yaml.safe_load(path.read_text()) or {}).get("sweep") or {} if path and path.is_file() else {}
+    out = []
+    for arg in argv:
+        m = _REPLACEABLE.match(arg)
+        replace = m and preset.get(m["key"].split(".")[1]) is not None
+        out += [f"~{m['key']}", f"+{m['key']}={m['value']}"] if replace else [arg]
+    return out
+
+
 def cli() -> None:
     check_argv(sys.argv[1:])
+    sys.argv[1:] = replace_forms(sys.argv[1:])
     config.register_schemas()
     try:
         main()

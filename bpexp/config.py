@@ -10,26 +10,34 @@ dataclass of the experiment module.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bpexp import data, models
+from bpexp import data, make, models, optim
+from bpexp.errors import UserError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _conf_dir() -> Path:
+    """conf/ as installed (a wheel: bpexp/conf) or in the checkout (editable: ../conf)."""
+    here = Path(__file__).resolve().parent
+    for d in (here / "conf", here.parent / "conf"):
+        if (d / "config.yaml").is_file():
+            return d
+    raise FileNotFoundError(f"no conf/config.yaml beside {here}: bpexp is installed incompletely")
 
 
-class ConfigError(ValueError):
+CONF_DIR = _conf_dir()
+
+
+class ConfigError(UserError):
     """A bad config value; the message is one line: key, value, what is allowed."""
 
 
 @dataclass
 class ModelCfg:
     name: str = "two_layer_sigmoid"
-    hidden: Any = 16              # hidden width k (mlp: an int or one int per hidden layer)
+    hidden: Any = 32              # hidden width k (mlp: an int or one int per hidden layer)
     depth: int = 2                # mlp: number of hidden layers
     activation: str = "sigmoid"   # mlp hidden activation: sigmoid | tanh | relu
     output: str = "identity_mse"  # mlp output+loss: identity_mse | sigmoid_mse | sigmoid_ce | softmax_ce
@@ -47,15 +55,20 @@ class DataCfg:
     features: Any = None          # optional list of feature (row) indices to keep
 
 
-@dataclass
-class OptimizerCfg:
-    name: str = "gd"              # gd | momentum | rmsprop | adam
-    impl: str = "manual"          # manual (bpexp.optim) | optax (the optax twin)
-    lr: float = 0.1
-    beta: float = 0.9             # momentum
-    beta1: float = 0.9            # adam
-    beta2: float = 0.999          # rmsprop, adam
-    eps: float = 1e-8             # rmsprop, adam
+def _optimizer_cfg():
+    """OptimizerCfg: name, impl, lr and every hyperparameter of optim.OPTIMIZERS with its
+    default (the table is the one source; ``optimizer=NAME`` sets that row's values)."""
+    hp = {}
+    for row in optim.OPTIMIZERS.values():
+        for k, v in row.hparams.items():
+            hp.setdefault(k, v)
+    default = optim.NAMES[0]
+    fields = [("name", str, field(default=default)), ("impl", str, field(default=optim.IMPLS[0])),
+              ("lr", float, field(default=optim.OPTIMIZERS[default].lr))]
+    return dataclasses.make_dataclass("OptimizerCfg", fields + [(k, float, field(default=v)) for k, v in hp.items()])
+
+
+OptimizerCfg = _optimizer_cfg()
 
 
 @dataclass
@@ -95,47 +108,45 @@ class Cfg:
     device: str = "auto"          # auto | cpu | gpu
 
 
+SECTIONS = {"model": ModelCfg, "data": DataCfg, "optimizer": OptimizerCfg, "train": TrainCfg,
+            "sweep": SweepCfg, "outputs": OutputsCfg}
 CHOICES = {
-    "model.name": models.NAMES, "model.activation": models.ACTIVATIONS,
-    "model.output": models.OUTPUTS, "model.init": models.INITS,
-    "data.name": data.NAMES, "optimizer.name": ("gd", "momentum", "rmsprop", "adam"),
-    "optimizer.impl": ("manual", "optax"), "train.grad": ("manual", "autodiff"),
-    "precision": ("float32", "float64"), "device": ("auto", "cpu", "gpu"),
+    "model.name": models.NAMES, "model.activation": tuple(models.ACTIVATIONS),
+    "model.output": tuple(models.OUTPUTS), "model.init": tuple(models.INITS),
+    "data.name": data.NAMES, "optimizer.name": optim.NAMES, "optimizer.impl": optim.IMPLS,
+    "train.grad": ("manual", "autodiff"), "precision": ("float32", "float64"),
+    "device": ("auto", "cpu", "gpu"),
 }
-POSITIVE = {"train.steps", "train.record_every", "model.depth", "optimizer.lr"}
-NONNEGATIVE = {"data.m", "train.batch_size", "sweep.chunk_size", "optimizer.eps", "data.noise"}
-UNIT_INTERVAL = {"optimizer.beta", "optimizer.beta1", "optimizer.beta2"}  # [0, 1)
+POSITIVE = {"train.steps", "train.record_every", "model.depth", "model.init_scale"}
+NONNEGATIVE = {"data.m", "train.batch_size", "sweep.chunk_size", "data.noise"}
 
 
 def register_schemas() -> None:
     """Every schema key becomes overridable: each group YAML starts from ``schema``, the
     dataclass defaults stored (untyped, so that :func:`build` gives the one-line errors) in
-    Hydra's ConfigStore."""
+    Hydra's ConfigStore. The optimizer options come from optim.OPTIMIZERS, one per row."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    for group, cls in (("model", ModelCfg), ("data", DataCfg), ("optimizer", OptimizerCfg), ("sweep", SweepCfg)):
-        cs.store(group=group, name="schema", node=dataclasses.asdict(cls()))
+    for group in ("model", "data", "optimizer", "sweep"):
+        cs.store(group=group, name="schema", node=dataclasses.asdict(SECTIONS[group]()))
+    for name, row in optim.OPTIMIZERS.items():
+        node = {**dataclasses.asdict(OptimizerCfg()), "name": name, "lr": row.lr, **row.hparams}
+        cs.store(group="optimizer", name=name, node=node)
 
 
-def experiment_names() -> tuple[str, ...]:
-    """Experiments that have both a module in ``experiments/`` and a YAML in conf/experiment."""
-    import experiments
-
-    mods = {m.name for m in pkgutil.iter_modules(experiments.__path__) if not m.name.startswith("_")}
-    ymls = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
-    return tuple(sorted(mods & ymls)) if ymls else tuple(sorted(mods))
-
-
-def experiment_module(name: str) -> types.ModuleType:
-    names = experiment_names()
-    if name not in names:
-        raise ConfigError(f"experiment={name!r} is not an experiment; choose one of {', '.join(names)}")
-    return importlib.import_module(f"experiments.{name}")
+def group_options(group: str) -> list[str]:
+    """The options of a config group: its YAMLs, and for ``optimizer`` the table's rows."""
+    names = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    if group == "optimizer":
+        names |= set(optim.NAMES)
+    return sorted(names)
 
 
-def _coerce(key: str, value, tp):
-    """Check ``value`` against the annotation ``tp`` (a string under __future__ annotations)."""
+def _coerce(key: str, value, tp, default=dataclasses.MISSING):
+    """Check ``value`` against the annotation ``tp`` (a string under __future__ annotations);
+    an untyped (Any) field is checked against the kind of its default: a list must stay a list
+    (of numbers, or of strings, as the default's), a dict a dict."""
     tp = {"int": int, "float": float, "str": str, "bool": bool}.get(tp, tp) if isinstance(tp, str) else tp
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -147,7 +158,24 @@ def _coerce(key: str, value, tp):
         return value
     if tp in (int, float, bool, str):
         raise ConfigError(f"{key}={value!r} has the wrong type; expected {tp.__name__}")
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} must be a list, like {default!r}")
+        number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+        for kind, test in (("numbers", number), ("strings", lambda x: isinstance(x, str))):
+            if default and all(map(test, default)) and not all(map(test, value)):
+                raise ConfigError(f"{key}={value!r} must be a list of {kind}, like {default!r}")
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise ConfigError(f"{key}={value!r} must be a mapping, like {default!r}")
     return value
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
 
 
 def to_dataclass(cls, values: dict, prefix: str):
@@ -157,7 +185,7 @@ def to_dataclass(cls, values: dict, prefix: str):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{prefix}{unknown[0]} is not a known key; allowed: {', '.join(fields)}")
-    kw = {name: _coerce(f"{prefix}{name}", values[name], f.type)
+    kw = {name: _coerce(f"{prefix}{name}", values[name], f.type, _default(f))
           for name, f in fields.items() if name in values}
     try:
         return cls(**kw)
@@ -173,51 +201,44 @@ def _get(cfg: Cfg, dotted: str):
 
 
 def validate(cfg: Cfg) -> Cfg:
+    """Choices and ranges of the shared sections (one line per error)."""
     for key, allowed in CHOICES.items():
         v = _get(cfg, key)
         if v not in allowed:
             raise ConfigError(f"{key}={v!r} is not allowed; choose one of {', '.join(allowed)}")
-    for key in POSITIVE:
+    for key in sorted(POSITIVE):
         if not _get(cfg, key) > 0:
             raise ConfigError(f"{key}={_get(cfg, key)!r} must be > 0")
-    for key in NONNEGATIVE:
+    for key in sorted(NONNEGATIVE):
         if not _get(cfg, key) >= 0:
             raise ConfigError(f"{key}={_get(cfg, key)!r} must be >= 0")
-    for key in UNIT_INTERVAL:
-        if not 0 <= _get(cfg, key) < 1:
-            raise ConfigError(f"{key}={_get(cfg, key)!r} must be in [0, 1)")
+    for name in optim.RANGES:
+        optim.check_range(f"optimizer.{name}", name, getattr(cfg.optimizer, name))
     h = cfg.model.hidden
     if isinstance(h, bool) or not (isinstance(h, int) and h > 0
-                                   or isinstance(h, list) and h and all(isinstance(x, int) and x > 0 for x in h)):
+                                   or isinstance(h, list) and h and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                        and x > 0 for x in h)):
         raise ConfigError(f"model.hidden={h!r} must be a positive int or a list of positive ints")
     if cfg.data.features is not None and not (
-            isinstance(cfg.data.features, list) and all(isinstance(i, int) and i >= 0 for i in cfg.data.features)):
-        raise ConfigError(f"data.features={cfg.data.features!r} must be null or a list of feature indices")
+            isinstance(cfg.data.features, list) and cfg.data.features
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in cfg.data.features)):
+        raise ConfigError(f"data.features={cfg.data.features!r} must be null or a non-empty list of feature indices")
     return cfg
 
 
-def build(tree: dict) -> Cfg:
-    """Plain dict (``OmegaConf.to_container(cfg, resolve=True)``) -> validated :class:`Cfg`."""
+def build(tree: dict, module) -> Cfg:
+    """Plain dict (``OmegaConf.to_container(cfg, resolve=True)``) and the chosen experiment's
+    module -> validated :class:`Cfg`. This is the whole validation phase: the shared sections,
+    the experiment's ``Params`` and ``validate``, then every object the experiment will build
+    from the sections it ``USES`` (make.check). Any bad input is a one-line UserError."""
     tree = dict(tree)
     exp = dict(tree.pop("experiment", None) or {})
-    if "name" not in exp:
-        raise ConfigError(f"experiment is not set; run with +experiment=NAME, one of {', '.join(experiment_names())}")
-    module = experiment_module(exp["name"])
     params = to_dataclass(module.Params, exp, "experiment.")
-    sections = {"model": ModelCfg, "data": DataCfg, "optimizer": OptimizerCfg, "train": TrainCfg,
-                "sweep": SweepCfg, "outputs": OutputsCfg}
-    kw = {k: to_dataclass(cls, tree.pop(k, {}), f"{k}.") for k, cls in sections.items()}
+    kw = {k: to_dataclass(cls, tree.pop(k, {}), f"{k}.") for k, cls in SECTIONS.items()}
     top = to_dataclass(Cfg, {"experiment": params, **tree}, "")
     for k, v in kw.items():
         setattr(top, k, v)
     validate(top)
-    if hasattr(module, "validate"):
-        try:
-            module.validate(top)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    module.validate(top)
+    make.check(top, module.USES)
     return top
-
-
-def asdict(cfg: Cfg) -> dict:
-    return dataclasses.asdict(cfg)

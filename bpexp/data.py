@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bpexp.errors import UserError
+
 NAMES = ("synthetic", "diabetes", "digits", "breast_cancer", "iris", "wine", "moons",
          "worked_example")
 TASKS = {"synthetic": "regression", "diabetes": "regression", "digits": "multiclass",
@@ -53,9 +55,12 @@ def _one_hot(labels: np.ndarray) -> np.ndarray:
     return (labels[None, :] == classes[:, None]).astype(np.float64)  # (C, m)
 
 
-def _subsample(X, Y, m, seed):
-    """Keep ``m`` columns chosen by ``seed`` (m <= 0 or m >= all keeps everything, in order)."""
-    if m is None or m <= 0 or m >= X.shape[1]:
+def _subsample(X, Y, m, seed, name):
+    """Keep ``m`` columns chosen by ``seed`` (m = 0 or m = all keeps everything, in order)."""
+    if m is not None and m > X.shape[1]:
+        raise UserError(f"data.m={m} is more than the {X.shape[1]} examples of {name}; "
+                        f"allowed: 0 (all) or 1..{X.shape[1]}")
+    if m is None or m <= 0 or m == X.shape[1]:
         return X, Y
     idx = np.sort(np.random.default_rng(seed).choice(X.shape[1], size=m, replace=False))
     return X[:, idx], Y[:, idx]
@@ -70,20 +75,15 @@ def load(name: str, *, m: int = 0, n: int = 10, noise: float = 0.1, seed: int = 
     if features is not None:
         bad = [i for i in features if not 0 <= i < ds.n]
         if bad:
-            raise ValueError(f"data.features={list(features)} has index {bad[0]} outside 0..{ds.n - 1} of {name}")
+            raise UserError(f"data.features={list(features)} has index {bad[0]} outside 0..{ds.n - 1} of {name}")
         ds.X = ds.X[list(features)]
         ds.info["features"] = list(features)
     return ds
 
 
-def from_cfg(dc, dtype=np.float32) -> Dataset:
-    """Dataset from a ``config.DataCfg``."""
-    return load(dc.name, m=dc.m, n=dc.n, noise=dc.noise, seed=dc.seed, features=dc.features, dtype=dtype)
-
-
 def _load(name, *, m, n, noise, seed, dtype) -> Dataset:
     if name not in NAMES:
-        raise ValueError(f"data.name={name!r} is not a dataset; choose one of {', '.join(NAMES)}")
+        raise UserError(f"data.name={name!r} is not a dataset; choose one of {', '.join(NAMES)}")
     info: dict = {}
     if name == "synthetic":
         # y = w_true . x + b_true + noise * eps, with x ~ N(0, I); targets then z-scored.
@@ -121,6 +121,6 @@ def _load(name, *, m, n, noise, seed, dtype) -> Dataset:
         Y = np.asarray(y, dtype=np.float64)[None, :]
     else:
         Y = _one_hot(np.asarray(y))
-    X, Y = _subsample(X, Y, m, seed)
+    X, Y = _subsample(X, Y, m, seed, name)
     info = {"source": f"sklearn.datasets.load_{name}", "m_total": int(len(y))}
     return Dataset(name, X.astype(dtype), Y.astype(dtype), task, info)

@@ -6,7 +6,6 @@ Run in float64 (``jax_enable_x64``): float32 finite differences cannot resolve 1
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 

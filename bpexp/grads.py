@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from bpexp.models import activate, logistic_logits, n_layers, sigmoid
+from bpexp.primitives import activate, activation_prime, n_layers, output, sigmoid
 
 
 def _sum_cols(A):
@@ -59,38 +59,15 @@ def two_layer_sigmoid(p, X, Y):
 
 def logistic(p, X, Y):
     m = Y.shape[-1]
-    a = sigmoid(logistic_logits(p, X))               # a = sigma(w X + b)
+    a = sigmoid(p["w"] @ X + p["b"])                 # a = sigma(w X + b)
     dz = (a - Y) / m                                 # dL/dz = (a - y)/m  (BCE o sigmoid)
     return {"w": dz @ X.T,                           # dw = dZ X^T
             "b": jnp.sum(dz)}                        # db = dZ 1
 
 
-def activation_prime(name, z, a):
-    """f'(z) written with the cached forward values."""
-    if name == "sigmoid":
-        return a * (1 - a)                           # sigma' = a (1 - a) <= 1/4
-    if name == "tanh":
-        return 1 - a * a                             # tanh' = 1 - a^2
-    if name == "relu":
-        return (z > 0).astype(z.dtype)               # relu' = 1[z > 0]
-    raise ValueError(f"unknown activation {name!r}")
-
-
-def output_delta(output, zL, Y):
-    """delta_L = dL/dz_L for each output/loss pair."""
-    m = Y.shape[-1]
-    if output == "identity_mse":
-        return (2.0 / m) * (zL - Y)                  # d/dz (1/m)||z - y||^2
-    if output == "sigmoid_mse":
-        a = sigmoid(zL)
-        return (2.0 / m) * (a - Y) * a * (1 - a)     # dL/da * sigma'(z)
-    if output == "sigmoid_ce":
-        return (sigmoid(zL) - Y) / m                 # (a - y)/m
-    if output == "softmax_ce":
-        e = jnp.exp(zL - jnp.max(zL, axis=0, keepdims=True))
-        P = e / jnp.sum(e, axis=0, keepdims=True)
-        return (P - Y) / m                           # (P - Y)/m
-    raise ValueError(f"unknown output {output!r}")
+def output_delta(name, zL, Y):
+    """delta_L = dL/dz_L for each output/loss pair (primitives.OUTPUTS)."""
+    return output(name).delta(zL, Y)
 
 
 def mlp_forward_cache(p, X, activation):

@@ -25,11 +25,13 @@ hyperparameters are cast to each leaf's dtype, so float32 grads stay float32.
 The adam step count is int32 and is not saturated (optax's is) at 2**31 steps.
 """
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from bpexp.errors import UserError
 
 
 class _Required:
@@ -40,15 +42,6 @@ class _Required:
 
 
 REQUIRED: Any = _Required()
-
-HYPERPARAMS: dict[str, dict[str, Any]] = {
-    "gd": {"lr": REQUIRED},
-    "momentum": {"lr": REQUIRED, "beta": 0.9},
-    "rmsprop": {"lr": REQUIRED, "beta2": 0.999, "eps": 1e-8},
-    "adam": {"lr": REQUIRED, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-}
-NAMES: tuple[str, ...] = tuple(HYPERPARAMS)
-
 
 class MomentumState(NamedTuple):
     v: optax.Params  # pytree like params; EMA of gradients
@@ -161,41 +154,80 @@ def adam(lr, beta1=0.9, beta2=0.999, eps=1e-8) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def _optax_twin(name: str, hp: dict) -> optax.GradientTransformation:
-    """The optax transformation equal to `name` (see the module table)."""
-    a = hp["lr"]
-    if name == "gd":
-        return optax.sgd(a)
-    if name == "momentum":
-        b = hp["beta"]
-        return optax.sgd(a * (1 - b), momentum=b)  # optax trace = EMA / (1-b)
-    if name == "rmsprop":
-        return optax.rmsprop(a, decay=hp["beta2"], eps=hp["eps"], eps_in_sqrt=False)
-    return optax.adam(a, b1=hp["beta1"], b2=hp["beta2"], eps=hp["eps"])
+class Optimizer(NamedTuple):
+    """One row of the optimizer table."""
+
+    manual: Callable     # (lr, **hparams) -> GradientTransformation, written here
+    twin: Callable       # (hp: dict) -> its optax equivalent
+    lr: float            # default learning rate of ``optimizer=NAME`` when none is given
+    hparams: dict        # other hyperparameters and their defaults
+    doc: str             # the update rule, one line
 
 
-_MANUAL = {"gd": gd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam}
+def _twin_gd(hp):
+    return optax.sgd(hp["lr"])
+
+
+def _twin_momentum(hp):
+    return optax.sgd(hp["lr"] * (1 - hp["beta"]), momentum=hp["beta"])  # optax trace = EMA / (1-b)
+
+
+def _twin_rmsprop(hp):
+    return optax.rmsprop(hp["lr"], decay=hp["beta2"], eps=hp["eps"], eps_in_sqrt=False)
+
+
+def _twin_adam(hp):
+    return optax.adam(hp["lr"], b1=hp["beta1"], b2=hp["beta2"], eps=hp["eps"])
+
+
+# The one table of optimizers: the config group ``optimizer=NAME``, its defaults, the sweepable
+# hyperparameters and the optax twins are all read from here. A new optimizer is one row.
+OPTIMIZERS: dict[str, Optimizer] = {
+    "gd": Optimizer(gd, _twin_gd, 0.1, {}, "w -= lr g"),
+    "momentum": Optimizer(momentum, _twin_momentum, 0.1, {"beta": 0.9},
+                          "v = beta v + (1 - beta) g ; w -= lr v"),
+    "rmsprop": Optimizer(rmsprop, _twin_rmsprop, 0.01, {"beta2": 0.999, "eps": 1e-8},
+                         "s = beta2 s + (1 - beta2) g^2 ; w -= lr g / (sqrt(s) + eps)"),
+    "adam": Optimizer(adam, _twin_adam, 0.01, {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+                      "bias-corrected v, s (Kingma & Ba 2015) ; w -= lr v_hat / (sqrt(s_hat) + eps)"),
+}
+NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
+IMPLS = ("manual", "optax")
+HYPERPARAMS: dict[str, dict[str, Any]] = {k: {"lr": REQUIRED, **o.hparams} for k, o in OPTIMIZERS.items()}
+# allowed values of every hyperparameter name: (low, high, low included, high included)
+RANGES = {"lr": (0.0, float("inf"), False, False), "beta": (0.0, 1.0, True, False),
+          "beta1": (0.0, 1.0, True, False), "beta2": (0.0, 1.0, True, False),
+          "eps": (0.0, float("inf"), True, False)}
+
+
+def check_range(key: str, name: str, value) -> None:
+    """UserError unless ``value`` lies in RANGES[name]; ``key`` is how the user wrote it."""
+    lo, hi, lo_in, hi_in = RANGES[name]
+    ok = (lo <= value if lo_in else lo < value) and (value <= hi if hi_in else value < hi)
+    if not ok:
+        interval = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+        raise UserError(f"{key}={value!r} must be in {interval}")
 
 
 def get(name: str, impl: str = "manual", **hp) -> optax.GradientTransformation:
     """Optimizer `name` with hyperparameters `hp` (lr required).
 
     impl="manual" gives the hand-written transformation, impl="optax" its optax
-    twin with the mapped hyperparameters. Raises ValueError on an unknown name,
+    twin with the mapped hyperparameters. Raises UserError (a ValueError) on an unknown name,
     unknown impl, unknown hyperparameter or missing lr.
     """
-    if name not in HYPERPARAMS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(NAMES)}")
-    if impl not in ("manual", "optax"):
-        raise ValueError(f"unknown impl {impl!r}; known: manual, optax")
+    if name not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {name!r}; known: {', '.join(NAMES)}")
+    if impl not in IMPLS:
+        raise UserError(f"unknown impl {impl!r}; known: {', '.join(IMPLS)}")
     allowed = HYPERPARAMS[name]
     unknown = sorted(set(hp) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)} for {name!r}; allowed: {', '.join(allowed)}")
+        raise UserError(f"unknown hyperparameter(s) {', '.join(unknown)} for {name!r}; allowed: {', '.join(allowed)}")
     full = {**allowed, **hp}
     missing = [k for k, v in full.items() if v is REQUIRED]
     if missing:
-        raise ValueError(f"{name!r} needs hyperparameter(s): {', '.join(missing)}")
+        raise UserError(f"{name!r} needs hyperparameter(s): {', '.join(missing)}")
     if impl == "optax":
-        return _optax_twin(name, full)
-    return _MANUAL[name](**full)
+        return OPTIMIZERS[name].twin(full)
+    return OPTIMIZERS[name].manual(**full)

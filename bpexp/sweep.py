@@ -21,47 +21,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bpexp import optim, train
+from bpexp.errors import UserError
 
 MEMORY_BUDGET = 128 << 20      # bytes of live per-chunk state the auto chunk size aims for;
                                # larger chunks fall out of cache (100k small runs: 1.8x slower at 1 GiB)
 COMPILES = {"count": 0}        # compilations done by this module (tests read it)
 _CACHE: dict = {}
-
-
-# ---------------------------------------------------------------- axes from the config
-def lr_values(spec, default: float) -> np.ndarray:
-    """``sweep.lr``: None -> [default]; a list; or {start, stop, num, log}."""
-    if spec is None:
-        return np.array([default], np.float64)
-    if isinstance(spec, dict):
-        unknown = set(spec) - {"start", "stop", "num", "log"}
-        if unknown or not {"start", "stop", "num"} <= set(spec):
-            raise ValueError(f"sweep.lr={spec!r} must be a list or {{start, stop, num, log}}")
-        num = int(spec["num"])
-        start, stop = float(spec["start"]), float(spec["stop"])
-        if num < 1 or start <= 0 and spec.get("log", True):
-            raise ValueError(f"sweep.lr={spec!r} needs num >= 1 and start > 0 on a log scale")
-        f = np.geomspace if spec.get("log", True) else np.linspace
-        vals = f(start, stop, num)
-        if not np.all(vals > 0):
-            raise ValueError(f"sweep.lr={spec!r} must give positive learning rates")
-        return vals
-    vals = np.atleast_1d(np.asarray(spec, np.float64))
-    if vals.size == 0 or not np.all(vals > 0):
-        raise ValueError(f"sweep.lr={spec!r} must be positive learning rates")
-    return vals
-
-
-def seed_values(spec, base: int = 0) -> np.ndarray:
-    """``sweep.seeds``: a count k -> base, ..., base + k - 1; or an explicit list."""
-    if isinstance(spec, int) and not isinstance(spec, bool):
-        if spec < 1:
-            raise ValueError(f"sweep.seeds={spec} must be a count >= 1 or a list of seeds")
-        return base + np.arange(spec)
-    vals = np.atleast_1d(np.asarray(spec))
-    if vals.size == 0 or vals.dtype.kind not in "iu":
-        raise ValueError(f"sweep.seeds={spec!r} must be a count >= 1 or a list of ints")
-    return vals.astype(np.int64)
 
 
 @dataclass
@@ -81,40 +46,6 @@ class Grid:
     def flat(self) -> dict:
         mesh = np.meshgrid(*self.axes.values(), indexing="ij")
         return {k: v.ravel() for k, v in zip(self.axes, mesh)}
-
-
-def grid_from_cfg(cfg) -> tuple[Grid, dict]:
-    """(grid of swept numeric axes, fixed numeric hyperparameters) from a ``config.Cfg``."""
-    o, s = cfg.optimizer, cfg.sweep
-    axes = {"lr": lr_values(s.lr, o.lr), "seed": seed_values(s.seeds, cfg.seed)}
-    if s.init_scale is not None:
-        axes["init_scale"] = np.atleast_1d(np.asarray(s.init_scale, np.float64))
-    allowed = [k for k in optim.HYPERPARAMS[o.name] if k != "lr"]
-    for k, v in (s.hparams or {}).items():
-        if k not in allowed:
-            raise ValueError(f"sweep.hparams.{k} is not a hyperparameter of {o.name}; allowed: {', '.join(allowed) or 'none'}")
-        axes[k] = np.atleast_1d(np.asarray(v, np.float64))
-    fixed = {"init_scale": cfg.model.init_scale, **{k: getattr(o, k) for k in allowed}}
-    return Grid(axes), {k: v for k, v in fixed.items() if k not in axes}
-
-
-def spec_from_cfg(cfg, n: int, d_out: int, m: int, **override) -> train.TrainSpec:
-    """A TrainSpec from the config's structural keys (``override`` replaces any field)."""
-    mc, o, t = cfg.model, cfg.optimizer, cfg.train
-    options = (("activation", mc.activation), ("output", mc.output)) if mc.name == "mlp" else ()
-    hp = {"init": mc.init}
-    if mc.name in ("two_layer_linear", "two_layer_sigmoid", "mlp"):
-        hp["hidden"] = tuple(mc.hidden) if isinstance(mc.hidden, list) else mc.hidden
-    if mc.name == "mlp":
-        hp["depth"] = mc.depth
-    kw = dict(model=mc.name, n=n, d_out=d_out, m=m, steps=t.steps, model_options=options,
-              model_hparams=tuple(sorted(hp.items())), optimizer=o.name, impl=o.impl,
-              batch_size=t.batch_size, record_every=t.record_every, grad=t.grad,
-              dtype=cfg.precision, opt_hparams=tuple(optim.HYPERPARAMS[o.name]))
-    kw.update(override)
-    if "optimizer" in override and "opt_hparams" not in override:
-        kw["opt_hparams"] = tuple(optim.HYPERPARAMS[kw["optimizer"]])
-    return train.TrainSpec(**kw)
 
 
 # ---------------------------------------------------------------- results
@@ -143,12 +74,19 @@ class SweepResult:
         return self.metrics["first_nonfinite"] >= 0
 
 
+def record_coords(spec: train.TrainSpec) -> dict:
+    """Coordinates of the metrics' non-run axes: ``step`` and ``param``."""
+    return {"step": np.arange(spec.n_records) * spec.record_every, "param": np.array(train.leaf_names(spec))}
+
+
 def _bytes_per_run(spec: train.TrainSpec) -> int:
     shapes = train.param_shapes(spec)
     n_params = sum(int(np.prod(s.shape)) for s in shapes.values())
     hidden = sum(s.shape[0] for k, s in shapes.items() if k.startswith("W"))
     item = jnp.dtype(spec.dtype).itemsize
-    live = 6 * n_params + 4 * (hidden + spec.n) * spec.batch + spec.n_records * (4 + len(shapes))
+    size = {"step": 1, "param": len(shapes)}   # entries per record along each metric axis
+    records = sum(int(np.prod([size[d] for d in m.dims])) for m in train.METRICS.values() if m.of)
+    live = 6 * n_params + 4 * (hidden + spec.n) * spec.batch + spec.n_records * records
     return int(live * item) + 64
 
 
@@ -227,11 +165,8 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
     metrics = {k: np.concatenate([o[k] for o in outs])[:n_runs] for k in outs[0]}
     shape = grid.shape
     metrics = {k: v.reshape(shape + v.shape[1:]) for k, v in metrics.items()}
-    names = tuple(grid.axes)
-    dims = {"loss": names + ("step",), "grad_norm": names + ("step", "param"),
-            "param_norm": names + ("step",), "update_norm": names + ("step",),
-            "first_nonfinite": names, "final_loss": names}
-    coords = {"step": np.arange(spec.n_records) * spec.record_every, "param": np.array(train.leaf_names(spec))}
+    dims = train.metric_dims(tuple(grid.axes))
+    coords = record_coords(spec)
     stats = {"runs": n_runs, "chunks": n_chunks, "chunk_size": chunk, "devices": [str(d) for d in devices],
              "compile_s": compile_s, "run_s": run_s, "runs_per_s": n_runs / max(run_s, 1e-9)}
     return SweepResult(dict(grid.axes), metrics, dims, coords, stats)
@@ -272,4 +207,4 @@ def devices_for(kind: str) -> list:
     try:
         return jax.devices(kind)
     except RuntimeError:
-        raise ValueError(f"device={kind!r} is not available here; backend is {jax.default_backend()}") from None
+        raise UserError(f"device={kind!r} is not available here; backend is {jax.default_backend()}") from None

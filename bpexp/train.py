@@ -13,6 +13,7 @@ the loss after the last update is) and the final full-data loss. A diverged run'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +21,51 @@ import optax
 from jax import lax
 
 from bpexp import models, optim
+from bpexp.errors import UserError
 
-METRICS = ("loss", "grad_norm", "param_norm", "update_norm", "first_nonfinite", "final_loss")
+
+
+class Step(NamedTuple):
+    """What one training step sees: the recorded metrics are functions of it."""
+
+    loss: jax.Array      # loss on the step's batch, at the parameters entering the step
+    grads: dict          # gradient pytree
+    params: dict         # parameters entering the step
+    updates: dict        # the optimizer's update (added to params)
+
+
+def _l2(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+class Metric(NamedTuple):
+    dims: tuple          # axes after the run axes ("step" first for per-step metrics)
+    of: Callable | None  # Step -> value, for per-step metrics; None for per-run ones
+
+
+# The one list of recorded metrics: the sweep engine's dims, the stored arrays and the memory
+# estimate are read from it. A per-step metric is one entry here.
+METRICS = {
+    "loss": Metric(("step",), lambda s: s.loss),
+    # leaves in sorted order, as leaf_names() labels them
+    "grad_norm": Metric(("step", "param"),
+                        lambda s: jnp.stack([jnp.linalg.norm(s.grads[k].ravel()) for k in sorted(s.grads)])),
+    "param_norm": Metric(("step",), lambda s: _l2(s.params)),
+    "update_norm": Metric(("step",), lambda s: _l2(s.updates)),
+    "first_nonfinite": Metric((), None),   # first step with a non-finite loss, -1 if none
+    "final_loss": Metric((), None),        # full-data loss after the last step
+}
+STEP_METRICS = tuple(k for k, m in METRICS.items() if m.of is not None)
+
+
+def metric_dims(axes: tuple) -> dict:
+    """name -> dims of each metric for runs laid out on ``axes``."""
+    return {k: tuple(axes) + m.dims for k, m in METRICS.items()}
+
+
+def run_keys(seed):
+    """(k_init, k_batch) of a run: the one convention every part of bpexp draws keys by."""
+    return jax.random.split(jax.random.PRNGKey(seed))
 
 
 @dataclass(frozen=True)
@@ -61,9 +105,9 @@ class TrainSpec:
 
 def validate_spec(spec: TrainSpec) -> None:
     if spec.steps % spec.record_every:
-        raise ValueError(f"train.record_every={spec.record_every} must divide train.steps={spec.steps}")
+        raise UserError(f"train.record_every={spec.record_every} must divide train.steps={spec.steps}")
     if spec.batch_size < 0:
-        raise ValueError(f"train.batch_size={spec.batch_size} must be >= 0")
+        raise UserError(f"train.batch_size={spec.batch_size} must be >= 0")
 
 
 def param_shapes(spec: TrainSpec):
@@ -71,10 +115,6 @@ def param_shapes(spec: TrainSpec):
     model = spec.get_model()
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), spec.n, spec.d_out,
                                              dtype=jnp.dtype(spec.dtype), **dict(spec.model_hparams)))
-
-
-def _l2(tree):
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
 
 
 def make_run(spec: TrainSpec):
@@ -88,8 +128,7 @@ def make_run(spec: TrainSpec):
                       else lambda p, X, Y: (model.loss(p, X, Y), model.grad(p, X, Y)))
 
     def run(hp, X, Y):
-        key = jax.random.PRNGKey(hp["seed"])
-        k_init, k_batch = jax.random.split(key)
+        k_init, k_batch = run_keys(hp["seed"])
         p0 = model.init(k_init, spec.n, spec.d_out, init_scale=hp["init_scale"], dtype=dtype,
                         **dict(spec.model_hparams))
         opt = optim.get(spec.optimizer, impl=spec.impl, **{k: hp[k] for k in spec.opt_hparams})
@@ -107,9 +146,8 @@ def make_run(spec: TrainSpec):
             p, s, first_bad = carry
             loss, g = value_and_grad(p, *batch(step))
             upd, s_new = opt.update(g, s, p)
-            rec = {"loss": loss,  # leaves in sorted order, as leaf_names() labels them
-                   "grad_norm": jnp.stack([jnp.linalg.norm(g[k].ravel()) for k in sorted(g)]),
-                   "param_norm": _l2(p), "update_norm": _l2(upd)}
+            now = Step(loss, g, p, upd)
+            rec = {k: METRICS[k].of(now) for k in STEP_METRICS}
             first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step.astype(jnp.int32), first_bad)
             return (optax.apply_updates(p, upd), s_new, first_bad), rec
 

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from bpexp import data
-
-
-def dtype_of(cfg):
-    return np.float64 if cfg.precision == "float64" else np.float32
+from bpexp import data, make
 
 
 def load_data(cfg, run=None, **override) -> data.Dataset:
-    """The config's dataset (``override`` replaces DataCfg fields); saved to data.npz."""
-    kw = {k: getattr(cfg.data, k) for k in ("m", "n", "noise", "seed", "features")}
-    kw.update({k: v for k, v in override.items() if k != "name"})
-    ds = data.load(override.get("name", cfg.data.name), dtype=dtype_of(cfg), **kw)
+    """The config's dataset (make.dataset; ``override`` replaces DataCfg fields), saved to
+    data.npz when ``run`` is given."""
+    ds = make.dataset(cfg, **override)
     if run is not None:
         run.save_data(ds.X, ds.Y)
     return ds

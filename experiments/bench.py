@@ -21,14 +21,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bpexp import optim, plots, report, sweep, train
-from experiments._common import command, load_data, question
+from bpexp import make, optim, plots, report, sweep, train
+from bpexp.errors import UserError
+from bpexp.experiments._common import command, load_data, question
 
 SIZES = {  # reference grids: runs = lrs x seeds, full-batch GD on digits, two_layer_sigmoid, MSE
     "tiny": {"hidden": 8, "lrs": 4, "seeds": 2, "steps": 20, "m": 200},
     "small": {"hidden": 32, "lrs": 16, "seeds": 8, "steps": 200, "m": 0},
     "large": {"hidden": 256, "lrs": 64, "seeds": 16, "steps": 200, "m": 0},
 }
+
+
+USES = ()  # config sections read (make.check builds them first)
 
 
 @dataclass
@@ -45,11 +49,11 @@ class Params:
 def validate(cfg):
     P = cfg.experiment
     if P.size not in SIZES:
-        raise ValueError(f"experiment.size={P.size!r} is not allowed; choose one of {', '.join(SIZES)}")
+        raise UserError(f"experiment.size={P.size!r} is not allowed; choose one of {', '.join(SIZES)}")
     if P.repeats < 1 or P.naive_runs < 1 or P.gemm_n < 1:
-        raise ValueError("experiment.repeats, experiment.naive_runs and experiment.gemm_n must be >= 1")
+        raise UserError("experiment.repeats, experiment.naive_runs and experiment.gemm_n must be >= 1")
     if any(not isinstance(r, int) or r < 1 for r in P.scaling):
-        raise ValueError(f"experiment.scaling={P.scaling!r} must be a list of run counts >= 1")
+        raise UserError(f"experiment.scaling={P.scaling!r} must be a list of run counts >= 1")
 
 
 def _median_time(fn, repeats):
@@ -89,7 +93,7 @@ def run(cfg, run):
     P = cfg.experiment
     S = SIZES[P.size]
     ds = load_data(cfg, run, name="digits", m=S["m"], features=None)
-    dtype = np.float64 if cfg.precision == "float64" else np.float32
+    dtype = make.dtype(cfg).type
     devices = sweep.devices_for(cfg.device)
     spec = train.TrainSpec(model="two_layer_sigmoid", n=ds.n, d_out=ds.d_out, m=ds.m, steps=S["steps"],
                            model_hparams=(("hidden", S["hidden"]), ("init", "standard")),
@@ -132,7 +136,7 @@ def run(cfg, run):
     model = spec.get_model()
     step = naive_step_fn(spec)
     k = min(P.naive_runs, n_runs)
-    inits = [model.init(jax.random.split(jax.random.PRNGKey(int(flat["seed"][i])))[0], ds.n, ds.d_out,
+    inits = [model.init(train.run_keys(int(flat["seed"][i]))[0], ds.n, ds.d_out,
                         hidden=S["hidden"], dtype=dtype) for i in range(k)]
     opt = optim.get("gd", lr=0.1)
     jax.block_until_ready(step(inits[0], opt.init(inits[0]), X, Y, dtype(0.1)))

@@ -21,12 +21,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpexp import grads, models, report, sweep
-from experiments._common import command, load_data, question
+from bpexp import grads, make, models, report, train
+from bpexp.errors import UserError
+from bpexp.make import FAST_COMPILE
+from bpexp.experiments._common import command, load_data, question
 
 PRECISION = "float64"
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 MAX_UNITS = 12  # per layer, so the drawing stays readable
+
+
+USES = ("model", "data")  # config sections read (make.check builds them first)
 
 
 @dataclass
@@ -40,14 +44,14 @@ class Params:
 def validate(cfg):
     P = cfg.experiment
     if cfg.model.name != "mlp":
-        raise ValueError(f"model.name={cfg.model.name!r} is not supported by credit_assignment; allowed: mlp")
+        raise UserError(f"model.name={cfg.model.name!r} is not supported by credit_assignment; allowed: mlp")
     hidden = cfg.model.hidden if isinstance(cfg.model.hidden, list) else [cfg.model.hidden] * cfg.model.depth
     if max(hidden) > MAX_UNITS:
-        raise ValueError(f"model.hidden={cfg.model.hidden!r} is too wide to draw; allowed: at most {MAX_UNITS} units per layer")
+        raise UserError(f"model.hidden={cfg.model.hidden!r} is too wide to draw; allowed: at most {MAX_UNITS} units per layer")
     if P.example < 0 or (cfg.data.m > 0 and P.example >= cfg.data.m):
-        raise ValueError(f"experiment.example={P.example} is not a column of the batch; allowed: 0..{cfg.data.m - 1}")
+        raise UserError(f"experiment.example={P.example} is not a column of the batch; allowed: 0..{cfg.data.m - 1}")
     if not P.max_width > P.min_width >= 0:
-        raise ValueError(f"experiment.max_width={P.max_width} must be > experiment.min_width={P.min_width} >= 0")
+        raise UserError(f"experiment.max_width={P.max_width} must be > experiment.min_width={P.min_width} >= 0")
 
 
 # ---------------------------------------------------------------- pure helpers (numpy)
@@ -85,7 +89,7 @@ def make_compute(model, n, d_out, hparams, activation, output):
     jax.grad, forward cache (z_l, a_l), loss and per-example output."""
 
     def compute(seed, X, Y):
-        k_init, _ = jax.random.split(jax.random.PRNGKey(seed))
+        k_init, _ = train.run_keys(seed)
         p = model.init(k_init, n, d_out, dtype=X.dtype, **hparams)
         g, deltas = grads.mlp(p, X, Y, activation=activation, output=output, return_deltas=True)
         g_ad = jax.grad(model.loss)(p, X, Y)
@@ -99,11 +103,10 @@ def run(cfg, run):
     P = cfg.experiment
     ds = load_data(cfg, run)
     if P.example >= ds.m:
-        raise ValueError(f"experiment.example={P.example} is not a column of the batch; allowed: 0..{ds.m - 1}")
-    spec = sweep.spec_from_cfg(cfg, ds.n, ds.d_out, ds.m)
+        raise UserError(f"experiment.example={P.example} is not a column of the batch; allowed: 0..{ds.m - 1}")
     act, out = cfg.model.activation, cfg.model.output
-    model = models.get("mlp", activation=act, output=out)
-    hparams = {**dict(spec.model_hparams), "init_scale": cfg.model.init_scale}
+    model = make.model(cfg)
+    hparams = {**make.model_hparams(cfg, model), "init_scale": cfg.model.init_scale}
     X, Y = jnp.asarray(ds.X, jnp.float64), jnp.asarray(ds.Y, jnp.float64)
     with run.timed("gradient"):
         args = (cfg.seed, X, Y)

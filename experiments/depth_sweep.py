@@ -25,12 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from bpexp import grads, models, plots, report, sweep, theory
-from experiments._common import command, dtype_of, load_data, question
+from bpexp import make, models, plots, primitives, report, theory, train
+from bpexp.errors import UserError
+from bpexp.experiments._common import command, load_data, question
 
 # Runs are (init scheme x seed) for one width; one compiled function per width serves every
 # depth (the depth is a traced loop bound over a padded stack of hidden layers), so the whole
 # default sweep compiles once.
+
+
+USES = ("model", "data", "optimizer", "train", "sweep")  # config sections read (make.check builds them first)
 
 
 @dataclass
@@ -45,20 +49,20 @@ class Params:
 def validate(cfg):
     P = cfg.experiment
     if cfg.model.name != "mlp":
-        raise ValueError(f"model.name={cfg.model.name!r} is not supported by depth_sweep; allowed: mlp")
+        raise UserError(f"model.name={cfg.model.name!r} is not supported by depth_sweep; allowed: mlp")
     if cfg.optimizer.name != "gd":
-        raise ValueError(f"optimizer.name={cfg.optimizer.name!r} is not supported by depth_sweep; allowed: gd (full-batch)")
+        raise UserError(f"optimizer.name={cfg.optimizer.name!r} is not supported by depth_sweep; allowed: gd (full-batch)")
     if cfg.train.batch_size not in (0, None) and (cfg.data.m == 0 or cfg.train.batch_size < cfg.data.m):
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} is not supported by depth_sweep; allowed: 0 (full batch)")
+        raise UserError(f"train.batch_size={cfg.train.batch_size} is not supported by depth_sweep; allowed: 0 (full batch)")
     for key, vals in (("depths", P.depths), ("widths", P.widths)):
         if not (isinstance(vals, list) and vals and all(isinstance(v, int) and not isinstance(v, bool)
                                                         and v >= 1 for v in vals)):
-            raise ValueError(f"experiment.{key}={vals!r} must be a non-empty list of ints >= 1")
+            raise UserError(f"experiment.{key}={vals!r} must be a non-empty list of ints >= 1")
     if not (isinstance(P.inits, list) and P.inits and all(i in models.INITS for i in P.inits)
             and len(set(P.inits)) == len(P.inits)):
-        raise ValueError(f"experiment.inits={P.inits!r} is not allowed; choose distinct ones of {', '.join(models.INITS)}")
+        raise UserError(f"experiment.inits={P.inits!r} is not allowed; choose distinct ones of {', '.join(models.INITS)}")
     if not P.normal_scale > 0:
-        raise ValueError(f"experiment.normal_scale={P.normal_scale!r} must be > 0")
+        raise UserError(f"experiment.normal_scale={P.normal_scale!r} must be > 0")
 
 
 # ---------------------------------------------------------------- padded deep MLP
@@ -80,17 +84,13 @@ UNIFORM_SCHEMES = ("standard", "xavier")   # U[-a, a] with a = sqrt(3 Var); the 
 
 
 def uniform_draws(key, n, h, d_out, dmax, dtype):
-    """One draw u ~ U(-1, 1) per weight of the padded net, from ONE threefry call (each
-    jax.random call costs ~0.5 s of CPU compile here), laid out for the padded stack. Every scheme is built from the same u (common random numbers across
-    schemes and, because the layers are nested, across depths)."""
-    S = max(dmax - 1, 1)
-    lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))  # as jax.random.normal
-    u = jax.random.uniform(key, (h * n + S * h * h + d_out * h,), dtype, lo, 1.0)
-    i, j = h * n, h * n + S * h * h
-    return u[:i].reshape(h, n), u[i:j].reshape(S, h, h), u[j:].reshape(d_out, h)
+    """One draw u ~ U(-1, 1) per weight of the padded net (primitives.uniforms: one threefry
+    call), laid out for the padded stack. Every scheme is built from the same u (common random
+    numbers across schemes and, because the layers are nested, across depths)."""
+    return primitives.uniforms(key, [(h, n), (max(dmax - 1, 1), h, h), (d_out, h)], dtype)
 
 
-weight_from_uniform = models.weight_from_uniform  # the library's scheme map from U(-1, 1)
+weight_from_uniform = primitives.weight_from_uniform  # the library's scheme map from U(-1, 1)
 
 
 def init_stack(draws, scheme, scale):
@@ -126,21 +126,21 @@ def forward_backward(p, X, Y, D, activation, output):
     nan = jnp.full((Lmax,), jnp.nan, X.dtype)
     # forward: a_1 = f(W_in X + b_in); a_{j+1} = f(W_h[j-1] a_j + b_h[j-1]), j = 1..D-1
     z = p["W_in"] @ X + p["b_in"]
-    a = models.activate(activation, z)
+    a = primitives.activate(activation, z)
     A = jnp.zeros((S + 1, h, m), X.dtype).at[0].set(a)             # A[j] = a_{j+1}
-    F = jnp.zeros((S + 1, h, m), X.dtype).at[0].set(grads.activation_prime(activation, z, a))
+    F = jnp.zeros((S + 1, h, m), X.dtype).at[0].set(primitives.activation_prime(activation, z, a))
 
     def fwd(j, c):
         a, A, F = c
         z = p["W_h"][j - 1] @ a + p["b_h"][j - 1]                 # z_{j+1} = W_{j+1} a_j + b_{j+1}
-        a = models.activate(activation, z)                         # a_{j+1} = f(z_{j+1})
-        return a, A.at[j].set(a), F.at[j].set(grads.activation_prime(activation, z, a))
+        a = primitives.activate(activation, z)                         # a_{j+1} = f(z_{j+1})
+        return a, A.at[j].set(a), F.at[j].set(primitives.activation_prime(activation, z, a))
 
     a, A, F = lax.fori_loop(1, D, fwd, (a, A, F))
     zL = p["W_out"] @ a + p["b_out"]                               # z_L, L = D + 1
-    loss = models.output_loss(output, zL, Y)
+    loss = primitives.output(output).loss(zL, Y)
     # backward (Lecture 5): delta_L from the loss; delta_l = (W_{l+1}^T delta_{l+1}) * f'(z_l)
-    dL = grads.output_delta(output, zL, Y)
+    dL = primitives.output(output).delta(zL, Y)
     g_out = dL @ a.T                                               # dW_L = delta_L a_D^T
     delta = (p["W_out"].T @ dL) * F[D - 1]                         # delta_D
     gWn = nan.at[D].set(_norm(g_out))
@@ -187,7 +187,7 @@ def make_train(activation, output, steps, schemes, h, dmax, dtype):
 
     def all_runs(seeds, scales, X, Y, D, lr):
         n, d_out = X.shape[0], Y.shape[0]
-        keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s))[0])(seeds)
+        keys = jax.vmap(lambda s: train.run_keys(s)[0])(seeds)
         draws = jax.vmap(lambda k: uniform_draws(k, n, h, d_out, dmax, dtype))(keys)
         ps = [jax.vmap(lambda u: init_stack(u, s, scales[i]))(draws) for i, s in enumerate(schemes)]
         p0 = jax.tree.map(lambda *a: jnp.concatenate(a), *ps)
@@ -246,9 +246,9 @@ def run(cfg, run):
     P = cfg.experiment
     act, out = cfg.model.activation, cfg.model.output
     ds = load_data(cfg, run)
-    dtype = dtype_of(cfg)
+    dtype = make.dtype(cfg)
     X, Y = jnp.asarray(ds.X), jnp.asarray(ds.Y)
-    seeds = sweep.seed_values(cfg.sweep.seeds, cfg.seed)
+    seeds = make.seed_values(cfg.sweep.seeds, cfg.seed)
     depths, widths, inits = sorted(set(P.depths)), list(dict.fromkeys(P.widths)), list(P.inits)
     dmax, steps, lr = max(depths), cfg.train.steps, cfg.optimizer.lr
     nI, nS, Lmax = len(inits), len(seeds), dmax + 1

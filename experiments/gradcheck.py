@@ -17,10 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from bpexp import gradcheck, models, plots, report
-from experiments._common import question
+from bpexp.errors import UserError
+from bpexp.experiments._common import question
 
 PRECISION = "float64"
 TOL_AUTODIFF, TOL_FD = 1e-10, 1e-6
+
+
+USES = ()  # config sections read (make.check builds them first)
 
 
 @dataclass
@@ -38,12 +42,12 @@ class Params:
 def validate(cfg):
     p = cfg.experiment
     if not p.depths or any(not isinstance(d, int) or d < 1 for d in p.depths):
-        raise ValueError(f"experiment.depths={p.depths!r} must be a non-empty list of ints >= 1")
+        raise UserError(f"experiment.depths={p.depths!r} must be a non-empty list of ints >= 1")
     for k in ("max_features", "max_hidden", "max_examples", "n_dirs"):
         if getattr(p, k) < 1:
-            raise ValueError(f"experiment.{k}={getattr(p, k)!r} must be >= 1")
+            raise UserError(f"experiment.{k}={getattr(p, k)!r} must be >= 1")
     if not p.fd_eps > 0:
-        raise ValueError(f"experiment.fd_eps={p.fd_eps!r} must be > 0")
+        raise UserError(f"experiment.fd_eps={p.fd_eps!r} must be > 0")
 
 
 def cases(depths, all_combinations=False):

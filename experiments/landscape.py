@@ -32,13 +32,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpexp import models, optim, report, sweep, theory
-from experiments._common import command, load_data, question
+from bpexp import make, optim, report, theory, train
+from bpexp.errors import UserError
+from bpexp.make import FAST_COMPILE
+from bpexp.experiments._common import command, load_data, question
 
 PRECISION = "float64"
 # The compiled calls here are tiny and run once: XLA's cheapest optimization level cuts the
 # compile from ~4.7 s to ~1.7 s CPU and costs ~0.1 s of run time.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+USES = ("model", "data", "optimizer", "train")  # config sections read (make.check builds them first)
 
 
 @dataclass
@@ -61,20 +65,20 @@ class Params:
 def validate(cfg):
     P = cfg.experiment
     if len(P.tilt) != 2 or len(P.toy_w0) != 2:
-        raise ValueError(f"experiment.tilt={P.tilt!r} / experiment.toy_w0={P.toy_w0!r} must have 2 entries")
+        raise UserError(f"experiment.tilt={P.tilt!r} / experiment.toy_w0={P.toy_w0!r} must have 2 entries")
     if not P.toy_lrs or any(not lr > 0 for lr in P.toy_lrs):
-        raise ValueError(f"experiment.toy_lrs={P.toy_lrs!r} must be a non-empty list of positive lrs")
+        raise UserError(f"experiment.toy_lrs={P.toy_lrs!r} must be a non-empty list of positive lrs")
     if P.grid < 3 or P.grid % 2 == 0:
-        raise ValueError(f"experiment.grid={P.grid} must be odd and >= 3 (the center is the trained point)")
+        raise UserError(f"experiment.grid={P.grid} must be odd and >= 3 (the center is the trained point)")
     if P.bias_dirs not in ("zero", "filter"):
-        raise ValueError(f"experiment.bias_dirs={P.bias_dirs!r} is not allowed; choose one of zero, filter")
+        raise UserError(f"experiment.bias_dirs={P.bias_dirs!r} is not allowed; choose one of zero, filter")
     for k in ("starts", "newton_iters", "toy_steps"):
         if getattr(P, k) < 1:
-            raise ValueError(f"experiment.{k}={getattr(P, k)} must be >= 1")
+            raise UserError(f"experiment.{k}={getattr(P, k)} must be >= 1")
     if not (P.box > 0 and P.span > 0):
-        raise ValueError(f"experiment.box={P.box} and experiment.span={P.span} must be > 0")
+        raise UserError(f"experiment.box={P.box} and experiment.span={P.span} must be > 0")
     if cfg.train.steps % cfg.train.record_every:
-        raise ValueError(f"train.record_every={cfg.train.record_every} must divide train.steps={cfg.train.steps}")
+        raise UserError(f"train.record_every={cfg.train.record_every} must divide train.steps={cfg.train.steps}")
 
 
 # ---------------------------------------------------------------- (a) analytic surfaces (numpy)
@@ -222,8 +226,8 @@ def make_trainer(model, n, d_out, hparams, opt_name, impl, opt_hp, steps, record
     per step (steps,), final loss, 2 raw N(0, I) directions (2, P). Init as the sweep engine
     does (k_init = split(PRNGKey(seed))[0]); the optimizer of the config with hand gradients."""
 
-    def train(seed, dseed, X, Y):
-        k_init, _ = jax.random.split(jax.random.PRNGKey(seed))
+    def fit(seed, dseed, X, Y):
+        k_init, _ = train.run_keys(seed)
         p0 = model.init(k_init, n, d_out, dtype=X.dtype, **hparams)
         opt = optim.get(opt_name, impl=impl, **opt_hp)
 
@@ -243,7 +247,7 @@ def make_trainer(model, n, d_out, hparams, opt_name, impl, opt_hp, steps, record
         dirs = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), dseed), (2, flat0.size), X.dtype)
         return jnp.concatenate([flat0[None], thetas]), losses.reshape(-1), model.loss(p, X, Y), dirs
 
-    return jax.jit(train)
+    return jax.jit(fit)
 
 
 def make_plane_loss(model, shapes):
@@ -279,10 +283,8 @@ def run(cfg, run):
 
     # (c) trained model, slice, trajectory
     ds = load_data(cfg, run, name=cfg.data.name)
-    spec = sweep.spec_from_cfg(cfg, ds.n, ds.d_out, ds.m)
-    model = models.get(cfg.model.name, **dict(spec.model_options))
-    hparams = dict(spec.model_hparams)
-    hparams["init_scale"] = cfg.model.init_scale
+    model = make.model(cfg)
+    hparams = {**make.model_hparams(cfg, model), "init_scale": cfg.model.init_scale}
     opt_hp = {k: (cfg.optimizer.lr if k == "lr" else getattr(cfg.optimizer, k))
               for k in optim.HYPERPARAMS[cfg.optimizer.name]}
     X, Y = jnp.asarray(ds.X, jnp.float64), jnp.asarray(ds.Y, jnp.float64)

@@ -18,8 +18,12 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from bpexp import models, plots, report, sweep, theory
-from experiments._common import best_lr_index, command, diverged_mask, finite_median, load_data, question
+from bpexp import make, plots, report, sweep, theory
+from bpexp.errors import UserError
+from bpexp.experiments._common import best_lr_index, command, diverged_mask, finite_median, load_data, question
+
+
+USES = ("model", "data", "optimizer", "train", "sweep")  # config sections read (make.check builds them first)
 
 
 @dataclass
@@ -31,7 +35,7 @@ class Params:
 
 def validate(cfg):
     if cfg.optimizer.name not in ("gd", "momentum", "rmsprop", "adam"):
-        raise ValueError(f"optimizer.name={cfg.optimizer.name!r} is not supported by lr_sweep")
+        raise UserError(f"optimizer.name={cfg.optimizer.name!r} is not supported by lr_sweep")
 
 
 def threshold_theory(cfg, ds, model, spec, seeds, iters):
@@ -44,9 +48,7 @@ def threshold_theory(cfg, ds, model, spec, seeds, iters):
         X, Y = np.asarray(ds.X, np.float64), np.asarray(ds.Y, np.float64)
         lams = []
         for s in seeds:
-            k_init, _ = jax.random.split(jax.random.PRNGKey(int(s)))
-            p = model.init(k_init, ds.n, ds.d_out, init_scale=cfg.model.init_scale,
-                           dtype=np.float64, **dict(spec.model_hparams))
+            p = make.init_params(cfg, model, ds, int(s), dtype_=np.float64)
             lams.append(float(theory.sharpness(model.loss, p, X, Y, key=jax.random.PRNGKey(0),
                                                iters=iters)[0]))
         lam, kind = float(np.median(lams)), "estimate"
@@ -75,10 +77,9 @@ def measured_threshold(lrs, frac):
 def run(cfg, run):
     P = cfg.experiment
     ds = load_data(cfg, run)
-    model = models.get(cfg.model.name, **({"activation": cfg.model.activation, "output": cfg.model.output}
-                                          if cfg.model.name == "mlp" else {}))
-    spec = sweep.spec_from_cfg(cfg, ds.n, ds.d_out, ds.m)
-    grid, fixed = sweep.grid_from_cfg(cfg)
+    model = make.model(cfg)
+    spec = make.spec(cfg, ds)
+    grid, fixed = make.grid(cfg)
     with run.timed("sweep"):
         res = sweep.run_grid(spec, ds.X, ds.Y, grid, fixed, devices=sweep.devices_for(cfg.device),
                              chunk_size=cfg.sweep.chunk_size, progress=cfg.sweep.progress, label="lr_sweep")

@@ -32,11 +32,15 @@ import numpy as np
 import optax
 from jax import lax
 
-from bpexp import optim, plots, report, sweep, theory, train
-from experiments._common import best_lr_index, command, diverged_mask, finite_median, load_data, question
+from bpexp import make, optim, plots, report, sweep, theory, train
+from bpexp.errors import UserError
+from bpexp.experiments._common import best_lr_index, command, diverged_mask, finite_median, load_data, question
 
 NAMES = ("gd", "momentum", "rmsprop", "adam")
 IMPLS = ("manual", "optax")
+
+
+USES = ("model", "data", "optimizer", "train", "sweep")  # config sections read (make.check builds them first)
 
 
 @dataclass
@@ -64,22 +68,22 @@ def validate(cfg):
     P = cfg.experiment
     bad = [o for o in P.optimizers if o not in NAMES]
     if bad or not P.optimizers:
-        raise ValueError(f"experiment.optimizers={P.optimizers!r} must be a non-empty list; allowed: {', '.join(NAMES)}")
+        raise UserError(f"experiment.optimizers={P.optimizers!r} must be a non-empty list; allowed: {', '.join(NAMES)}")
     for key in ("lr_range", "quad_lr_range"):
         ranges = getattr(P, key)
         for o in P.optimizers:
             r = ranges.get(o) if isinstance(ranges, dict) else None
             if not (isinstance(r, list) and len(r) == 2 and 0 < r[0] <= r[1]):
-                raise ValueError(f"experiment.{key}.{o}={r!r} must be [start, stop] with 0 < start <= stop")
+                raise UserError(f"experiment.{key}.{o}={r!r} must be [start, stop] with 0 < start <= stop")
     for key in ("lr_num", "quad_lr_num", "quad_steps", "path_steps"):
         if getattr(P, key) < 1:
-            raise ValueError(f"experiment.{key}={getattr(P, key)!r} must be >= 1")
+            raise UserError(f"experiment.{key}={getattr(P, key)!r} must be >= 1")
     if not (isinstance(P.quad_start, list) and len(P.quad_start) == 2):
-        raise ValueError(f"experiment.quad_start={P.quad_start!r} must be a list of 2 numbers")
+        raise UserError(f"experiment.quad_start={P.quad_start!r} must be a list of 2 numbers")
     if P.quad_kappa < 1:
-        raise ValueError(f"experiment.quad_kappa={P.quad_kappa!r} must be >= 1")
+        raise UserError(f"experiment.quad_kappa={P.quad_kappa!r} must be >= 1")
     if cfg.train.steps % cfg.train.record_every:
-        raise ValueError(f"train.record_every={cfg.train.record_every} must divide train.steps={cfg.train.steps}")
+        raise UserError(f"train.record_every={cfg.train.record_every} must divide train.steps={cfg.train.steps}")
 
 
 def lr_grid(rng, num) -> np.ndarray:
@@ -200,9 +204,9 @@ def run(cfg, run):
     ds = load_data(cfg, run)
     o = cfg.optimizer
     fixed = {"init_scale": cfg.model.init_scale, "beta": o.beta, "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps}
-    seeds = sweep.seed_values(cfg.sweep.seeds, cfg.seed)
+    seeds = make.seed_values(cfg.sweep.seeds, cfg.seed)
     lrs = {n: lr_grid(P.lr_range[n], P.lr_num) for n in names}
-    specs = {(n, i): sweep.spec_from_cfg(cfg, ds.n, ds.d_out, ds.m, optimizer=n, impl=i,
+    specs = {(n, i): make.spec(cfg, ds, optimizer=n, impl=i,
                                          opt_hparams=tuple(optim.HYPERPARAMS[n]))
              for n in names for i in IMPLS}
     with run.timed("network"):

@@ -25,8 +25,12 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from bpexp import plots, report, sweep
-from experiments._common import command, load_data, question
+from bpexp import make, plots, report
+from bpexp.errors import UserError
+from bpexp.experiments._common import command, load_data, question
+
+
+USES = ("model", "data", "optimizer", "train")  # config sections read (make.check builds them first)
 
 
 @dataclass
@@ -42,17 +46,17 @@ class Params:
 def validate(cfg):
     P = cfg.experiment
     if not (isinstance(P.lrs, list) and P.lrs and all(isinstance(x, (int, float)) and x > 0 for x in P.lrs)):
-        raise ValueError(f"experiment.lrs={P.lrs!r} must be a non-empty list of positive learning rates")
+        raise UserError(f"experiment.lrs={P.lrs!r} must be a non-empty list of positive learning rates")
     if P.every < 1 or cfg.train.steps % P.every:
-        raise ValueError(f"experiment.every={P.every} must be >= 1 and divide train.steps={cfg.train.steps}")
+        raise UserError(f"experiment.every={P.every} must be >= 1 and divide train.steps={cfg.train.steps}")
     if P.power_iters < 1 or P.check_iters < 1:
-        raise ValueError(f"experiment.power_iters={P.power_iters}, check_iters={P.check_iters} must be >= 1")
+        raise UserError(f"experiment.power_iters={P.power_iters}, check_iters={P.check_iters} must be >= 1")
     if not 0 < P.late_fraction <= 1:
-        raise ValueError(f"experiment.late_fraction={P.late_fraction} must be in (0, 1]")
+        raise UserError(f"experiment.late_fraction={P.late_fraction} must be in (0, 1]")
     if cfg.optimizer.name != "gd":
-        raise ValueError(f"optimizer.name={cfg.optimizer.name!r} is not allowed; sharpness trains with gd (edge of stability is a GD effect)")
+        raise UserError(f"optimizer.name={cfg.optimizer.name!r} is not allowed; sharpness trains with gd (edge of stability is a GD effect)")
     if cfg.train.batch_size != 0:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} is not allowed; sharpness needs full-batch GD (0)")
+        raise UserError(f"train.batch_size={cfg.train.batch_size} is not allowed; sharpness needs full-batch GD (0)")
 
 
 def power_iteration(hvp, v, iters):
@@ -129,13 +133,12 @@ def late_ratio_median(sharpness, steps, lr, late_fraction):
 def run(cfg, run):
     P = cfg.experiment
     ds = load_data(cfg, run)
-    spec = sweep.spec_from_cfg(cfg, ds.n, ds.d_out, ds.m)  # model structure from the config
-    model = spec.get_model()
-    dtype = jnp.dtype(cfg.precision)
+    model = make.model(cfg)
+    dtype = make.dtype(cfg)
     lrs = np.asarray(P.lrs, np.float64)
     steps = cfg.train.steps
 
-    hp = dict(spec.model_hparams)
+    hp = make.model_hparams(cfg, model)
 
     def init_fn(key):                                              # as in train.make_run
         return model.init(key, ds.n, ds.d_out, init_scale=cfg.model.init_scale, dtype=dtype, **hp)

@@ -18,7 +18,8 @@ import numpy as np
 import optax
 
 from bpexp import data, grads, models, optim, plots, report
-from experiments._common import question
+from bpexp.errors import UserError
+from bpexp.experiments._common import question
 
 PRECISION = "float64"
 
@@ -27,6 +28,9 @@ LECTURE = {"z1": (1.5, 1), "a1": (0.82, 2), "z2": (0.41, 2), "a2": (0.60, 2), "l
            "dL/da2": (-0.80, 2), "delta2": (-0.19, 2), "dW2": (-0.16, 2), "db2": (-0.19, 2),
            "delta1": (-0.014, 3), "dW1[0]": (-0.014, 3), "dW1[1]": (-0.028, 3),
            "W2_new": (0.58, 2), "W1_new[0]": (0.507, 3), "W1_new[1]": (0.514, 3)}
+
+
+USES = ()  # config sections read (make.check builds them first)
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Params:
 
 def validate(cfg):
     if len(cfg.experiment.W1) != 2:
-        raise ValueError(f"experiment.W1={cfg.experiment.W1!r} must have 2 entries (x has 2 features)")
+        raise UserError(f"experiment.W1={cfg.experiment.W1!r} must have 2 entries (x has 2 features)")
 
 
 def run(cfg, run):

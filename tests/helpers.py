@@ -28,3 +28,15 @@ def run_experiment(name, root, *overrides, timeout=600):
     last = p.stdout.strip().splitlines()[-1]
     assert last.startswith("run dir: "), last
     return Path(last[len("run dir: "):])
+
+
+def build_cfg(tree: dict):
+    """config.build with the experiment module the entry point would choose (the validation
+    phase of ``python -m bpexp``)."""
+    from bpexp import config
+    from bpexp.__main__ import experiment_module
+
+    name = (tree.get("experiment") or {}).get("name")
+    if name is None:
+        raise config.ConfigError("experiment is not set")
+    return config.build(tree, experiment_module(name))

@@ -31,6 +31,22 @@ CONFIG_ERRORS = [
     ("data_m", ["+experiment=gradcheck", "data.m=-1"], "data.m", "-1", ()),
     ("optimizer_lr", ["+experiment=gradcheck", "optimizer.lr=abc"], "optimizer.lr", "abc", ()),
     ("no_experiment", [], "+experiment", "", ()),
+    # values only the grid, the data, the model or the experiment can judge: still one line,
+    # still before any run folder (the validation phase builds every object first)
+    ("lr_negative", ["+experiment=lr_sweep", "sweep.lr={start: -1, stop: 1, num: 3}"], "sweep.lr", "-1", ()),
+    ("lr_empty", ["+experiment=lr_sweep", "sweep.lr=[]"], "sweep.lr", "[]", ()),
+    ("seeds_zero", ["+experiment=lr_sweep", "sweep.seeds=0"], "sweep.seeds", "0", ()),
+    ("seeds_str", ["+experiment=lr_sweep", "sweep.seeds=[a]"], "sweep.seeds", "'a'", ()),
+    ("record_every", ["+experiment=lr_sweep", "train.record_every=7"], "train.record_every", "7", ()),
+    ("univariate_multi", ["+experiment=lr_sweep", "model=univariate"], "univariate", "n=10", ()),
+    ("feature_range", ["+experiment=lr_sweep", "data.features=[99]"], "data.features", "99", ()),
+    ("hparam_gd", ["+experiment=lr_sweep", "+sweep.hparams.beta1=[0.5]"], "sweep.hparams.beta1", "gd", ()),
+    ("hidden_list", ["+experiment=lr_sweep", "model=two_layer_sigmoid", "model.hidden=[4,4]"],
+     "model.hidden", "[4, 4]", ()),
+    ("toy_lrs", ["+experiment=landscape", "experiment.toy_lrs=abc"], "experiment.toy_lrs", "abc", ()),
+    ("data_m_big", ["+experiment=lr_sweep", "data.m=100000"], "data.m", "100000", ("442",)),
+    ("softmax_one_row", ["+experiment=lr_sweep", "model=mlp", "model.output=softmax_ce"],
+     "model.output", "softmax_ce", ()),
 ]
 
 
@@ -172,7 +188,7 @@ def test_worked_example_experiment(jobs):
 def test_config_errors_are_one_line(jobs, name, args, key, value, listed):
     job = jobs[name]
     rc, out, err = job.wait()
-    assert rc != 0
+    assert rc == 2, (rc, err)
     lines = [s for s in err.splitlines() if s.strip()]
     assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
     line = lines[0]
@@ -181,7 +197,34 @@ def test_config_errors_are_one_line(jobs, name, args, key, value, listed):
     assert all(n in line for n in listed), line
     if name == "no_experiment":
         assert "+experiment=" in line
-    finished = [p for p in job.cwd.rglob("env.json") if strict_json(p).get("status") == "finished"]
-    assert not finished
-    index = job.root / "index.jsonl"
-    assert not index.exists() or all(json.loads(s)["status"] != "finished" for s in index.read_text().splitlines())
+    assert not list(job.cwd.rglob("env.json")), "no run folder is made for bad input"
+    assert not (job.root / "index.jsonl").exists()
+
+
+def test_list_form_of_sweep_lr_works(tmp_path):
+    """sweep.lr may be a list where the experiment's YAML gives a {start, stop, num} dict."""
+    from helpers import run_experiment
+
+    run_dir = run_experiment("lr_sweep", tmp_path, "sweep.lr=[0.01,0.1]", "sweep.seeds=2", "train.steps=20")
+    s = strict_json(run_dir / "summary.json")
+    assert s["lrs"] == [0.01, 0.1] and s["runs"] == 4
+
+
+def test_a_bug_is_a_traceback_in_error_txt_and_one_line(tmp_path):
+    """Any exception other than a UserError is a bug: exit 1, one line naming it, the whole
+    traceback in error.txt, the run recorded failed; never shown as a config error."""
+    code = ("import sys; import bpexp.experiments.worked_example as w\n"
+            "def broken(cfg, run):\n    raise ZeroDivisionError('injected bug')\n"
+            "w.compute = broken\n"
+            "from bpexp.__main__ import cli\n"
+            f"sys.argv = ['bpexp', '+experiment=worked_example', 'outputs.root={tmp_path}']\ncli()\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True,
+                       text=True, timeout=TIMEOUT)
+    assert p.returncode == 1, p.stderr
+    lines = [s for s in p.stderr.splitlines() if s.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: a bug in bpexp (ZeroDivisionError: injected bug)"), p.stderr
+    run_dir = Path(p.stdout.strip().splitlines()[-1].removeprefix("run dir: "))
+    tb = (run_dir / "error.txt").read_text()
+    assert "Traceback" in tb and "def broken" not in tb and "injected bug" in tb and "broken" in tb
+    assert strict_json(run_dir / "env.json")["status"] == "failed"
+    assert json.loads((tmp_path / "index.jsonl").read_text())["status"] == "failed"

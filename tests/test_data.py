@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bpexp import config, data
+from bpexp.errors import UserError
 
 TASKS = {"synthetic": "regression", "diabetes": "regression", "digits": "multiclass",
          "breast_cancer": "binary", "iris": "multiclass", "wine": "multiclass",
@@ -99,9 +100,11 @@ def test_subsampling_is_seeded_and_deterministic(name):
     idx = [int(np.flatnonzero(np.all(full.X == a.X[:, [j]], axis=0))[0]) for j in range(40)]
     assert idx == sorted(idx) and len(set(idx)) == 40
     np.testing.assert_array_equal(full.Y[:, idx], a.Y)
-    # m <= 0 or m >= all keeps everything
+    # m = 0 or m = all keeps everything; more than all is a one-line user error
     np.testing.assert_array_equal(data.load(name, m=0).X, full.X)
-    np.testing.assert_array_equal(data.load(name, m=10**6).X, full.X)
+    np.testing.assert_array_equal(data.load(name, m=full.m).X, full.X)
+    with pytest.raises(UserError, match=f"data.m=1000000 is more than the {full.m} examples of {name}"):
+        data.load(name, m=10**6)
 
 
 @pytest.mark.parametrize("name", ["synthetic", "moons"])
@@ -152,8 +155,9 @@ def test_unknown_name_lists_all():
     assert "nope" in msg and all(n in msg for n in data.NAMES)
 
 
-def test_from_cfg():
-    dc = config.DataCfg(name="wine", m=20, seed=5, features=[0, 1, 2])
-    ds = data.from_cfg(dc)
+def test_dataset_from_cfg():
+    from bpexp import make
+    cfg = config.Cfg(experiment=None, data=config.DataCfg(name="wine", m=20, seed=5, features=[0, 1, 2]))
+    ds = make.dataset(cfg)
     assert ds.X.shape == (3, 20) and ds.Y.shape == (3, 20) and ds.X.dtype == np.float32
     np.testing.assert_array_equal(ds.X, data.load("wine", m=20, seed=5).X[:3])

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bpexp import models
+from bpexp import primitives
 from helpers import run_experiment
-from experiments import credit_assignment as C
+from bpexp.experiments import credit_assignment as C
 
 
 def np_sigmoid(z):
@@ -102,7 +102,7 @@ def test_per_example_loss_averages_to_model_loss(output):
     d = 3 if output == "softmax_ce" else 1
     Z = rng.normal(size=(d, 6))
     Y = np.eye(d)[:, rng.integers(0, d, 6)] if d > 1 else (rng.uniform(size=(1, 6)) > 0.5).astype(float)
-    ref = float(models.output_loss(output, jnp.asarray(Z), jnp.asarray(Y)))
+    ref = float(primitives.output(output).loss(jnp.asarray(Z), jnp.asarray(Y)))
     mean = np.mean([C.per_example_loss(output, Z[:, i], Y[:, i]) for i in range(6)])
     assert abs(mean - ref) < 1e-12
 

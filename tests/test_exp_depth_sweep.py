@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bpexp import grads, models, theory
-from experiments import depth_sweep as E
-from helpers import assert_trees_all_close
+from bpexp import grads, models, primitives, theory
+from bpexp.errors import UserError
+from bpexp.experiments import depth_sweep as E
+from helpers import assert_trees_all_close, build_cfg
 
 N, H, DOUT, M, DMAX = 5, 4, 3, 7, 4
 
@@ -47,7 +48,7 @@ def test_padded_net_matches_library_mlp(activation):
         q = E.stack_to_mlp(p, D)
         gq, deltas = _mlp(q, X, Y, activation=activation, output=out, return_deltas=True)
         zs, acts = _cache(q, X, activation)
-        np.testing.assert_allclose(loss, models.softmax_ce(zs[-1], Y), rtol=1e-12)
+        np.testing.assert_allclose(loss, primitives.softmax_ce(zs[-1], Y), rtol=1e-12)
         assert_trees_all_close(E.stack_to_mlp(g, D), gq, rtol=1e-10, atol=1e-14)
         # layers the depth-D net does not use get exactly zero gradient
         assert np.all(np.asarray(g["W_h"][D - 1:]) == 0)
@@ -137,15 +138,14 @@ def test_bound_holds_on_random_nets():
 
 
 def test_validate_rejects_bad_configs():
-    from bpexp import config
     base = {"model": {"name": "mlp"}, "experiment": {"name": "depth_sweep"}}
-    config.build(base)
+    build_cfg(base)
     for exp, msg in ((({"depths": [0, 2]}), "experiment.depths"), ({"inits": ["nope"]}, "experiment.inits"),
                      ({"widths": []}, "experiment.widths")):
         with pytest.raises(ValueError, match=msg):
-            config.build({**base, "experiment": {"name": "depth_sweep", **exp}})
-    with pytest.raises(ValueError, match="model.name"):
-        config.build({"experiment": {"name": "depth_sweep"}})
+            build_cfg({**base, "experiment": {"name": "depth_sweep", **exp}})
+    with pytest.raises(UserError, match="model.name"):
+        build_cfg({"experiment": {"name": "depth_sweep"}})
 
 
 # ---------------------------------------------------------------- CLI, tiny config

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import landscape as L
+from bpexp.experiments import landscape as L
 from helpers import run_experiment
 
 TINY = ["experiment.grid=11", "experiment.starts=9", "train.steps=40", "train.record_every=5",

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments.lr_sweep import measured_threshold
+from bpexp.experiments.lr_sweep import measured_threshold
 from helpers import run_experiment
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bpexp import optim, sweep, theory, train
-from experiments import optimizers as E
+from bpexp.experiments import optimizers as E
 
 
 # ---------------------------------------------------------------- pure helpers

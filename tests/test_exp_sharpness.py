@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bpexp import models, theory
-from experiments import sharpness as E
+from bpexp.experiments import sharpness as E
 
 
 def test_power_iteration_finds_the_top_eigenvalue():

@@ -3,6 +3,7 @@
 import pytest
 
 from bpexp.__main__ import check_argv
+from helpers import build_cfg
 
 
 @pytest.mark.parametrize("argv", [
@@ -49,10 +50,10 @@ def test_every_schema_key_is_overridable(tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR)):
         for group, cls in (("model", config.ModelCfg), ("data", config.DataCfg),
                            ("optimizer", config.OptimizerCfg), ("sweep", config.SweepCfg)):
-            for option in sorted(p.stem for p in (config.CONF_DIR / group).glob("*.yaml")):
+            for option in config.group_options(group):
                 cfg = compose("config", overrides=[f"{group}={option}", "+experiment=lr_sweep"])
                 assert set(cfg[group]) == {f.name for f in dataclasses.fields(cls)}, (group, option)
         cfg = compose("config", overrides=["+experiment=lr_sweep", "optimizer=gd", "optimizer.beta=0.5",
                                            "data.features=[2]", "model=univariate"])
-        built = config.build(__import__("omegaconf").OmegaConf.to_container(cfg, resolve=True))
+        built = build_cfg(__import__("omegaconf").OmegaConf.to_container(cfg, resolve=True))
         assert built.optimizer.beta == 0.5 and built.data.features == [2] and built.model.name == "univariate"

@@ -19,7 +19,8 @@ from helpers import assert_trees_all_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpexp import gradcheck, models
+from bpexp import gradcheck, models, primitives
+from bpexp.errors import UserError
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 TOL_AUTODIFF, TOL_FD, TOL_NUMPY = 1e-10, 1e-6, 1e-12
@@ -349,10 +350,10 @@ def test_unknown_activation_and_output_raise():
     with pytest.raises(ValueError) as e:
         models.get("mlp", output="nope")
     assert "nope" in str(e.value) and all(o in str(e.value) for o in models.OUTPUTS)
-    with pytest.raises(ValueError):
-        models.activate("nope", jnp.zeros(()))
-    with pytest.raises(ValueError):
-        models.output_value("nope", jnp.zeros(()))
+    with pytest.raises(UserError, match="model.activation='nope'"):
+        primitives.activate("nope", jnp.zeros(()))
+    with pytest.raises(UserError, match="model.output='nope'"):
+        primitives.output("nope")
 
 
 # ------------------------------------------------------------------ init schemes

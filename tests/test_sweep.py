@@ -32,7 +32,7 @@ import numpy as np
 import optax
 import pytest
 
-from bpexp import config, models, optim, sweep, train
+from bpexp import config, make, models, optim, sweep, train
 
 REPO = Path(__file__).resolve().parent.parent
 N, M, STEPS = 3, 16, 30
@@ -370,28 +370,28 @@ def test_record_every_must_divide_steps():
 
 # ------------------------------------------------------------------ 10. axes from the config
 def test_lr_values():
-    np.testing.assert_allclose(sweep.lr_values({"start": 0.01, "stop": 10, "num": 4, "log": True}, 0.1),
+    np.testing.assert_allclose(make.lr_values({"start": 0.01, "stop": 10, "num": 4, "log": True}, 0.1),
                                np.geomspace(0.01, 10, 4), rtol=1e-15)
-    np.testing.assert_allclose(sweep.lr_values({"start": 0.01, "stop": 10, "num": 4}, 0.1),
+    np.testing.assert_allclose(make.lr_values({"start": 0.01, "stop": 10, "num": 4}, 0.1),
                                np.geomspace(0.01, 10, 4), rtol=1e-15)  # log is the default
-    np.testing.assert_allclose(sweep.lr_values({"start": 0.1, "stop": 1, "num": 4, "log": False}, 0.1),
+    np.testing.assert_allclose(make.lr_values({"start": 0.1, "stop": 1, "num": 4, "log": False}, 0.1),
                                np.linspace(0.1, 1, 4), rtol=1e-15)
-    np.testing.assert_array_equal(sweep.lr_values([0.1, 0.3], 0.5), [0.1, 0.3])
-    np.testing.assert_array_equal(sweep.lr_values(0.3, 0.5), [0.3])
-    np.testing.assert_array_equal(sweep.lr_values(None, 0.5), [0.5])
+    np.testing.assert_array_equal(make.lr_values([0.1, 0.3], 0.5), [0.1, 0.3])
+    np.testing.assert_array_equal(make.lr_values(0.3, 0.5), [0.3])
+    np.testing.assert_array_equal(make.lr_values(None, 0.5), [0.5])
     for bad in ({"start": 0, "stop": 1, "num": 3}, {"start": 0.1, "stop": 1}, {"start": 0.1, "stop": 1, "num": 0},
                 {"start": 0.1, "stop": 1, "num": 3, "step": 2}, [], [0.1, -0.2], [0.0]):
         with pytest.raises(ValueError, match="sweep.lr"):
-            sweep.lr_values(bad, 0.1)
+            make.lr_values(bad, 0.1)
 
 
 def test_seed_values():
-    np.testing.assert_array_equal(sweep.seed_values(3, base=5), [5, 6, 7])
-    np.testing.assert_array_equal(sweep.seed_values(2), [0, 1])
-    np.testing.assert_array_equal(sweep.seed_values([4, 1]), [4, 1])
+    np.testing.assert_array_equal(make.seed_values(3, base=5), [5, 6, 7])
+    np.testing.assert_array_equal(make.seed_values(2), [0, 1])
+    np.testing.assert_array_equal(make.seed_values([4, 1]), [4, 1])
     for bad in (0, -1, [], [1.5], True):
         with pytest.raises(ValueError, match="sweep.seeds"):
-            sweep.seed_values(bad)
+            make.seed_values(bad)
 
 
 def _cfg(**sweep_kw) -> config.Cfg:
@@ -406,8 +406,8 @@ def _cfg(**sweep_kw) -> config.Cfg:
     return cfg
 
 
-def test_grid_from_cfg():
-    g, fixed = sweep.grid_from_cfg(_cfg(lr=[0.1, 0.2, 0.4], seeds=2, hparams={"beta": [0, 0.9]}))
+def test_grid_from_cfg_make_grid():
+    g, fixed = make.grid(_cfg(lr=[0.1, 0.2, 0.4], seeds=2, hparams={"beta": [0, 0.9]}))
     assert list(g.axes) == ["lr", "seed", "beta"]
     assert g.shape == (3, 2, 2) and g.size == 12
     np.testing.assert_array_equal(g.axes["lr"], [0.1, 0.2, 0.4])
@@ -417,16 +417,16 @@ def test_grid_from_cfg():
     flat = g.flat()
     assert flat["lr"][:4].tolist() == [0.1] * 4 and flat["beta"][:4].tolist() == [0, 0.9, 0, 0.9]  # row-major
 
-    g, fixed = sweep.grid_from_cfg(_cfg(init_scale=[0.5, 1.0]))
+    g, fixed = make.grid(_cfg(init_scale=[0.5, 1.0]))
     assert list(g.axes) == ["lr", "seed", "init_scale"]
     np.testing.assert_array_equal(g.axes["lr"], [0.05])  # None -> optimizer.lr
     np.testing.assert_array_equal(g.axes["seed"], [10])
     assert fixed == {"beta": 0.7}
 
     with pytest.raises(ValueError, match="beta1"):
-        sweep.grid_from_cfg(_cfg(hparams={"beta1": [0.5]}))
+        make.grid(_cfg(hparams={"beta1": [0.5]}))
     with pytest.raises(ValueError, match="lr"):  # lr is its own axis, not an hparam
-        sweep.grid_from_cfg(_cfg(hparams={"lr": [0.5]}))
+        make.grid(_cfg(hparams={"lr": [0.5]}))
 
 
 # ------------------------------------------------------------------ 11. metrics.npz

@@ -1,0 +1,10 @@
+"""The one exception type for bad user input.
+
+A :class:`UserError` carries one line: which key, what value, what is allowed. The entry point
+prints it and exits 2 (before any run folder exists: every check runs in the validation phase).
+Any other exception is a bug: its traceback goes to the run folder's error.txt.
+"""
+
+
+class UserError(ValueError):
+    """Bad input from the user; the message is one line: key, value, what is allowed."""

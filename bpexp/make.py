@@ -1,0 +1,166 @@
+"""From a validated config (``config.Cfg``) to the objects a run needs, in one place.
+
+Every experiment gets its dtype, dataset, model, training spec and grid of runs from here, and
+:func:`check` builds all of them (without computing anything) in the validation phase, before a
+run folder exists, so that any bad combination is a one-line :class:`UserError` first.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from bpexp import data, models, optim, sweep, train
+from bpexp.errors import UserError
+
+# For functions that run once per shape: compile time dominates, so skip XLA's backend passes.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+SECTIONS = ("model", "data", "optimizer", "train", "sweep")  # what an experiment may use
+
+
+def dtype(cfg) -> np.dtype:
+    """The run's floating dtype from ``precision``."""
+    return np.dtype(cfg.precision)
+
+
+def dataset(cfg, **override) -> data.Dataset:
+    """The config's dataset (``override`` replaces DataCfg fields, ``name`` too)."""
+    kw = {k: getattr(cfg.data, k) for k in ("name", "m", "n", "noise", "seed", "features")}
+    kw.update(override)
+    return data.load(kw.pop("name"), dtype=dtype(cfg), **kw)
+
+
+def model(cfg) -> models.Model:
+    """The config's model with its structural options (models.OPTIONS)."""
+    mc = cfg.model
+    return models.get(mc.name, **{k: getattr(mc, k) for k in models.OPTIONS.get(mc.name, ())})
+
+
+def model_hparams(cfg, m: models.Model | None = None) -> dict:
+    """Keyword arguments of ``model.init`` besides key, shapes, scale and dtype: the init scheme
+    and the model's structural hyperparameters (Model.hparams), hashable."""
+    mc, m = cfg.model, m or model(cfg)
+    hp = {"init": mc.init}
+    for k in m.hparams:
+        v = getattr(mc, k)
+        hp[k] = tuple(v) if isinstance(v, list) else v
+    return hp
+
+
+def init_params(cfg, m: models.Model, ds: data.Dataset, seed, *, dtype_=None, scale=None):
+    """Initial parameters of run ``seed`` exactly as the sweep engine draws them."""
+    k_init, _ = train.run_keys(seed)
+    return m.init(k_init, ds.n, ds.d_out, init_scale=cfg.model.init_scale if scale is None else scale,
+                  dtype=dtype_ or dtype(cfg), **model_hparams(cfg, m))
+
+
+def spec(cfg, ds: data.Dataset, **override) -> train.TrainSpec:
+    """A TrainSpec from the config's structural keys (``override`` replaces any field)."""
+    m = model(cfg)
+    o, t = cfg.optimizer, cfg.train
+    kw = dict(model=m.name, n=ds.n, d_out=ds.d_out, m=ds.m, steps=t.steps,
+              model_options=tuple(sorted(m.options.items())),
+              model_hparams=tuple(sorted(model_hparams(cfg, m).items())), optimizer=o.name,
+              impl=o.impl, batch_size=t.batch_size, record_every=t.record_every, grad=t.grad,
+              dtype=cfg.precision)
+    kw.update(override)
+    kw.setdefault("opt_hparams", tuple(optim.HYPERPARAMS[kw["optimizer"]]))
+    s = train.TrainSpec(**kw)
+    train.validate_spec(s)
+    return s
+
+
+# ---------------------------------------------------------------- the grid of runs
+def lr_values(spec, default: float) -> np.ndarray:
+    """``sweep.lr``: None -> [default]; a list; or {start, stop, num, log}."""
+    if spec is None:
+        return np.array([default], np.float64)
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"start", "stop", "num", "log"}
+        if unknown or not {"start", "stop", "num"} <= set(spec):
+            raise UserError(f"sweep.lr={spec!r} must be a list or {{start, stop, num, log}}")
+        try:
+            num, start, stop = int(spec["num"]), float(spec["start"]), float(spec["stop"])
+        except (TypeError, ValueError):
+            raise UserError(f"sweep.lr={spec!r} needs numbers for start, stop and num") from None
+        log = spec.get("log", True)
+        if num < 1 or not (start > 0 and stop > 0):
+            raise UserError(f"sweep.lr={spec!r} needs num >= 1 and start, stop > 0")
+        return (np.geomspace if log else np.linspace)(start, stop, num)
+    try:
+        vals = np.atleast_1d(np.asarray(spec, np.float64))
+    except (TypeError, ValueError):
+        vals = None
+    if vals is None or vals.ndim != 1 or vals.size == 0 or not np.all(vals > 0):
+        raise UserError(f"sweep.lr={spec!r} must be a non-empty list of positive learning rates "
+                        "or {start, stop, num, log}")
+    return vals
+
+
+def seed_values(spec, base: int = 0) -> np.ndarray:
+    """``sweep.seeds``: a count k -> base, ..., base + k - 1; or an explicit list of ints."""
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if spec < 1:
+            raise UserError(f"sweep.seeds={spec} must be a count >= 1 or a list of ints")
+        return base + np.arange(spec)
+    ok = isinstance(spec, list) and spec and all(isinstance(s, int) and not isinstance(s, bool) for s in spec)
+    if not ok:
+        raise UserError(f"sweep.seeds={spec!r} must be a count >= 1 or a non-empty list of ints")
+    return np.asarray(spec, np.int64)
+
+
+def _axis(key, v) -> np.ndarray:
+    try:
+        vals = np.atleast_1d(np.asarray(v, np.float64))
+    except (TypeError, ValueError):
+        vals = None
+    if vals is None or vals.ndim != 1 or vals.size == 0:
+        raise UserError(f"{key}={v!r} must be a number or a non-empty list of numbers")
+    return vals
+
+
+def grid(cfg) -> tuple[sweep.Grid, dict]:
+    """(grid of swept numeric axes, fixed numeric hyperparameters) from the config."""
+    o, s = cfg.optimizer, cfg.sweep
+    axes = {"lr": lr_values(s.lr, o.lr), "seed": seed_values(s.seeds, cfg.seed)}
+    if s.init_scale is not None:
+        axes["init_scale"] = _axis("sweep.init_scale", s.init_scale)
+        if not np.all(axes["init_scale"] > 0):
+            raise UserError(f"sweep.init_scale={s.init_scale!r} must be positive")
+    allowed = [k for k in optim.HYPERPARAMS[o.name] if k != "lr"]
+    if not isinstance(s.hparams or {}, dict):
+        raise UserError(f"sweep.hparams={s.hparams!r} must be a mapping like {{beta: [0, 0.9]}}")
+    for k, v in (s.hparams or {}).items():
+        if k not in allowed:
+            raise UserError(f"sweep.hparams.{k} is not a hyperparameter of optimizer {o.name}; "
+                            f"allowed: {', '.join(allowed) or 'none'}")
+        axes[k] = _axis(f"sweep.hparams.{k}", v)
+        for x in axes[k]:
+            optim.check_range(f"sweep.hparams.{k}", k, float(x))
+    fixed = {"init_scale": cfg.model.init_scale, **{k: getattr(o, k) for k in allowed}}
+    return sweep.Grid(axes), {k: v for k, v in fixed.items() if k not in axes}
+
+
+# ---------------------------------------------------------------- the validation phase
+def check(cfg, uses) -> None:
+    """Build everything an experiment that reads the config sections ``uses`` will build:
+    dataset, model (and the shapes of its parameters), training spec, grid. Computes nothing;
+    a bad value or combination raises a one-line UserError."""
+    unknown = set(uses) - set(SECTIONS)
+    if unknown:  # a programming error in an experiment module, not a user error
+        raise ValueError(f"USES names unknown sections {sorted(unknown)}; allowed: {SECTIONS}")
+    if "sweep" in uses:
+        grid(cfg)
+    if "data" not in uses:
+        return
+    ds = dataset(cfg)
+    if "model" not in uses:
+        return
+    m = model(cfg)
+    if m.options.get("output") == "softmax_ce" and ds.d_out < 2:
+        raise UserError(f"model.output=softmax_ce needs >= 2 classes; data={cfg.data.name} has "
+                        f"{ds.d_out} target row (use sigmoid_ce for a binary target)")
+    jax.eval_shape(lambda: init_params(cfg, m, ds, 0))
+    if "train" in uses:
+        spec(cfg, ds)
