@@ -161,7 +161,7 @@ def _coerce(key: str, value, tp, default=dataclasses.MISSING):
     if isinstance(default, list):
         if not isinstance(value, list):
             raise ConfigError(f"{key}={value!r} must be a list, like {default!r}")
-        number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+        number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
         for kind, test in (("numbers", number), ("strings", lambda x: isinstance(x, str))):
             if default and all(map(test, default)) and not all(map(test, value)):
                 raise ConfigError(f"{key}={value!r} must be a list of {kind}, like {default!r}")

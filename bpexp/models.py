@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from bpexp import grads
 from bpexp.errors import UserError
 from bpexp.primitives import activate, bce_from_logits, init_weights, mse, n_layers, output, sigmoid
-from bpexp.primitives import ACTIVATIONS, INITS, OUTPUTS  # noqa: F401  (the models' options)
+from bpexp.primitives import ACTIVATIONS, INITS, OUTPUTS
 
 NAMES = ("univariate", "multivariate", "two_layer_linear", "two_layer_sigmoid", "logistic", "mlp")
 HPARAMS = {"two_layer_linear": ("hidden",), "two_layer_sigmoid": ("hidden",), "mlp": ("hidden", "depth")}
@@ -153,7 +153,7 @@ def get(name: str, **options) -> Model:
     options = {"activation": "sigmoid", "output": "identity_mse", **options}
     activation, out = options["activation"], output(options["output"])
     activate(activation, jnp.zeros(()))  # an unknown activation fails here, not when traced
-    logits = lambda p, X: mlp_logits(p, X, activation)  # noqa: E731
+    logits = lambda p, X: mlp_logits(p, X, activation)
     return Model(name, mlp_init, lambda p, X: out.value(logits(p, X)),
                  lambda p, X, Y: out.loss(logits(p, X), Y),
                  lambda p, X, Y: grads.mlp(p, X, Y, **options),

@@ -121,7 +121,7 @@ def run(cfg, run):
     # (b) a jitted scan per run, looped in Python
     X, Y = jnp.asarray(ds.X, dtype), jnp.asarray(ds.Y, dtype)
     one = jax.jit(train.make_run(spec))
-    hp = lambda i: {"lr": dtype(flat["lr"][i]), "seed": np.int32(flat["seed"][i]), "init_scale": dtype(1.0)}  # noqa: E731
+    hp = lambda i: {"lr": dtype(flat["lr"][i]), "seed": np.int32(flat["seed"][i]), "init_scale": dtype(1.0)}
     jax.block_until_ready(one(hp(0), X, Y))
 
     def loop():

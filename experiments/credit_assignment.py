@@ -178,9 +178,9 @@ def _loss_text(output):
 
 
 # ---- figures
-from bpexp import plots  # noqa: E402  (first: selects the Agg backend and the style)
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+from bpexp import plots
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 
 POS, NEG = "tab:red", "tab:blue"
 

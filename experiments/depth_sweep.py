@@ -274,7 +274,7 @@ def run(cfg, run):
                     sn_out = np.linalg.norm(np.asarray(p0["W_out"], np.float64), ord=2,
                                             axis=(-2, -1)).reshape(nI, nS)
                 ix, L = (wi, di), D + 1
-                per = lambda a: np.asarray(a, np.float64).reshape(nI, nS, *a.shape[1:])  # noqa: E731
+                per = lambda a: np.asarray(a, np.float64).reshape(nI, nS, *a.shape[1:])
                 for k, t in (("init", 0), ("final", -1)):
                     M[f"grad_norm_{k}"][ix] = per(hist["grad_norm"][:, t])[..., :Lmax]
                     M[f"delta_norm_{k}"][ix] = per(hist["delta_norm"][:, t])[..., :Lmax]
@@ -403,7 +403,7 @@ def _end_ratios(M, wi, di, ii, D):
 def summarize(cfg, ds, M, depths, widths, inits, scale, seeds):
     """summary.json: per width, init and depth, medians over seeds."""
     fmax = fprime_max(cfg.model.activation)
-    med = lambda a: np.median(a, axis=0)  # noqa: E731  a[seed, ...]
+    med = lambda a: np.median(a, axis=0)
     per_width = {}
     for wi, h in enumerate(widths):
         inits_out = {}
@@ -411,7 +411,7 @@ def summarize(cfg, ds, M, depths, widths, inits, scale, seeds):
             deps = {}
             for di, D in enumerate(depths):
                 ix, L = (wi, di, ii), D + 1
-                fac = lambda k: float(np.median([geomean(r[:D]) for r in M[k][ix]]))  # noqa: E731
+                fac = lambda k: float(np.median([geomean(r[:D]) for r in M[k][ix]]))
                 deps[str(D)] = {
                     "grad_norms_init": med(M["grad_norm_init"][ix])[:L],
                     "grad_norms_final": med(M["grad_norm_final"][ix])[:L],

@@ -416,9 +416,9 @@ def run(cfg, run):
 
 
 # ---- figures
-from bpexp import plots  # noqa: E402  (first: selects the Agg backend and the style)
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import colors as mcolors, ticker  # noqa: E402
+from bpexp import plots
+import matplotlib.pyplot as plt
+from matplotlib import colors as mcolors, ticker
 
 KIND_STYLE = {"minimum": ("o", "tab:green"), "saddle": ("X", "tab:orange"),
               "maximum": ("^", "tab:red"), "degenerate": ("s", "0.4")}

@@ -87,7 +87,7 @@ def make_gd_with_sharpness(loss_fn, grad_fn, init_fn, steps, every, iters, check
         p0 = init_fn(k_init)
         flat0, unravel = ravel_pytree(p0)
         v0 = jax.random.normal(k_v, flat0.shape, flat0.dtype)
-        f = lambda x: loss_fn(unravel(x), X, Y)          # noqa: E731
+        f = lambda x: loss_fn(unravel(x), X, Y)
         g = jax.grad(f)
 
         def gd_step(carry, _):

@@ -141,7 +141,7 @@ def compiled_check(specs):
             size = math.prod(shape)
             p[k] = flat[i:i + size].reshape(shape)
             i += size
-        ravel = lambda g: jnp.concatenate([jnp.reshape(g[k], (-1,)) for k, _ in layout])  # noqa: E731
+        ravel = lambda g: jnp.concatenate([jnp.reshape(g[k], (-1,)) for k, _ in layout])
         return (ravel(md.grad(p, X, Y)), ravel(jax.grad(md.loss)(p, X, Y)), md.loss(p, X, Y),
                 md.forward(p, X), md.logits(p, X))
 
@@ -312,7 +312,7 @@ def test_default_dtype_is_float32_and_dtype_is_respected():
     for name in models.NAMES:
         model, hp = models.get(name), hparams(name, 3, 2)
         n = 1 if name == "univariate" else 2
-        p32 = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), n, 1, **hp))  # noqa: B023
+        p32 = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), n, 1, **hp))
         assert {v.dtype for v in p32.values()} == {jnp.dtype("float32")}, name
         p64 = param_shapes(model, n, 1, hp, jnp.float64)
         assert {v.dtype for v in p64.values()} == {jnp.dtype("float64")}, name
@@ -367,7 +367,7 @@ def _init_all():
     model = models.get("mlp")
 
     def f(key):
-        return {s: jax.vmap(lambda c: model.init(key, N_IN, N_OUT, hidden=HIDDEN, depth=1, init=s,  # noqa: B023
+        return {s: jax.vmap(lambda c: model.init(key, N_IN, N_OUT, hidden=HIDDEN, depth=1, init=s,
                                                  init_scale=c, dtype=jnp.float64))(jnp.array(SCALES))
                 for s in models.INITS}
 
@@ -376,7 +376,7 @@ def _init_all():
 
 def _inits(seed=0):
     out = jax.tree.map(np.asarray, _init_all()(jax.random.PRNGKey(seed)))
-    return {f"{s}@{c}": jax.tree.map(lambda a: a[i], out[s])  # noqa: B023
+    return {f"{s}@{c}": jax.tree.map(lambda a: a[i], out[s])
             for s in models.INITS for i, c in enumerate(SCALES)}
 
 
@@ -435,7 +435,7 @@ def test_losses_stable_for_huge_logits():
     """|z| = 1e3 (and 2e3): cross-entropies from logits stay finite and exact."""
     lg = ({"w": np.array([[1000.0]]), "b": np.float64(0.0)}, np.array([[1.0, -1.0]]), np.array([[1.0, 1.0]]))
     lg32 = jax.tree.map(lambda a: np.asarray(a, np.float32), lg)
-    mlp1 = lambda W2: {"W1": np.ones((1, 1)), "b1": np.zeros((1, 1)), "W2": W2,  # noqa: E731
+    mlp1 = lambda W2: {"W1": np.ones((1, 1)), "b1": np.zeros((1, 1)), "W2": W2,
                        "b2": np.zeros((W2.shape[0], 1))}
     X = np.array([[1.0, 2.0]])  # relu hidden: a1 = [1, 2] -> z2 = W2 a1
     cases = {"logistic64": lg, "logistic32": lg32,
