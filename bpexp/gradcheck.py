@@ -9,6 +9,8 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from bpexp.make import FAST_COMPILE  # runs once per shape: compile time dominates
+
 
 def rel_err(a, b) -> float:
     """||a - b|| / ||b|| (absolute error when ||b|| == 0)."""
@@ -18,8 +20,6 @@ def rel_err(a, b) -> float:
     return float(d / nb) if nb > 0 else float(d)
 
 
-# These functions run once per shape: compile time dominates, so skip XLA's backend passes.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def check(model, p, X, Y, *, seed: int = 0, n_dirs: int = 8, eps: float = 1e-5) -> dict:

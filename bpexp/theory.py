@@ -15,6 +15,9 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from bpexp.errors import UserError
+from bpexp.primitives import INITS
+
 # --------------------------------------------------------------------------
 # 1-2. Linear model with MSE: exact Hessian and step-size thresholds.
 # --------------------------------------------------------------------------
@@ -174,6 +177,62 @@ def sharpness_top(loss_fn, params, *args, key, iters=50, tol=1e-8):
     return _sharpness_impl(loss_fn, True, params, args, key, iters, tol)
 
 
+def lanczos(hvp, v0, iters):
+    """Top of the spectrum of a symmetric H from ``iters`` Lanczos steps on Hessian-vector
+    products, with full reorthogonalization (twice per step), jit- and vmap-compatible.
+
+    Krylov space K = span{v0, H v0, ..., H^(k-1) v0}; the Ritz values theta (eigenvalues of the
+    k x k tridiagonal T = V^T H V) converge to the extreme eigenvalues of H far faster than
+    power iteration, and to the top ALGEBRAIC one (never a negative eigenvalue of larger
+    magnitude); nearly equal top eigenvalues are resolved instead of mixed. Each Ritz pair
+    (theta_i, y_i = V s_i) has the computable residual ||H y_i - theta_i y_i|| = beta_k |s_ki|,
+    and H has an eigenvalue within that residual of theta_i.
+    Returns (theta_1, theta_2, y_1 (unit), residual_1, residual_2); theta_2 is NaN for k = 1.
+    ``v0``: (p,) start vector (a warm start: the previous top Ritz vector)."""
+    p = v0.shape[0]
+    dt = v0.dtype
+    tiny = jnp.finfo(dt).tiny
+
+    def step(j, c):
+        V, alpha, beta = c
+        w = hvp(V[j])
+        a = jnp.vdot(V[j], w)
+        w = w - V.T @ (V @ w)                      # full reorthogonalization against V_0..V_j
+        w = w - V.T @ (V @ w)                      # twice is enough (Kahan-Parlett)
+        b = jnp.linalg.norm(w)
+        ok = b > 1e3 * tiny * jnp.maximum(jnp.abs(a), 1.0)  # invariant subspace found: stop growing
+        V = V.at[j + 1].set(jnp.where(ok, w / jnp.where(ok, b, 1.0), 0.0))
+        return V, alpha.at[j].set(a), beta.at[j].set(jnp.where(ok, b, 0.0))
+
+    V = jnp.zeros((iters + 1, p), dt).at[0].set(v0 / jnp.linalg.norm(v0))
+    V, alpha, beta = lax.fori_loop(0, iters, step, (V, jnp.zeros(iters, dt), jnp.zeros(iters, dt)))
+    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+    theta, S = jnp.linalg.eigh(T)                  # ascending
+    res = jnp.abs(beta[-1] * S[-1, :])            # ||H y_i - theta_i y_i||
+    y = V[:iters].T @ S[:, -1]
+    nan = jnp.full((), jnp.nan, dt)
+    second = theta[-2] if iters > 1 else nan
+    res2 = res[-2] if iters > 1 else nan
+    return theta[-1], second, y / jnp.linalg.norm(y), res[-1], res2
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _lanczos_loss(loss_fn, params, args, key, iters):
+    flat, unravel = ravel_pytree(params)
+    grad_f = jax.grad(lambda x: loss_fn(unravel(x), *args))
+    v0 = jax.random.normal(key, flat.shape, dtype=flat.dtype)
+    return lanczos(lambda v: jax.jvp(grad_f, (flat,), (v,))[1], v0, iters)
+
+
+def top_eigenvalues(loss_fn, params, *args, key, iters=60):
+    """(lambda_1, lambda_2, residual_1, residual_2) of the loss Hessian at ``params`` by
+    :func:`lanczos` on forward-over-reverse Hessian-vector products from a N(0, I) start drawn
+    from ``key``; iters is capped at the number of parameters. Python floats."""
+    p = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(params))
+    lam1, lam2, _, r1, r2 = _lanczos_loss(loss_fn, params, args, key, min(int(iters), p))
+    return float(lam1), float(lam2), float(r1), float(r2)
+
+
 # --------------------------------------------------------------------------
 # 6. Vanishing gradients (Glorot & Bengio 2010).
 # --------------------------------------------------------------------------
@@ -200,25 +259,17 @@ def glorot_ratio(n, var_w, mean_fprime_sq):
     return np.sqrt(glorot_factor(n, var_w, mean_fprime_sq))
 
 
-_INIT_SCHEMES = ("standard", "xavier", "he", "normal")
-
-
 def init_variance(scheme, n_in, n_out, scale=1.0):
-    """Var(W_ij) of an initialization scheme (Var U[-a, a] = a^2 / 3):
+    """Var(W_ij) of an initialization scheme times ``scale`` (primitives.INITS; Var U[-a, a]
+    = a^2 / 3), multiplied by scale^2 since the scale multiplies every weight:
       standard  U[-1/sqrt(n_in), 1/sqrt(n_in)]          -> 1 / (3 n_in)
       xavier    U[-+sqrt(6)/sqrt(n_in + n_out)]         -> 2 / (n_in + n_out)
       he        N(0, 2 / n_in)                          -> 2 / n_in
-      normal    N(0, scale^2)                           -> scale^2
+      normal    N(0, 1)                                 -> 1
     """
-    if scheme == "standard":
-        return 1.0 / (3.0 * n_in)
-    if scheme == "xavier":
-        return 2.0 / (n_in + n_out)
-    if scheme == "he":
-        return 2.0 / n_in
-    if scheme == "normal":
-        return float(scale) ** 2
-    raise ValueError(f"unknown init scheme {scheme!r}; allowed: {_INIT_SCHEMES}")
+    if scheme not in INITS:
+        raise UserError(f"unknown init scheme {scheme!r}; allowed: {', '.join(INITS)}")
+    return INITS[scheme].variance(n_in, n_out) * float(scale) ** 2
 
 
 # --------------------------------------------------------------------------

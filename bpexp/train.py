@@ -55,9 +55,6 @@ METRICS = {
     "first_nonfinite": Metric((), None),   # first step with a non-finite loss, -1 if none
     "final_loss": Metric((), None),        # full-data loss after the last step
 }
-STEP_METRICS = tuple(k for k, m in METRICS.items() if m.of is not None)
-
-
 def metric_dims(axes: tuple) -> dict:
     """name -> dims of each metric for runs laid out on ``axes``."""
     return {k: tuple(axes) + m.dims for k, m in METRICS.items()}
@@ -147,7 +144,7 @@ def make_run(spec: TrainSpec):
             loss, g = value_and_grad(p, *batch(step))
             upd, s_new = opt.update(g, s, p)
             now = Step(loss, g, p, upd)
-            rec = {k: METRICS[k].of(now) for k in STEP_METRICS}
+            rec = {k: m.of(now) for k, m in METRICS.items() if m.of is not None}
             first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step.astype(jnp.int32), first_bad)
             return (optax.apply_updates(p, upd), s_new, first_bad), rec
 

@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bpexp import primitives
 from bpexp import theory as th
 
 
@@ -127,6 +128,42 @@ def test_sharpness_random_quadratic():
     assert float(top) == pytest.approx(2.0, rel=1e-6)
 
 
+def test_lanczos_resolves_nearly_equal_top_eigenvalues_and_ignores_a_larger_negative():
+    """Spectrum 8.32, 8.10, 8.02, -20 and 196 values in [-3, 3]: power iteration follows -20
+    (largest magnitude) and cannot separate 8.32 from 8.10 quickly; 60 Lanczos steps give the
+    top two to 1e-10 with residuals that bound the error."""
+    rng = np.random.default_rng(3)
+    p = 200
+    Q, _ = np.linalg.qr(rng.normal(size=(p, p)))
+    evals = np.concatenate([[8.32, 8.10, 8.02, -20.0], rng.uniform(-3, 3, size=p - 4)])
+    A = jnp.asarray(Q @ np.diag(evals) @ Q.T)
+    v0 = jnp.asarray(rng.normal(size=p))
+    lam1, lam2, y, r1, r2 = jax.jit(th.lanczos, static_argnums=(0, 2))(lambda v: A @ v, v0, 60)
+    assert abs(float(lam1) - 8.32) < 1e-10 and abs(float(lam2) - 8.10) < 1e-10
+    assert float(r1) < 1e-8 and abs(float(y @ jnp.asarray(Q[:, 0]))) == pytest.approx(1.0, abs=1e-8)
+    lam_pi, _ = th.sharpness(lambda x, A: 0.5 * x @ A @ x, jnp.asarray(v0), A,
+                             key=jax.random.PRNGKey(0), iters=200, tol=0.0)
+    assert float(lam_pi) == pytest.approx(-20.0, rel=1e-6)  # what power iteration reports
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid"])
+def test_top_eigenvalues_of_a_real_net_match_the_full_hessian(act):
+    """A 4-6-3 mlp (57 parameters) on 40 random examples: the top two eigenvalues of the
+    dense Hessian (jax.hessian, numpy eigvalsh in float64) vs Lanczos on Hessian-vector
+    products."""
+    from bpexp import models
+    m = models.get("mlp", activation=act, output="identity_mse")
+    k = jax.random.split(jax.random.PRNGKey(7), 3)
+    X, Y = jax.random.normal(k[0], (4, 40)), jax.random.normal(k[1], (3, 40))
+    p = m.init(k[2], 4, 3, hidden=6, depth=1, init="normal", dtype=jnp.float64)
+    flat, unravel = jax.flatten_util.ravel_pytree(p)
+    H = np.asarray(jax.hessian(lambda x: m.loss(unravel(x), X, Y))(flat), np.float64)
+    ev = np.linalg.eigvalsh((H + H.T) / 2)
+    lam1, lam2, r1, r2 = th.top_eigenvalues(m.loss, p, X, Y, key=jax.random.PRNGKey(0), iters=57)
+    assert lam1 == pytest.approx(ev[-1], rel=1e-9) and lam2 == pytest.approx(ev[-2], rel=1e-9)
+    assert r1 < 1e-8 * abs(ev[-1])
+
+
 def test_sharpness_tanh_net():
     n, h, m = 3, 5, 64
     k = jax.random.split(jax.random.PRNGKey(0), 4)
@@ -153,20 +190,17 @@ def test_sharpness_tanh_net():
 # ---------------------------------------------------------------- glorot
 @pytest.mark.parametrize("scheme", ["standard", "xavier", "he", "normal"])
 def test_init_variance_empirical(scheme):
-    n_in, n_out, scale, N = 300, 100, 0.7, 1_000_000
-    key = jax.random.PRNGKey(42)
-    if scheme == "standard":
-        a = 1 / np.sqrt(n_in)
-        s = jax.random.uniform(key, (N,), minval=-a, maxval=a)
-    elif scheme == "xavier":
-        a = np.sqrt(6) / np.sqrt(n_in + n_out)
-        s = jax.random.uniform(key, (N,), minval=-a, maxval=a)
-    elif scheme == "he":
-        s = np.sqrt(2 / n_in) * jax.random.normal(key, (N,))
-    else:
-        s = scale * jax.random.normal(key, (N,))
-    var = th.init_variance(scheme, n_in, n_out, scale)
-    assert float(jnp.var(s)) == pytest.approx(var, rel=0.02)
+    """Var(W) of the weights the models really draw (primitives.init_weights), init_scale
+    included for every scheme (it multiplies the weights, so the variance by scale^2)."""
+    n_in, n_out = 300, 3000    # W: (n_out, n_in), so xavier sees both fans
+    for scale in (1.0, 0.7, 2.0):
+        W = primitives.init_weights(jax.random.PRNGKey(42), [(n_out, n_in)], scheme, scale,
+                                    jnp.float64)[0]
+        var = th.init_variance(scheme, n_in, n_out, scale)
+        expect = {"standard": 1 / (3 * n_in), "xavier": 2 / (n_in + n_out), "he": 2 / n_in,
+                  "normal": 1.0}[scheme] * scale**2
+        assert var == pytest.approx(expect, rel=1e-12), (scheme, scale)
+        assert float(jnp.var(W)) == pytest.approx(var, rel=0.02), (scheme, scale)
 
 
 def test_glorot_factors():

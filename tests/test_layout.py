@@ -1,0 +1,65 @@
+"""The house's shape: imports point one way, the library never imports the experiments."""
+
+import ast
+from pathlib import Path
+
+import bpexp
+
+PKG = Path(bpexp.__file__).resolve().parent
+
+
+def bpexp_imports(path: Path) -> set[str]:
+    """Names of the bpexp modules (first component below bpexp) that ``path`` imports."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "bpexp":
+                out |= {a.name for a in node.names}
+            elif node.module.startswith("bpexp."):
+                out.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("bpexp.")}
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    return {p.stem: bpexp_imports(p) - {p.stem} for p in PKG.glob("*.py")}
+
+
+def test_no_import_cycle():
+    g = graph()
+    state = {}
+
+    def visit(n, path):
+        state[n] = "open"
+        for d in g.get(n, ()):
+            assert state.get(d) != "open", f"import cycle: {' -> '.join(path + [d])}"
+            if d not in state:
+                visit(d, path + [d])
+        state[n] = "done"
+
+    for n in g:
+        if n not in state:
+            visit(n, [n])
+
+
+def test_only_the_entry_point_imports_the_experiments():
+    g = graph()
+    assert "experiments" in g["__main__"]
+    assert [m for m, deps in g.items() if "experiments" in deps and m != "__main__"] == []
+
+
+def test_models_and_grads_share_primitives_only():
+    g = graph()
+    assert g["grads"] <= {"primitives", "errors"}, g["grads"]
+    assert g["models"] <= {"primitives", "grads", "errors"}, g["models"]
+    assert g["primitives"] <= {"errors"}
+
+
+def test_experiments_never_import_the_entry_point():
+    import bpexp.experiments
+
+    paths = list(Path(bpexp.experiments.__file__).parent.glob("*.py"))
+    assert len(paths) >= 10
+    for path in paths:
+        assert "__main__" not in bpexp_imports(path), path
