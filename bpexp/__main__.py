@@ -34,14 +34,18 @@ def experiment_names() -> tuple[str, ...]:
     """Experiments that have both a module in bpexp.experiments and a YAML in conf/experiment."""
     from bpexp import experiments
 
-    mods = {m.name for m in pkgutil.iter_modules(experiments.__path__) if not m.name.startswith("_")}
+    mods = {
+        m.name for m in pkgutil.iter_modules(experiments.__path__) if not m.name.startswith("_")
+    }
     return tuple(sorted(mods & set(config.group_options("experiment"))))
 
 
 def experiment_module(name: str) -> types.ModuleType:
     names = experiment_names()
     if name not in names:
-        raise config.ConfigError(f"experiment={name!r} is not an experiment; choose one of {', '.join(names)}")
+        raise config.ConfigError(
+            f"experiment={name!r} is not an experiment; choose one of {', '.join(names)}"
+        )
     return importlib.import_module(f"bpexp.experiments.{name}")
 
 
@@ -85,7 +89,8 @@ def _check_key(arg: str, params=None) -> None:
     if parts[0] == "experiment":
         fields = [f.name for f in dataclasses.fields(params)] if params else None
         if fields and len(parts) > 1 and parts[1] not in fields:
-            _die(f"{m['key']} is not a key of this experiment; allowed: {', '.join('experiment.' + f for f in fields)}")
+            _die(f"{m['key']} is not a key of this experiment; "
+                 f"allowed: {', '.join('experiment.' + f for f in fields)}")
         return
     top = [f.name for f in dataclasses.fields(config.Cfg) if f.name != "experiment"]
     if parts[0] not in top:
@@ -93,7 +98,8 @@ def _check_key(arg: str, params=None) -> None:
     if len(parts) > 1 and parts[0] in config.SECTIONS:
         fields = [f.name for f in dataclasses.fields(config.SECTIONS[parts[0]])]
         if parts[1] not in fields:
-            _die(f"{m['key']} is not a known key; allowed: {', '.join(parts[0] + '.' + f for f in fields)}")
+            _die(f"{m['key']} is not a known key; "
+                 f"allowed: {', '.join(parts[0] + '.' + f for f in fields)}")
 
 
 def _die(msg: str, code: int = 2):
@@ -111,15 +117,14 @@ def setup_jax(tree: dict, module) -> None:
         try:
             jax.devices("gpu")
         except RuntimeError:
-            _die(f"device='gpu' but no GPU is visible; available backend: {jax.default_backend()} (use device=auto or cpu)")
+            _die(f"device='gpu' but no GPU is visible; available backend: "
+                 f"{jax.default_backend()} (use device=auto or cpu)")
     if jax.default_backend() == "gpu" and x64:
         jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 in checks
 
 
 def execute(module, cfg: config.Cfg, run: outputs.Run) -> dict:
     """The experiment contract: compute the numbers, save them (-> summary), present them."""
-    if not hasattr(module, "compute"):
-        return module.run(cfg, run)
     with run.timed("compute"):
         res = module.compute(cfg, run)
     with run.timed("save"):
@@ -216,7 +221,10 @@ def replace_forms(argv: list[str]) -> list[str]:
 
     exps = [m["value"] for m in map(_GROUP_ARG.match, argv) if m and m["group"] == "experiment"]
     path = config.CONF_DIR / "experiment" / f"{exps[0]}.yaml" if len(exps) == 1 else None
-    preset = (yaml.safe_load(path.read_text()) or {}).get("sweep") or {} if path and path.is_file() else {}
+    preset = (
+        (yaml.safe_load(path.read_text()) or {}).get("sweep") or {}
+        if path and path.is_file() else {}
+    )
     out = []
     for arg in argv:
         m = _REPLACEABLE.match(arg)

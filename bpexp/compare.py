@@ -42,23 +42,29 @@ def table(rows: list[dict], extra: dict | None = None) -> tuple[list[str], list[
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bpexp.compare", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bpexp.compare",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="outputs", help="outputs root holding index.jsonl")
     ap.add_argument("--experiment", default=None, help="only runs of this experiment")
-    ap.add_argument("--status", default=None, choices=outputs.STATUSES, help="only runs with this status")
+    ap.add_argument("--status", default=None, choices=outputs.STATUSES,
+                    help="only runs with this status")
     ap.add_argument("--last", type=int, default=0, help="only the last N matching runs")
     a = ap.parse_args(argv)
     if not (Path(a.root) / "index.jsonl").exists():
-        print(f"error: --root={a.root!r} has no index.jsonl; run an experiment first", file=sys.stderr)
+        print(f"error: --root={a.root!r} has no index.jsonl; run an experiment first",
+              file=sys.stderr)
         return 2
-    rows = [r for r in outputs.read_index(Path(a.root), a.experiment) if a.status in (None, r["status"])]
+    rows = [r for r in outputs.read_index(Path(a.root), a.experiment)
+            if a.status in (None, r["status"])]
     if a.last > 0:
         rows = rows[-a.last:]
     if not rows:
         print(f"no runs{' of ' + a.experiment if a.experiment else ''} in {a.root}/index.jsonl")
         return 0
     header, body = table(rows)
-    report.print_table(f"runs in {a.root}/index.jsonl" + (f" ({a.experiment})" if a.experiment else ""), header, body)
+    report.print_table(
+        f"runs in {a.root}/index.jsonl" + (f" ({a.experiment})" if a.experiment else ""),
+        header, body)
     return 0
 
 
@@ -67,7 +73,8 @@ class MultirunTable(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = sorted(sweep_dir.glob("*/job.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+        jobs = sorted(sweep_dir.glob("*/job.json"),
+                      key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
         if not jobs:
             return
         infos = [json.loads(p.read_text()) for p in jobs]

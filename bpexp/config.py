@@ -40,7 +40,8 @@ class ModelCfg:
     hidden: Any = 32              # hidden width k (mlp: an int or one int per hidden layer)
     depth: int = 2                # mlp: number of hidden layers
     activation: str = "sigmoid"   # mlp hidden activation: sigmoid | tanh | relu
-    output: str = "identity_mse"  # mlp output+loss: identity_mse | sigmoid_mse | sigmoid_ce | softmax_ce
+    # mlp output+loss: identity_mse | sigmoid_mse | sigmoid_ce | softmax_ce
+    output: str = "identity_mse"
     init: str = "standard"        # standard | xavier | he | normal
     init_scale: float = 1.0       # multiplies every init scheme
 
@@ -65,7 +66,8 @@ def _optimizer_cfg():
     default = optim.NAMES[0]
     fields = [("name", str, field(default=default)), ("impl", str, field(default=optim.IMPLS[0])),
               ("lr", float, field(default=optim.OPTIMIZERS[default].lr))]
-    return dataclasses.make_dataclass("OptimizerCfg", fields + [(k, float, field(default=v)) for k, v in hp.items()])
+    return dataclasses.make_dataclass(
+        "OptimizerCfg", fields + [(k, float, field(default=v)) for k, v in hp.items()])
 
 
 OptimizerCfg = _optimizer_cfg()
@@ -84,7 +86,8 @@ class SweepCfg:
     lr: Any = None                # list, or {start, stop, num, log}; None = optimizer.lr
     seeds: Any = 1                # a count (seeds 0..k-1 offset by cfg.seed) or a list
     init_scale: Any = None        # list; None = model.init_scale
-    hparams: Any = field(default_factory=dict)  # optimizer hyperparameter axes, e.g. {beta: [0, 0.9]}
+    # optimizer hyperparameter axes, e.g. {beta: [0, 0.9]}
+    hparams: Any = field(default_factory=dict)
     chunk_size: int = 0           # runs per compiled call; 0 = chosen from memory estimate
     progress: bool = True
 
@@ -117,6 +120,7 @@ CHOICES = {
     "train.grad": ("manual", "autodiff"), "precision": ("float32", "float64"),
     "device": ("auto", "cpu", "gpu"),
 }
+MAX_SEED = 2**31 - 1  # seeds travel as int32 through the vmapped runs
 POSITIVE = {"train.steps", "train.record_every", "model.depth", "model.init_scale"}
 NONNEGATIVE = {"data.m", "train.batch_size", "sweep.chunk_size", "data.noise"}
 
@@ -147,7 +151,8 @@ def _coerce(key: str, value, tp, default=dataclasses.MISSING):
     """Check ``value`` against the annotation ``tp`` (a string under __future__ annotations);
     an untyped (Any) field is checked against the kind of its default: a list must stay a list
     (of numbers, or of strings, as the default's), a dict a dict."""
-    tp = {"int": int, "float": float, "str": str, "bool": bool}.get(tp, tp) if isinstance(tp, str) else tp
+    tp = ({"int": int, "float": float, "str": str, "bool": bool}.get(tp, tp)
+          if isinstance(tp, str) else tp)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
@@ -161,7 +166,9 @@ def _coerce(key: str, value, tp, default=dataclasses.MISSING):
     if isinstance(default, list):
         if not isinstance(value, list):
             raise ConfigError(f"{key}={value!r} must be a list, like {default!r}")
-        number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+        def number(x):
+            return isinstance(x, (int, float)) and not isinstance(x, bool)
+
         for kind, test in (("numbers", number), ("strings", lambda x: isinstance(x, str))):
             if default and all(map(test, default)) and not all(map(test, value)):
                 raise ConfigError(f"{key}={value!r} must be a list of {kind}, like {default!r}")
@@ -212,17 +219,22 @@ def validate(cfg: Cfg) -> Cfg:
     for key in sorted(NONNEGATIVE):
         if not _get(cfg, key) >= 0:
             raise ConfigError(f"{key}={_get(cfg, key)!r} must be >= 0")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f"seed={cfg.seed} must be in [0, {MAX_SEED}]")
     for name in optim.RANGES:
         optim.check_range(f"optimizer.{name}", name, getattr(cfg.optimizer, name))
     h = cfg.model.hidden
-    if isinstance(h, bool) or not (isinstance(h, int) and h > 0
-                                   or isinstance(h, list) and h and all(isinstance(x, int) and not isinstance(x, bool)
-                                                                        and x > 0 for x in h)):
+    if isinstance(h, bool) or not (
+            isinstance(h, int) and h > 0
+            or isinstance(h, list) and h
+            and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in h)):
         raise ConfigError(f"model.hidden={h!r} must be a positive int or a list of positive ints")
     if cfg.data.features is not None and not (
             isinstance(cfg.data.features, list) and cfg.data.features
-            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in cfg.data.features)):
-        raise ConfigError(f"data.features={cfg.data.features!r} must be null or a non-empty list of feature indices")
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                    for i in cfg.data.features)):
+        raise ConfigError(f"data.features={cfg.data.features!r} must be null or a non-empty list "
+                          "of feature indices")
     return cfg
 
 

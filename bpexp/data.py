@@ -75,7 +75,8 @@ def load(name: str, *, m: int = 0, n: int = 10, noise: float = 0.1, seed: int = 
     if features is not None:
         bad = [i for i in features if not 0 <= i < ds.n]
         if bad:
-            raise UserError(f"data.features={list(features)} has index {bad[0]} outside 0..{ds.n - 1} of {name}")
+            raise UserError(f"data.features={list(features)} has index {bad[0]} "
+                            f"outside 0..{ds.n - 1} of {name}")
         ds.X = ds.X[list(features)]
         ds.info["features"] = list(features)
     return ds

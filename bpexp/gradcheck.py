@@ -38,11 +38,13 @@ def check(model, p, X, Y, *, seed: int = 0, n_dirs: int = 8, eps: float = 1e-5) 
         U = U.astype(flat_p.dtype)
         g_man, g_ad = model.grad(p, X, Y), jax.grad(model.loss)(p, X, Y)
         loss_flat = jax.vmap(lambda v: model.loss(unravel(v), X, Y))
-        fd = (loss_flat(flat_p[None, :] + eps * U) - loss_flat(flat_p[None, :] - eps * U)) / (2 * eps)
+        fd = (loss_flat(flat_p[None, :] + eps * U)
+              - loss_flat(flat_p[None, :] - eps * U)) / (2 * eps)
         flat_man, flat_ad = ravel_pytree(g_man)[0], ravel_pytree(g_ad)[0]
         return g_man, g_ad, flat_man, flat_ad, fd, U @ flat_man
 
-    g_man, g_ad, flat_man, flat_ad, fd, directional = jax.jit(all_three, compiler_options=FAST_COMPILE)(p, U)
+    g_man, g_ad, flat_man, flat_ad, fd, directional = jax.jit(
+        all_three, compiler_options=FAST_COMPILE)(p, U)
     return {"rel_err_autodiff": rel_err(flat_man, flat_ad),
             "rel_err_fd": rel_err(fd, directional),
             "per_leaf": {k: rel_err(g_man[k], g_ad[k]) for k in g_ad},

@@ -51,7 +51,8 @@ def model_hparams(cfg, m: models.Model | None = None) -> dict:
 def init_params(cfg, m: models.Model, ds: data.Dataset, seed, *, dtype_=None, scale=None):
     """Initial parameters of run ``seed`` exactly as the sweep engine draws them."""
     k_init, _ = train.run_keys(seed)
-    return m.init(k_init, ds.n, ds.d_out, init_scale=cfg.model.init_scale if scale is None else scale,
+    return m.init(k_init, ds.n, ds.d_out,
+                  init_scale=cfg.model.init_scale if scale is None else scale,
                   dtype=dtype_ or dtype(cfg), **model_hparams(cfg, m))
 
 
@@ -101,12 +102,15 @@ def lr_values(spec, default: float) -> np.ndarray:
 def seed_values(spec, base: int = 0) -> np.ndarray:
     """``sweep.seeds``: a count k -> base, ..., base + k - 1; or an explicit list of ints."""
     if isinstance(spec, int) and not isinstance(spec, bool):
-        if spec < 1:
-            raise UserError(f"sweep.seeds={spec} must be a count >= 1 or a list of ints")
+        if spec < 1 or base + spec > 2**31:
+            raise UserError(f"sweep.seeds={spec} must be a count >= 1 "
+                            f"(seeds {base}.. stay below 2^31) or a list of ints")
         return base + np.arange(spec)
-    ok = isinstance(spec, list) and spec and all(isinstance(s, int) and not isinstance(s, bool) for s in spec)
+    ok = isinstance(spec, list) and spec and all(isinstance(s, int) and not isinstance(s, bool)
+                                                 and 0 <= s < 2**31 for s in spec)
     if not ok:
-        raise UserError(f"sweep.seeds={spec!r} must be a count >= 1 or a non-empty list of ints")
+        raise UserError(f"sweep.seeds={spec!r} must be a count >= 1 or a non-empty list of ints "
+                        "in [0, 2^31)")
     return np.asarray(spec, np.int64)
 
 

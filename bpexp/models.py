@@ -21,10 +21,11 @@ import jax.numpy as jnp
 from bpexp import grads
 from bpexp.errors import UserError
 from bpexp.primitives import activate, bce_from_logits, init_weights, mse, n_layers, output, sigmoid
-from bpexp.primitives import ACTIVATIONS, INITS, OUTPUTS
+from bpexp.primitives import ACTIVATIONS, INITS, OUTPUTS  # noqa: F401  (the models' options)
 
 NAMES = ("univariate", "multivariate", "two_layer_linear", "two_layer_sigmoid", "logistic", "mlp")
-HPARAMS = {"two_layer_linear": ("hidden",), "two_layer_sigmoid": ("hidden",), "mlp": ("hidden", "depth")}
+HPARAMS = {"two_layer_linear": ("hidden",), "two_layer_sigmoid": ("hidden",),
+           "mlp": ("hidden", "depth")}  # structural keywords of init besides init, scale, dtype
 OPTIONS = {"mlp": ("activation", "output")}  # structural choices models.get takes
 
 
@@ -35,7 +36,8 @@ def init_weight(key, shape, scheme: str = "standard", scale=1.0, dtype=jnp.float
 
 # ---------------------------------------------------------------- the section models
 def univariate_init(key, n, d_out, *, init="standard", init_scale=1.0, dtype=jnp.float32):
-    _check(n == 1 and d_out == 1, f"model univariate needs n=1 feature and d_out=1, got n={n}, d_out={d_out} (use data.features=[i])")
+    _check(n == 1 and d_out == 1, f"model=univariate needs one feature and one target row, got "
+                                  f"n={n}, d_out={d_out} (keep one feature with data.features=[i])")
     return {"w": init_weight(key, (), init, init_scale, dtype), "b": jnp.zeros((), dtype)}
 
 
@@ -54,10 +56,11 @@ def multivariate_forward(p, X):  # yhat = w X + b : (1, m)
 
 def two_layer_init(key, n, d_out, *, hidden=32, init="standard", init_scale=1.0, dtype=jnp.float32):
     _check(isinstance(hidden, int) and not isinstance(hidden, bool),
-           f"model.hidden={list(hidden) if isinstance(hidden, tuple) else hidden!r} must be one int for "
-           "the two-layer models; a list of widths is for model=mlp")
+           f"model.hidden={list(hidden) if isinstance(hidden, tuple) else hidden!r} must be one "
+           "int for the two-layer models; a list of widths is for model=mlp")
     W1, W2 = init_weights(key, [(hidden, n), (d_out, hidden)], init, init_scale, dtype)
-    return {"W1": W1, "b1": jnp.zeros((hidden, 1), dtype), "W2": W2, "b2": jnp.zeros((d_out, 1), dtype)}
+    return {"W1": W1, "b1": jnp.zeros((hidden, 1), dtype),
+            "W2": W2, "b2": jnp.zeros((d_out, 1), dtype)}
 
 
 def two_layer_linear_forward(p, X):  # Z = W1 X + b1 ; yhat = W2 Z + b2
@@ -87,10 +90,12 @@ def mlp_widths(n, d_out, hidden, depth):
     return [n, *hs, d_out]
 
 
-def mlp_init(key, n, d_out, *, hidden=32, depth=2, init="standard", init_scale=1.0, dtype=jnp.float32):
+def mlp_init(key, n, d_out, *, hidden=32, depth=2, init="standard", init_scale=1.0,
+             dtype=jnp.float32):
     """W_l: (h_l, h_{l-1}), b_l: (h_l, 1) for l = 1..depth+1; ``depth`` counts hidden layers."""
     widths = mlp_widths(n, d_out, hidden, depth)
-    Ws = init_weights(key, [(widths[l], widths[l - 1]) for l in range(1, len(widths))], init, init_scale, dtype)
+    shapes = [(widths[l], widths[l - 1]) for l in range(1, len(widths))]
+    Ws = init_weights(key, shapes, init, init_scale, dtype)
     p = {}
     for l, W in enumerate(Ws, 1):
         p[f"W{l}"], p[f"b{l}"] = W, jnp.zeros((widths[l], 1), dtype)
@@ -153,7 +158,7 @@ def get(name: str, **options) -> Model:
     options = {"activation": "sigmoid", "output": "identity_mse", **options}
     activation, out = options["activation"], output(options["output"])
     activate(activation, jnp.zeros(()))  # an unknown activation fails here, not when traced
-    logits = lambda p, X: mlp_logits(p, X, activation)
+    logits = lambda p, X: mlp_logits(p, X, activation)  # noqa: E731
     return Model(name, mlp_init, lambda p, X: out.value(logits(p, X)),
                  lambda p, X, Y: out.loss(logits(p, X), Y),
                  lambda p, X, Y: grads.mlp(p, X, Y, **options),

@@ -1,15 +1,24 @@
 """Hand-written optimizers as optax GradientTransformations (CS230 conventions).
 
 Conventions of CS230 / deeplearning.ai; ``t`` counts steps from 1, ``g`` is the
-gradient, ``a`` the learning rate. Each optimizer has an exact optax twin:
+gradient, ``a`` the learning rate.
 
-| name     | update                                           | optax twin                                             |
-|----------|--------------------------------------------------|--------------------------------------------------------|
-| gd       | w -= a g                                         | optax.sgd(a)                                           |
-| momentum | v = b v + (1-b) g ; w -= a v                     | optax.sgd(a * (1 - b), momentum=b)                     |
-| rmsprop  | s = b2 s + (1-b2) g^2 ; w -= a g / (sqrt(s)+eps) | optax.rmsprop(a, decay=b2, eps=eps, eps_in_sqrt=False) |
-| adam     | v = b1 v + (1-b1) g ; s = b2 s + (1-b2) g^2 ;    | optax.adam(a, b1, b2, eps)                             |
-|          | w -= a (v/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps)   |                                                        |
+| name     | update                                           |
+|----------|--------------------------------------------------|
+| gd       | w -= a g                                         |
+| momentum | v = b v + (1-b) g ; w -= a v                     |
+| rmsprop  | s = b2 s + (1-b2) g^2 ; w -= a g / (sqrt(s)+eps) |
+| adam     | v = b1 v + (1-b1) g ; s = b2 s + (1-b2) g^2 ;    |
+|          | w -= a (v/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps)   |
+
+Each optimizer has an exact optax twin:
+
+| name     | optax twin                                             |
+|----------|--------------------------------------------------------|
+| gd       | optax.sgd(a)                                           |
+| momentum | optax.sgd(a * (1 - b), momentum=b)                     |
+| rmsprop  | optax.rmsprop(a, decay=b2, eps=eps, eps_in_sqrt=False) |
+| adam     | optax.adam(a, b1, b2, eps)                             |
 
 Why the mappings: CS230 momentum is an exponential moving average while optax's
 ``trace`` is a plain sum ``v = b v + g`` (= EMA / (1-b)), hence ``lr * (1-b)``;
@@ -189,11 +198,13 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "rmsprop": Optimizer(rmsprop, _twin_rmsprop, 0.01, {"beta2": 0.999, "eps": 1e-8},
                          "s = beta2 s + (1 - beta2) g^2 ; w -= lr g / (sqrt(s) + eps)"),
     "adam": Optimizer(adam, _twin_adam, 0.01, {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-                      "bias-corrected v, s (Kingma & Ba 2015) ; w -= lr v_hat / (sqrt(s_hat) + eps)"),
+                      "bias-corrected v, s (Kingma & Ba 2015) ; "
+                      "w -= lr v_hat / (sqrt(s_hat) + eps)"),
 }
 NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
 IMPLS = ("manual", "optax")
-HYPERPARAMS: dict[str, dict[str, Any]] = {k: {"lr": REQUIRED, **o.hparams} for k, o in OPTIMIZERS.items()}
+HYPERPARAMS: dict[str, dict[str, Any]] = {
+    k: {"lr": REQUIRED, **o.hparams} for k, o in OPTIMIZERS.items()}
 # allowed values of every hyperparameter name: (low, high, low included, high included)
 RANGES = {"lr": (0.0, float("inf"), False, False), "beta": (0.0, 1.0, True, False),
           "beta1": (0.0, 1.0, True, False), "beta2": (0.0, 1.0, True, False),
@@ -223,7 +234,8 @@ def get(name: str, impl: str = "manual", **hp) -> optax.GradientTransformation:
     allowed = HYPERPARAMS[name]
     unknown = sorted(set(hp) - set(allowed))
     if unknown:
-        raise UserError(f"unknown hyperparameter(s) {', '.join(unknown)} for {name!r}; allowed: {', '.join(allowed)}")
+        raise UserError(f"unknown hyperparameter(s) {', '.join(unknown)} for {name!r}; "
+                        f"allowed: {', '.join(allowed)}")
     full = {**allowed, **hp}
     missing = [k for k, v in full.items() if v is REQUIRED]
     if missing:

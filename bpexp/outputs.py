@@ -48,7 +48,8 @@ def _clean(obj):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray) or hasattr(obj, "__array__") and not isinstance(obj, (str, bytes)):
+    if (isinstance(obj, np.ndarray)
+            or hasattr(obj, "__array__") and not isinstance(obj, (str, bytes))):
         return _clean(np.asarray(obj).tolist())
     if isinstance(obj, (np.bool_, bool)):
         return bool(obj)
@@ -80,7 +81,8 @@ def git_info() -> dict:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
                                 text=True, timeout=5, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                    cwd=src, capture_output=True, text=True, timeout=5).stdout.strip())
+                                    cwd=src, capture_output=True, text=True,
+                                    timeout=5).stdout.strip())
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}

@@ -44,9 +44,10 @@ def sigmoid(z):
 
 
 ACTIVATIONS = {
-    "sigmoid": Activation(sigmoid, lambda z, a: a * (1 - a)),                     # sigma' = a (1 - a) <= 1/4
+    "sigmoid": Activation(sigmoid, lambda z, a: a * (1 - a)),         # sigma' = a (1 - a) <= 1/4
     "tanh": Activation(jnp.tanh, lambda z, a: 1 - a * a),                         # tanh' = 1 - a^2
-    "relu": Activation(lambda z: jnp.maximum(z, 0), lambda z, a: (z > 0).astype(z.dtype)),  # 1[z > 0]
+    "relu": Activation(lambda z: jnp.maximum(z, 0),
+                       lambda z, a: (z > 0).astype(z.dtype)),        # relu' = 1[z > 0]
 }
 
 
@@ -119,12 +120,14 @@ class Init(NamedTuple):
 
 INITS = {
     # U[-1/sqrt(n_in), 1/sqrt(n_in)]: Var = 1/(3 n_in), n Var(W) = 1/3
-    "standard": Init(lambda u, n_in, n_out: u / math.sqrt(n_in), lambda n_in, n_out: 1.0 / (3.0 * n_in)),
+    "standard": Init(lambda u, n_in, n_out: u / math.sqrt(n_in),
+                     lambda n_in, n_out: 1.0 / (3.0 * n_in)),
     # Glorot normalized: U[+-sqrt(6/(n_in + n_out))], Var = 2/(n_in + n_out)
     "xavier": Init(lambda u, n_in, n_out: u * math.sqrt(6.0 / (n_in + n_out)),
                    lambda n_in, n_out: 2.0 / (n_in + n_out)),
     # N(0, 2/n_in)
-    "he": Init(lambda u, n_in, n_out: math.sqrt(2.0 / n_in) * _normal(u), lambda n_in, n_out: 2.0 / n_in),
+    "he": Init(lambda u, n_in, n_out: math.sqrt(2.0 / n_in) * _normal(u),
+               lambda n_in, n_out: 2.0 / n_in),
     # N(0, 1)
     "normal": Init(lambda u, n_in, n_out: _normal(u), lambda n_in, n_out: 1.0),
 }

@@ -24,7 +24,8 @@ from bpexp import optim, train
 from bpexp.errors import UserError
 
 MEMORY_BUDGET = 128 << 20      # bytes of live per-chunk state the auto chunk size aims for;
-                               # larger chunks fall out of cache (100k small runs: 1.8x slower at 1 GiB)
+                               # larger chunks fall out of cache
+                               # (100k small runs: 1.8x slower at 1 GiB)
 COMPILES = {"count": 0}        # compilations done by this module (tests read it)
 _CACHE: dict = {}
 
@@ -76,7 +77,8 @@ class SweepResult:
 
 def record_coords(spec: train.TrainSpec) -> dict:
     """Coordinates of the metrics' non-run axes: ``step`` and ``param``."""
-    return {"step": np.arange(spec.n_records) * spec.record_every, "param": np.array(train.leaf_names(spec))}
+    return {"step": np.arange(spec.n_records) * spec.record_every,
+            "param": np.array(train.leaf_names(spec))}
 
 
 def _bytes_per_run(spec: train.TrainSpec) -> int:
@@ -101,7 +103,8 @@ def auto_chunk(spec: train.TrainSpec, n_runs: int, n_dev: int) -> int:
 
 def _compiled(spec, chunk, devices, X, Y, hp_dtypes):
     """jit(vmap(run)) over a chunk, sharded over ``devices``; AOT-compiled once per key."""
-    key = (spec, chunk, tuple(devices), X.shape, str(X.dtype), Y.shape, tuple(sorted(hp_dtypes.items())))
+    key = (spec, chunk, tuple(devices), X.shape, str(X.dtype), Y.shape,
+           tuple(sorted(hp_dtypes.items())))
     if key in _CACHE:
         return _CACHE[key], 0.0
     mesh = Mesh(np.array(devices), ("runs",))
@@ -126,7 +129,8 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
     devices = list(devices or jax.devices())
     n_dev = len(devices)
     dtype = jnp.dtype(spec.dtype)
-    defaults = {k: v for k, v in optim.HYPERPARAMS[spec.optimizer].items() if v is not optim.REQUIRED}
+    defaults = {k: v for k, v in optim.HYPERPARAMS[spec.optimizer].items()
+                if v is not optim.REQUIRED}
     fixed = {"init_scale": 1.0, **defaults, **(fixed or {})}
     flat = grid.flat()
     n_runs = grid.size
@@ -149,7 +153,8 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
 
     def chunk_hp(i):
         idx = np.minimum(np.arange(i * chunk, (i + 1) * chunk), n_runs - 1)  # pad with the last run
-        return {k: jax.device_put(np.asarray(v[idx], hp_dtypes[k]), runs_sh) for k, v in hp_all.items()}
+        return {k: jax.device_put(np.asarray(v[idx], hp_dtypes[k]), runs_sh)
+                for k, v in hp_all.items()}
 
     outs, t0 = [], time.perf_counter()
     bar = _Progress(label, n_chunks, chunk, enabled=progress)
@@ -167,9 +172,53 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
     metrics = {k: v.reshape(shape + v.shape[1:]) for k, v in metrics.items()}
     dims = train.metric_dims(tuple(grid.axes))
     coords = record_coords(spec)
-    stats = {"runs": n_runs, "chunks": n_chunks, "chunk_size": chunk, "devices": [str(d) for d in devices],
+    stats = {"runs": n_runs, "chunks": n_chunks, "chunk_size": chunk,
+             "devices": [str(d) for d in devices],
              "compile_s": compile_s, "run_s": run_s, "runs_per_s": n_runs / max(run_s, 1e-9)}
     return SweepResult(dict(grid.axes), metrics, dims, coords, stats)
+
+
+def run_fused(specs: dict, lrs: dict, seeds, fixed: dict, X, Y) -> dict:
+    """Every ``specs[(opt, impl)]`` trained at the learning rates ``lrs[opt]`` (L,) x ``seeds``
+    (S,) on ``X: (n, m)``, ``Y: (d_out, m)``, with ONE compile: the ``train.make_run`` of each
+    spec, vmapped over lr, side by side in one jitted function, called once per seed. Same runs
+    and numbers as ``run_grid(spec, X, Y, Grid({"lr": lrs[opt], "seed": seeds}), fixed)`` per
+    spec, but one compile instead of one per spec (a dozen small specs compile far longer than
+    they run). The seed and init scale are unbatched scalars shared by every spec, so the
+    initialization (threefry, slow to compile when batched) is compiled once, unbatched.
+    ``fixed`` holds init_scale (default 1) and the hyperparameters other than lr (default
+    optim.HYPERPARAMS); every spec runs in the first one's dtype. Returns ``{(opt, impl):
+    SweepResult}`` with axes (lr, seed), e.g. ``loss[L, S, step]``."""
+    dtype = np.dtype(next(iter(specs.values())).dtype)
+    hps, runs = {}, {}
+    for (o, impl), spec in specs.items():
+        key = f"{o}/{impl}"
+        hps[key] = {k: np.asarray(lrs[o] if k == "lr" else fixed.get(k, optim.HYPERPARAMS[o][k]),
+                                  dtype) for k in spec.opt_hparams}
+        axes = {k: 0 if k == "lr" else None for k in ("seed", "init_scale", *spec.opt_hparams)}
+        runs[key] = jax.vmap(train.make_run(spec), in_axes=(axes, None, None))
+
+    @jax.jit
+    def all_runs(common, hps, X, Y):
+        return {k: f({**hps[k], **common}, X, Y) for k, f in runs.items()}
+
+    X, Y = jnp.asarray(X, dtype), jnp.asarray(Y, dtype)
+    scale = np.asarray(fixed.get("init_scale", 1.0), dtype)
+    common = [{"seed": np.int32(s), "init_scale": scale} for s in seeds]
+    t0 = time.perf_counter()
+    compiled = all_runs.lower(common[0], hps, X, Y).compile()
+    COMPILES["count"] += 1
+    t1 = time.perf_counter()
+    outs = [jax.tree_util.tree_map(np.asarray, compiled(c, hps, X, Y)) for c in common]
+    stats = {"compile_s": t1 - t0, "run_s": time.perf_counter() - t1}
+    results = {}
+    for (o, impl), spec in specs.items():
+        key = f"{o}/{impl}"
+        g = Grid({"lr": np.asarray(lrs[o]), "seed": np.asarray(seeds)})
+        metrics = {k: np.stack([out[key][k] for out in outs], axis=1) for k in outs[0][key]}
+        results[(o, impl)] = SweepResult(dict(g.axes), metrics, train.metric_dims(tuple(g.axes)),
+                                         record_coords(spec), {"runs": g.size, **stats})
+    return results
 
 
 class _Progress:
@@ -187,13 +236,15 @@ class _Progress:
         if self.bar is None and elapsed / self.done * self.n > 2.0 and self.done < self.n:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
-            self.bar = Progress(TextColumn(f"{self.label} chunks"), BarColumn(), MofNCompleteColumn(),
+            self.bar = Progress(TextColumn(f"{self.label} chunks"), BarColumn(),
+                                MofNCompleteColumn(),
                                 TextColumn("{task.fields[rate]} runs/s"), TimeElapsedColumn(),
                                 TextColumn("ETA"), TimeRemainingColumn(), transient=False)
             self.bar.start()
             self.task = self.bar.add_task("", total=self.n, completed=self.done - 1, rate="-")
         if self.bar is not None:
-            self.bar.update(self.task, completed=self.done, rate=f"{self.done * self.chunk / elapsed:,.0f}")
+            self.bar.update(self.task, completed=self.done,
+                            rate=f"{self.done * self.chunk / elapsed:,.0f}")
 
     def close(self):
         if self.bar is not None:
@@ -207,4 +258,5 @@ def devices_for(kind: str) -> list:
     try:
         return jax.devices(kind)
     except RuntimeError:
-        raise UserError(f"device={kind!r} is not available here; backend is {jax.default_backend()}") from None
+        raise UserError(f"device={kind!r} is not available here; "
+                        f"backend is {jax.default_backend()}") from None

@@ -7,7 +7,8 @@ hyperparameters. ``sweep.py`` vmaps it over a grid; nothing here knows about gri
 Recorded every ``record_every`` steps, at the parameters entering that step: the loss on the
 step's batch, the l2 norm of the gradient per parameter leaf, of all parameters and of the
 step's update. Per run: the first step whose loss is non-finite (-1 if none; ``steps`` if only
-the loss after the last update is) and the final full-data loss. A diverged run's NaNs stay in its own slice: nothing is reduced across runs.
+the loss after the last update is) and the final full-data loss. A diverged run's NaNs stay in
+its own slice: nothing is reduced across runs.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ METRICS = {
     "loss": Metric(("step",), lambda s: s.loss),
     # leaves in sorted order, as leaf_names() labels them
     "grad_norm": Metric(("step", "param"),
-                        lambda s: jnp.stack([jnp.linalg.norm(s.grads[k].ravel()) for k in sorted(s.grads)])),
+                        lambda s: jnp.stack([jnp.linalg.norm(s.grads[k].ravel())
+                                             for k in sorted(s.grads)])),
     "param_norm": Metric(("step",), lambda s: _l2(s.params)),
     "update_norm": Metric(("step",), lambda s: _l2(s.updates)),
     "first_nonfinite": Metric((), None),   # first step with a non-finite loss, -1 if none
@@ -94,7 +96,8 @@ class TrainSpec:
 
     @property
     def batch(self) -> int:
-        return self.m if self.batch_size in (0, None) or self.batch_size >= self.m else self.batch_size
+        return (self.m if self.batch_size in (0, None) or self.batch_size >= self.m
+                else self.batch_size)
 
     def get_model(self) -> models.Model:
         return models.get(self.model, **dict(self.model_options))
@@ -102,7 +105,8 @@ class TrainSpec:
 
 def validate_spec(spec: TrainSpec) -> None:
     if spec.steps % spec.record_every:
-        raise UserError(f"train.record_every={spec.record_every} must divide train.steps={spec.steps}")
+        raise UserError(f"train.record_every={spec.record_every} "
+                        f"must divide train.steps={spec.steps}")
     if spec.batch_size < 0:
         raise UserError(f"train.batch_size={spec.batch_size} must be >= 0")
 
@@ -111,7 +115,8 @@ def param_shapes(spec: TrainSpec):
     """Parameter pytree of ShapeDtypeStructs (no compile)."""
     model = spec.get_model()
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), spec.n, spec.d_out,
-                                             dtype=jnp.dtype(spec.dtype), **dict(spec.model_hparams)))
+                                             dtype=jnp.dtype(spec.dtype),
+                                             **dict(spec.model_hparams)))
 
 
 def make_run(spec: TrainSpec):
@@ -145,7 +150,8 @@ def make_run(spec: TrainSpec):
             upd, s_new = opt.update(g, s, p)
             now = Step(loss, g, p, upd)
             rec = {k: m.of(now) for k, m in METRICS.items() if m.of is not None}
-            first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step.astype(jnp.int32), first_bad)
+            first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step.astype(jnp.int32),
+                                  first_bad)
             return (optax.apply_updates(p, upd), s_new, first_bad), rec
 
         def block(carry, r):

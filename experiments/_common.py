@@ -21,7 +21,8 @@ def command(cfg, default_overrides: str = "") -> str:
     import sys
 
     args = [a for a in sys.argv[1:] if not a.startswith("outputs.root=")]
-    return "python -m bpexp " + " ".join(args or [f"+experiment={cfg.experiment.name}", default_overrides]).strip()
+    args = args or [f"+experiment={cfg.experiment.name}", default_overrides]
+    return "python -m bpexp " + " ".join(args).strip()
 
 
 def finite_median(a, axis):

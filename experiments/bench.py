@@ -24,6 +24,7 @@ import optax
 from bpexp import make, optim, plots, report, sweep, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import command, load_data, question
+from bpexp.plots import plt
 
 SIZES = {  # reference grids: runs = lrs x seeds, full-batch GD on digits, two_layer_sigmoid, MSE
     "tiny": {"hidden": 8, "lrs": 4, "seeds": 2, "steps": 20, "m": 200},
@@ -49,11 +50,15 @@ class Params:
 def validate(cfg):
     P = cfg.experiment
     if P.size not in SIZES:
-        raise UserError(f"experiment.size={P.size!r} is not allowed; choose one of {', '.join(SIZES)}")
-    if P.repeats < 1 or P.naive_runs < 1 or P.gemm_n < 1:
-        raise UserError("experiment.repeats, experiment.naive_runs and experiment.gemm_n must be >= 1")
-    if any(not isinstance(r, int) or r < 1 for r in P.scaling):
-        raise UserError(f"experiment.scaling={P.scaling!r} must be a list of run counts >= 1")
+        raise UserError(f"experiment.size={P.size!r} is not allowed; choose one of "
+                        f"{', '.join(SIZES)}")
+    for key in ("repeats", "naive_runs", "scaling_steps", "gemm_n"):
+        if getattr(P, key) < 1:
+            raise UserError(f"experiment.{key}={getattr(P, key)!r} is not allowed; "
+                            "allowed: an int >= 1")
+    if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in P.scaling):
+        raise UserError(f"experiment.scaling={P.scaling!r} is not allowed; allowed: a list of "
+                        "run counts (ints >= 1), [] to skip")
 
 
 def _median_time(fn, repeats):
@@ -89,13 +94,33 @@ def naive_step_fn(spec):
     return step
 
 
-def run(cfg, run):
+@dataclass
+class Result:
+    backend: str                # jax.default_backend()
+    devices: list               # [device] names of the devices the engine ran on
+    runs: int                   # runs in the grid (lrs x seeds)
+    m: int                      # examples per run (full batch)
+    flops: float                # 6 x weights x examples x steps x runs: the whole grid's work
+    compile_s: float            # compile seconds of the engine (its first call)
+    engine_s: float             # (a) median seconds of the engine, hand-derived gradients
+    engine_times: list          # [repeat] seconds of each timed engine call
+    autodiff_s: float           # (a) with jax.grad gradients, median seconds
+    loop_s: float               # (b) median seconds
+    naive_s: float              # (c) median seconds, scaled to the grid
+    naive_runs_timed: int       # runs (c) was timed on
+    gemm_peak_gflops: float     # float32 GEMM peak of this process
+    peak_rss_mb: float          # peak resident memory after every timing
+    scaling: list               # [grid] {"runs", "seconds", "runs_per_s", "chunks", "chunk_size"}
+
+
+def compute(cfg, run) -> Result:
     P = cfg.experiment
     S = SIZES[P.size]
     ds = load_data(cfg, run, name="digits", m=S["m"], features=None)
     dtype = make.dtype(cfg).type
     devices = sweep.devices_for(cfg.device)
-    spec = train.TrainSpec(model="two_layer_sigmoid", n=ds.n, d_out=ds.d_out, m=ds.m, steps=S["steps"],
+    spec = train.TrainSpec(model="two_layer_sigmoid", n=ds.n, d_out=ds.d_out, m=ds.m,
+                           steps=S["steps"],
                            model_hparams=(("hidden", S["hidden"]), ("init", "standard")),
                            optimizer="gd", opt_hparams=("lr",), dtype=cfg.precision)
     grid = sweep.Grid({"lr": np.geomspace(0.01, 10, S["lrs"]), "seed": np.arange(S["seeds"])})
@@ -107,12 +132,10 @@ def run(cfg, run):
     # (a) the engine; the first call compiles (warm-up), then the median of `repeats`
     def engine(grad):
         s = spec if grad == "manual" else train.TrainSpec(**{**spec.__dict__, "grad": grad})
-        r = sweep.run_grid(s, ds.X, ds.Y, grid, devices=devices, progress=False)
-        return r
+        return sweep.run_grid(s, ds.X, ds.Y, grid, devices=devices, progress=False)
 
     with run.timed("engine"):
-        first = engine("manual")
-        compile_s = first.stats["compile_s"]
+        compile_s = engine("manual").stats["compile_s"]
         engine_s, engine_ts = _median_time(lambda: engine("manual"), P.repeats)
     with run.timed("autodiff"):
         engine("autodiff")
@@ -121,7 +144,11 @@ def run(cfg, run):
     # (b) a jitted scan per run, looped in Python
     X, Y = jnp.asarray(ds.X, dtype), jnp.asarray(ds.Y, dtype)
     one = jax.jit(train.make_run(spec))
-    hp = lambda i: {"lr": dtype(flat["lr"][i]), "seed": np.int32(flat["seed"][i]), "init_scale": dtype(1.0)}
+
+    def hp(i):
+        return {"lr": dtype(flat["lr"][i]), "seed": np.int32(flat["seed"][i]),
+                "init_scale": dtype(1.0)}
+
     jax.block_until_ready(one(hp(0), X, Y))
 
     def loop():
@@ -161,47 +188,102 @@ def run(cfg, run):
     scaling = []
     if P.scaling:
         dia = load_data(cfg, None, name="diabetes", m=0, features=None)
-        s_spec = train.TrainSpec(model="multivariate", n=dia.n, d_out=1, m=dia.m, steps=P.scaling_steps,
-                                 record_every=P.scaling_steps, optimizer="gd", opt_hparams=("lr",),
+        s_spec = train.TrainSpec(model="multivariate", n=dia.n, d_out=1, m=dia.m,
+                                 steps=P.scaling_steps, record_every=P.scaling_steps,
+                                 optimizer="gd", opt_hparams=("lr",),
                                  model_hparams=(("init", "standard"),), dtype=cfg.precision)
         with run.timed("scaling"):
             for n in P.scaling:
                 g = sweep.Grid({"lr": np.geomspace(1e-3, 0.2, n), "seed": np.arange(1)})
-                sweep.run_grid(s_spec, dia.X, dia.Y, g, devices=devices, progress=False)  # warm-up: compile
-                r = sweep.run_grid(s_spec, dia.X, dia.Y, g, devices=devices, progress=True, label=f"{n} runs")
-                scaling.append({"runs": n, "seconds": r.stats["run_s"], "runs_per_s": r.stats["runs_per_s"],
+                # the first call compiles: time the second
+                sweep.run_grid(s_spec, dia.X, dia.Y, g, devices=devices, progress=False)
+                r = sweep.run_grid(s_spec, dia.X, dia.Y, g, devices=devices, progress=True,
+                                   label=f"{n} runs")
+                scaling.append({"runs": n, "seconds": r.stats["run_s"],
+                                "runs_per_s": r.stats["runs_per_s"],
                                 "chunks": r.stats["chunks"], "chunk_size": r.stats["chunk_size"]})
 
-    gflops = flops / engine_s / 1e9
-    summary = {"backend": jax.default_backend(), "devices": [str(d) for d in devices],
-               "size": P.size, "runs": n_runs, "steps": S["steps"], "hidden": S["hidden"], "m": ds.m,
-               "engine_s": engine_s, "loop_s": loop_s, "naive_s": naive_s,
-               "speedup_vs_loop": loop_s / engine_s, "speedup_vs_naive": naive_s / engine_s,
-               "gflops": gflops, "gemm_peak_gflops": peak, "frac_of_peak": gflops / peak,
-               "compile_s": compile_s, "manual_s": engine_s, "autodiff_s": autodiff_s,
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               "naive_runs_timed": k, "engine_times": engine_ts, "scaling": scaling}
+    return Result(backend=jax.default_backend(), devices=[str(d) for d in devices], runs=n_runs,
+                  m=ds.m, flops=flops, compile_s=compile_s, engine_s=engine_s,
+                  engine_times=engine_ts, autodiff_s=autodiff_s, loop_s=loop_s, naive_s=naive_s,
+                  naive_runs_timed=k, gemm_peak_gflops=peak,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  scaling=scaling)
 
-    rows = [["(a) engine: one vmapped compiled call", engine_s, f"{gflops:.1f} GFLOP/s = {gflops / peak:.0%} of GEMM peak"],
-            ["(b) jitted scan per run, Python loop", loop_s, f"engine {loop_s / engine_s:.2f}x faster"],
-            ["(c) Python loop over a jitted step", naive_s, f"engine {naive_s / engine_s:.2f}x faster (timed on {k} runs)"],
-            ["engine, autodiff gradients", autodiff_s, f"manual/autodiff time {engine_s / autodiff_s:.2f}"],
-            ["compile (engine)", compile_s, ""],
-            ["float32 GEMM peak (GFLOP/s)", peak, f"{P.gemm_n}^3 matmul"],
-            ["peak RSS (MB)", summary["peak_rss_mb"], ""]]
-    rows += [[f"scaling: {s['runs']:,} runs x {P.scaling_steps} steps", s["seconds"],
-              f"{s['runs_per_s']:,.0f} runs/s, {s['chunks']} chunk(s) of {s['chunk_size']}"] for s in scaling]
-    title = f"bench ({P.size}: {n_runs} runs x {S['steps']} steps, hidden {S['hidden']}, m={ds.m}, {jax.default_backend()})"
+
+def save(cfg, run, res: Result) -> dict:
+    P = cfg.experiment
+    S = SIZES[P.size]
+    run.save_metrics(engine_times=np.array(res.engine_times),
+                     scaling_runs=np.array([s["runs"] for s in res.scaling]),
+                     scaling_seconds=np.array([s["seconds"] for s in res.scaling]))
+    gflops = res.flops / res.engine_s / 1e9
+    return {"backend": res.backend, "devices": res.devices, "size": P.size, "runs": res.runs,
+            "steps": S["steps"], "hidden": S["hidden"], "m": res.m, "engine_s": res.engine_s,
+            "loop_s": res.loop_s, "naive_s": res.naive_s,
+            "speedup_vs_loop": res.loop_s / res.engine_s,
+            "speedup_vs_naive": res.naive_s / res.engine_s,
+            "gflops": gflops, "gemm_peak_gflops": res.gemm_peak_gflops,
+            "frac_of_peak": gflops / res.gemm_peak_gflops, "compile_s": res.compile_s,
+            "manual_s": res.engine_s, "autodiff_s": res.autodiff_s,
+            "peak_rss_mb": res.peak_rss_mb, "naive_runs_timed": res.naive_runs_timed,
+            "engine_times": res.engine_times, "scaling": res.scaling}
+
+
+# ---------------------------------------------------------------- present
+def present(cfg, run, res: Result, summary: dict) -> None:
+    P, s = cfg.experiment, summary
+    rows = [["(a) engine: one vmapped compiled call", s["engine_s"],
+             f"{s['gflops']:.1f} GFLOP/s = {s['frac_of_peak']:.0%} of GEMM peak"],
+            ["(b) jitted scan per run, Python loop", s["loop_s"],
+             f"engine {s['speedup_vs_loop']:.2f}x faster"],
+            ["(c) Python loop over a jitted step", s["naive_s"],
+             f"engine {s['speedup_vs_naive']:.2f}x faster "
+             f"(timed on {s['naive_runs_timed']} runs)"],
+            ["engine, autodiff gradients", s["autodiff_s"],
+             f"manual/autodiff time {s['manual_s'] / s['autodiff_s']:.2f}"],
+            ["compile (engine)", s["compile_s"], ""],
+            ["float32 GEMM peak (GFLOP/s)", s["gemm_peak_gflops"], f"{P.gemm_n}^3 matmul"],
+            ["peak RSS (MB)", s["peak_rss_mb"], ""]]
+    rows += [[f"scaling: {g['runs']:,} runs x {P.scaling_steps} steps", g["seconds"],
+              f"{g['runs_per_s']:,.0f} runs/s, {g['chunks']} chunk(s) of {g['chunk_size']}"]
+             for g in s["scaling"]]
+    title = (f"bench ({P.size}: {s['runs']} runs x {s['steps']} steps, hidden {s['hidden']}, "
+             f"m={s['m']}, {s['backend']})")
     report.print_table(title, ["what", "seconds / value", "note"], rows)
-    plots.bench_times({"(a) engine": engine_s, "(b) scan per run": loop_s, "(c) loop over step": naive_s,
-                       "engine, autodiff": autodiff_s}, scaling, run.figure("times.png"), title=title)
-    run.save_metrics(engine_times=np.array(engine_ts),
-                     scaling_runs=np.array([s["runs"] for s in scaling]),
-                     scaling_seconds=np.array([s["seconds"] for s in scaling]))
+    plot_times({"(a) engine": s["engine_s"], "(b) scan per run": s["loop_s"],
+                "(c) loop over step": s["naive_s"], "engine, autodiff": s["autodiff_s"]},
+               s["scaling"], run.figure("times.png"), title=title)
     run.save_report(report.report(
         "Benchmark", question(__doc__), command(cfg),
-        [("Machine", f"backend {jax.default_backend()}, devices {', '.join(summary['devices'])}, "
+        [("Machine", f"backend {s['backend']}, devices {', '.join(s['devices'])}, "
                      f"{cfg.precision}; timings are medians of {P.repeats} after a warm-up."),
          ("Times", report.markdown_table(["what", "seconds / value", "note"], rows))],
         ["times.png"]))
-    return summary
+
+
+def plot_times(times: dict, scaling: list, path, title="bench"):
+    """Bars of wall seconds per method; beside it, seconds vs number of runs (log-log) with a
+    linear-cost reference line."""
+    fig, axes = plt.subplots(1, 2 if scaling else 1, figsize=(11 if scaling else 6, 4))
+    ax = axes[0] if scaling else axes
+    names = list(times)
+    ax.barh(names, [times[k] for k in names],
+            color=["tab:green", "tab:blue", "tab:orange", "tab:purple"][:len(names)])
+    for i, k in enumerate(names):
+        ax.text(times[k], i, f" {times[k]:.2f} s", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(times.values()) * 1.2)  # room for the labels
+    ax.set_xlabel("wall seconds for the whole grid (median)")
+    ax.set_title(title, fontsize=9)
+    if scaling:
+        ax2 = axes[1]
+        r = np.array([s["runs"] for s in scaling], float)
+        t = np.array([s["seconds"] for s in scaling], float)
+        ax2.loglog(r, t, "o-", label="engine")
+        ax2.loglog(r, t[-1] * r / r[-1], "k--", lw=1, label="linear in runs")
+        ax2.set_xlabel("runs in the grid (log)")
+        ax2.set_ylabel("wall seconds (log)")
+        ax2.set_title("Cost vs number of runs (small model)", fontsize=9)
+        ax2.legend(fontsize=8)
+    return plots.save(fig, path)

@@ -15,22 +15,25 @@ output layer towards the input layer; widths are exactly proportional to |dL/dW|
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.lines import Line2D
+from sklearn import datasets as skd
 
-from bpexp import grads, make, models, report, train
+from bpexp import grads, make, models, plots, report, train
 from bpexp.errors import UserError
-from bpexp.make import FAST_COMPILE
 from bpexp.experiments._common import command, load_data, question
+from bpexp.plots import plt
 
 PRECISION = "float64"
 MAX_UNITS = 12  # per layer, so the drawing stays readable
 
 
-USES = ("model", "data")  # config sections read (make.check builds them first)
+USES = ("model", "data")
 
 
 @dataclass
@@ -44,14 +47,22 @@ class Params:
 def validate(cfg):
     P = cfg.experiment
     if cfg.model.name != "mlp":
-        raise UserError(f"model.name={cfg.model.name!r} is not supported by credit_assignment; allowed: mlp")
-    hidden = cfg.model.hidden if isinstance(cfg.model.hidden, list) else [cfg.model.hidden] * cfg.model.depth
+        raise UserError(f"model.name={cfg.model.name!r} is not supported by credit_assignment; "
+                        f"allowed: mlp")
+    hidden = (cfg.model.hidden if isinstance(cfg.model.hidden, list)
+              else [cfg.model.hidden] * cfg.model.depth)
     if max(hidden) > MAX_UNITS:
-        raise UserError(f"model.hidden={cfg.model.hidden!r} is too wide to draw; allowed: at most {MAX_UNITS} units per layer")
-    if P.example < 0 or (cfg.data.m > 0 and P.example >= cfg.data.m):
-        raise UserError(f"experiment.example={P.example} is not a column of the batch; allowed: 0..{cfg.data.m - 1}")
-    if not P.max_width > P.min_width >= 0:
-        raise UserError(f"experiment.max_width={P.max_width} must be > experiment.min_width={P.min_width} >= 0")
+        raise UserError(f"model.hidden={cfg.model.hidden!r} is too wide to draw; allowed: at most "
+                        f"{MAX_UNITS} units per layer")
+    if not 0 <= P.min_width < math.inf:
+        raise UserError(f"experiment.min_width={P.min_width} must be finite and >= 0")
+    if not P.min_width < P.max_width < math.inf:
+        raise UserError(f"experiment.max_width={P.max_width} must be finite and > "
+                        f"experiment.min_width={P.min_width}")
+    m = make.dataset(cfg).m  # the batch is the whole data set; loading it is cheap
+    if not 0 <= P.example < m:
+        raise UserError(f"experiment.example={P.example} is not a column of the batch; "
+                        f"allowed: 0..{m - 1}")
 
 
 # ---------------------------------------------------------------- pure helpers (numpy)
@@ -75,10 +86,9 @@ def layer_mass(g: dict) -> dict:
 
 def feature_names(name: str, features, n: int) -> list[str]:
     """Column names of the bundled sklearn sets (no download), else x1..xn."""
-    loaders = {"diabetes": "load_diabetes", "breast_cancer": "load_breast_cancer", "iris": "load_iris",
-               "wine": "load_wine"}
+    loaders = {"diabetes": "load_diabetes", "breast_cancer": "load_breast_cancer",
+               "iris": "load_iris", "wine": "load_wine"}
     if name in loaders:
-        from sklearn import datasets as skd
         names = list(getattr(skd, loaders[name])().feature_names)
         return [str(names[i]) for i in (features if features is not None else range(len(names)))]
     return [f"x{i + 1}" for i in range(n)]
@@ -99,98 +109,139 @@ def make_compute(model, n, d_out, hparams, activation, output):
     return jax.jit(compute)
 
 
-def run(cfg, run):
+# ---------------------------------------------------------------- compute
+@dataclass
+class Result:
+    """The gradient at the initial weights on one batch: L layers, d_l units in layer l
+    (d_0 = n features, d_L = d_out), m examples; i = experiment.example."""
+
+    params: dict             # W_l (d_l, d_{l-1}), b_l (d_l, 1): the initial parameters
+    grads: dict              # dL/dW_l, dL/db_l, shaped like params: hand-derived backward pass
+    autodiff: dict           # the same by jax.grad
+    deltas: dict             # l -> delta_l = dL/dz_l (d_l, m), l = 1..L
+    zs: list                 # z_l (d_l, m) at index l - 1, l = 1..L
+    acts: list               # a_l (d_l, m) at index l, l = 0..L-1 (a_0 = X)
+    yhat: np.ndarray         # (d_out, m) network output
+    Y: np.ndarray            # (d_out, m) targets
+    loss: float              # batch loss L
+    widths: list             # [d_0, ..., d_L] units per layer
+    features: list           # d_0 names of the input features
+    max_abs_diff: float      # max |hand - jax.grad| over every entry
+    max_rel_diff: float      # max over leaves of that / max |jax.grad|
+    mass: dict               # leaf -> {grad_abs_sum, grad_abs_mean, grad_norm, shape}
+    edge_widths: dict        # W_l -> (d_l, d_{l-1}) drawn line widths ~ |dL/dW_l|
+    edge_width_scale: float  # points of line width per unit of |dL/dW|
+    delta_mean: dict         # "delta{l}" -> mean |delta_l|
+    ratio_first_last: float  # mean |dW_1| / mean |dW_L|
+    dldx: np.ndarray         # (d_0,) d l_i/dx = W_1^T (m delta_1[:, i]), example i's own loss
+
+
+def compute(cfg, run) -> Result:
     P = cfg.experiment
     ds = load_data(cfg, run)
-    if P.example >= ds.m:
-        raise UserError(f"experiment.example={P.example} is not a column of the batch; allowed: 0..{ds.m - 1}")
     act, out = cfg.model.activation, cfg.model.output
     model = make.model(cfg)
     hparams = {**make.model_hparams(cfg, model), "init_scale": cfg.model.init_scale}
     X, Y = jnp.asarray(ds.X, jnp.float64), jnp.asarray(ds.Y, jnp.float64)
     with run.timed("gradient"):
         args = (cfg.seed, X, Y)
-        res = make_compute(model, ds.n, ds.d_out, hparams, act, out).lower(*args).compile(FAST_COMPILE)(*args)
-        p, g, deltas, g_ad, zs, acts, loss, yhat = jax.tree_util.tree_map(np.asarray, jax.device_get(res))
+        f = make_compute(model, ds.n, ds.d_out, hparams, act, out)
+        res = f.lower(*args).compile(make.FAST_COMPILE)(*args)
+        p, g, deltas, g_ad, zs, acts, loss, yhat = jax.tree_util.tree_map(np.asarray,
+                                                                          jax.device_get(res))
     L = models.n_layers(p)
-    widths = [ds.n] + [p[f"W{l}"].shape[0] for l in range(1, L + 1)]
     diff = max(float(np.max(np.abs(g[k] - g_ad[k]))) for k in g)
-    rel = max(float(np.max(np.abs(g[k] - g_ad[k])) / max(np.max(np.abs(g_ad[k])), 1e-300)) for k in g)
+    rel = max(float(np.max(np.abs(g[k] - g_ad[k])) / max(np.max(np.abs(g_ad[k])), 1e-300))
+              for k in g)
     mass = layer_mass(g)
     ew = edge_widths(g, P.max_width)
-    delta_mean = {f"delta{l}": float(np.mean(np.abs(deltas[l]))) for l in range(1, L + 1)}
-    loss = float(loss)
-    i, m = P.example, ds.m
+    return Result(
+        p, g, g_ad, deltas, zs, acts, yhat, np.asarray(ds.Y), float(loss),
+        [ds.n] + [p[f"W{l}"].shape[0] for l in range(1, L + 1)],
+        feature_names(cfg.data.name, cfg.data.features, ds.n), diff, rel, mass, ew,
+        P.max_width / max(float(np.max(np.abs(g[k]))) for k in ew),
+        {f"delta{l}": float(np.mean(np.abs(deltas[l]))) for l in range(1, L + 1)},
+        mass["W1"]["grad_abs_mean"] / mass[f"W{L}"]["grad_abs_mean"],
+        ds.m * p["W1"].T @ deltas[1][:, P.example])
 
-    run.save_metrics(**{f"grad_{k}": v for k, v in g.items()}, **{f"autodiff_{k}": v for k, v in g_ad.items()},
-                     **{f"param_{k}": v for k, v in p.items()}, **{f"width_{k}": v for k, v in ew.items()},
-                     **{f"delta{l}": deltas[l] for l in range(1, L + 1)},
-                     **{f"z{l}": zs[l - 1] for l in range(1, L + 1)},
-                     **{f"a{l}": acts[l] for l in range(L)}, yhat=yhat, network=np.array(widths))
 
-    # ---- figures
-    names = feature_names(cfg.data.name, cfg.data.features, ds.n)
+# ---------------------------------------------------------------- save
+def save(cfg, run, res: Result) -> dict:
+    L = len(res.widths) - 1
+    run.save_metrics(**{f"grad_{k}": v for k, v in res.grads.items()},
+                     **{f"autodiff_{k}": v for k, v in res.autodiff.items()},
+                     **{f"param_{k}": v for k, v in res.params.items()},
+                     **{f"width_{k}": v for k, v in res.edge_widths.items()},
+                     **{f"delta{l}": res.deltas[l] for l in range(1, L + 1)},
+                     **{f"z{l}": res.zs[l - 1] for l in range(1, L + 1)},
+                     **{f"a{l}": res.acts[l] for l in range(L)},
+                     yhat=res.yhat, network=np.array(res.widths))
+    return {"network": res.widths, "activation": cfg.model.activation,
+            "output": cfg.model.output, "data": cfg.data.name, "features": res.features,
+            "m": res.Y.shape[1], "loss": res.loss, "layers": res.mass, "deltas": res.delta_mean,
+            "max_abs_diff_vs_autodiff": res.max_abs_diff,
+            "max_rel_diff_vs_autodiff": res.max_rel_diff,
+            "mean_grad_ratio_first_last": res.ratio_first_last,
+            "flow_example": cfg.experiment.example,
+            "flow_convention": "one example: forward a_l[:, i]; backward m * delta_l[:, i]",
+            "edge_width_scale": res.edge_width_scale}
+
+
+# ---------------------------------------------------------------- present
+def present(cfg, run, res: Result, summary: dict) -> None:
+    P, act, out = cfg.experiment, cfg.model.activation, cfg.model.output
+    L, m, i, names = len(res.widths) - 1, summary["m"], P.example, res.features
     figs = ["network.png", "layer_mass.png", "backprop_flow.png"]
-    arch = "-".join(map(str, widths))
-    with run.timed("figures"):
-        fig_network(widths, {k: g[k] for k in ew}, ew, P.min_width, names,
-                    {l: np.sum(deltas[l], axis=1) for l in range(1, L + 1)},
-                    f"{arch} MLP ({act} hidden, {out}) on {ds.m} {cfg.data.name} examples: line width ~ |dL/dW|",
-                    run.figure(figs[0]))
-        fig_layer_mass(L, mass, delta_mean, m, run.figure(figs[1]))
-        dldx = m * p["W1"].T @ deltas[1][:, i]       # d l_i/dx = W1^T (m delta_1[:, i])
-        fig_flow(widths, names, acts, zs, deltas, yhat, np.asarray(ds.Y), i, m, out, dldx, run.figure(figs[2]))
+    arch = "-".join(map(str, res.widths))
+    fig_network(res.widths, {k: res.grads[k] for k in res.edge_widths}, res.edge_widths,
+                P.min_width, names, {l: np.sum(res.deltas[l], axis=1) for l in range(1, L + 1)},
+                f"{arch} MLP ({act} hidden, {out}) on {m} {cfg.data.name} examples: line width "
+                f"~ |dL/dW|", run.figure(figs[0]))
+    fig_layer_mass(L, res.mass, res.delta_mean, m, run.figure(figs[1]))
+    fig_flow(res.widths, names, res.acts, res.zs, res.deltas, res.yhat, res.Y, i, m, out,
+             res.dldx, run.figure(figs[2]))
 
-    # ---- table and report
+    mass = res.mass
     header = ["layer", "shape", "sum |dW|", "mean |dW|", "||dW||", "sum |db|", "mean |delta_l|"]
-    rows = [[f"W{l}", "x".join(map(str, p[f"W{l}"].shape)), mass[f"W{l}"]["grad_abs_sum"],
-             mass[f"W{l}"]["grad_abs_mean"], mass[f"W{l}"]["grad_norm"], mass[f"b{l}"]["grad_abs_sum"],
-             delta_mean[f"delta{l}"]] for l in range(1, L + 1)]
-    report.print_table(f"credit_assignment: {arch} {act} MLP, loss {loss:.6g} on {m} {cfg.data.name} examples",
-                       header, rows)
-    check = [["max |hand - jax.grad|", diff, "0 up to float64 rounding (~1e-16)"],
-             ["max relative difference", rel, "< 1e-10"],
-             ["mean |dW| ratio first/last layer", mass["W1"]["grad_abs_mean"] / mass[f"W{L}"]["grad_abs_mean"],
+    rows = [[f"W{l}", "x".join(map(str, res.params[f"W{l}"].shape)), mass[f"W{l}"]["grad_abs_sum"],
+             mass[f"W{l}"]["grad_abs_mean"], mass[f"W{l}"]["grad_norm"],
+             mass[f"b{l}"]["grad_abs_sum"], res.delta_mean[f"delta{l}"]] for l in range(1, L + 1)]
+    report.print_table(f"credit_assignment: {arch} {act} MLP, loss {res.loss:.6g} on {m} "
+                       f"{cfg.data.name} examples", header, rows)
+    check = [["max |hand - jax.grad|", res.max_abs_diff, "0 up to float64 rounding (~1e-16)"],
+             ["max relative difference", res.max_rel_diff, "< 1e-10"],
+             ["mean |dW| ratio first/last layer", res.ratio_first_last,
               f"< 1 expected with {act} hidden layers"]]
     report.print_table("theory vs measurement", ["quantity", "measured", "theory"], check)
     run.save_report(report.report(
         "Credit assignment", question(__doc__), command(cfg),
-        [("Setup", f"`mlp` {arch} ({act} hidden, output `{out}`), init `{cfg.model.init}` from seed {cfg.seed}, "
-                   f"gradient at the initial weights on a batch of m = {m} `{cfg.data.name}` examples "
-                   f"(features: {', '.join(names)}), float64. Loss convention: {_loss_text(out)}. "
-                   f"delta_l = dL/dz_l for the batch loss (it carries the 1/m); the flow figure shows "
-                   f"ONE example (column {i}) with m x delta_l[:, {i}] = d l_{i}/dz_l, the gradient of that "
-                   f"example's own loss."),
+        [("Setup", f"`mlp` {arch} ({act} hidden, output `{out}`), init `{cfg.model.init}` from "
+                   f"seed {cfg.seed}, gradient at the initial weights on a batch of m = {m} "
+                   f"`{cfg.data.name}` examples (features: {', '.join(names)}), float64. Loss "
+                   f"convention: {_loss_text(out)}. delta_l = dL/dz_l for the batch loss (it "
+                   f"carries the 1/m); the flow figure shows ONE example (column {i}) with m x "
+                   f"delta_l[:, {i}] = d l_{i}/dz_l, the gradient of that example's own loss."),
          ("Per layer", report.markdown_table(header, rows)),
-         ("Theory vs measurement", report.markdown_table(["quantity", "measured", "theory"], check))],
+         ("Theory vs measurement", report.markdown_table(["quantity", "measured", "theory"],
+                                                         check))],
         figs))
-    return {"network": widths, "activation": act, "output": out, "data": cfg.data.name, "features": names,
-            "m": m, "loss": loss, "layers": mass, "deltas": delta_mean,
-            "max_abs_diff_vs_autodiff": diff, "max_rel_diff_vs_autodiff": rel,
-            "mean_grad_ratio_first_last": mass["W1"]["grad_abs_mean"] / mass[f"W{L}"]["grad_abs_mean"],
-            "flow_example": i, "flow_convention": "one example: forward a_l[:, i]; backward m * delta_l[:, i]",
-            "edge_width_scale": P.max_width / max(float(np.max(np.abs(g[k]))) for k in ew)}
 
 
 def _loss_text(output):
-    return {"identity_mse": "L = (1/m) sum (yhat - y)^2", "sigmoid_mse": "L = (1/m) sum (sigma(z) - y)^2",
-            "sigmoid_ce": "mean binary cross-entropy", "softmax_ce": "mean softmax cross-entropy"}[output]
+    return {"identity_mse": "L = (1/m) sum (yhat - y)^2",
+            "sigmoid_mse": "L = (1/m) sum (sigma(z) - y)^2",
+            "sigmoid_ce": "mean binary cross-entropy",
+            "softmax_ce": "mean softmax cross-entropy"}[output]
 
 
-# ---- figures
-from bpexp import plots
-import matplotlib.pyplot as plt
-from matplotlib.lines import Line2D
-
-POS, NEG = "tab:red", "tab:blue"
-
-
+POS, NEG = "tab:red", "tab:blue"  # dL/dW > 0 (GD lowers the weight), < 0 (GD raises it)
 XGAP = 3.0  # horizontal distance between layers (vertical distance between units is 1)
 
 
 def _node_xy(widths):
     """Node centres: layer l at x = XGAP l, units 1 apart, centred on y = 0."""
-    return [np.stack([np.full(w, XGAP * l), np.arange(w)[::-1] - (w - 1) / 2], -1) for l, w in enumerate(widths)]
+    return [np.stack([np.full(w, XGAP * l), np.arange(w)[::-1] - (w - 1) / 2], -1)
+            for l, w in enumerate(widths)]
 
 
 def fig_network(widths, g, ew, min_width, names, db, title, path):
@@ -207,20 +258,22 @@ def fig_network(widths, g, ew, min_width, names, db, title, path):
         for j in range(G.shape[0]):
             for k in range(n_src):
                 (x0, y0), (x1, y1) = xy[l - 1][k], xy[l][j]
-                ax.plot([x0, x1], [y0, y1], color=POS if G[j, k] > 0 else NEG, lw=max(Wd[j, k], min_width),
-                        alpha=0.7, solid_capstyle="round", zorder=1)
+                ax.plot([x0, x1], [y0, y1], color=POS if G[j, k] > 0 else NEG,
+                        lw=max(Wd[j, k], min_width), alpha=0.7, solid_capstyle="round", zorder=1)
                 t = 0.22 + 0.56 * (k + 0.5) / n_src
                 ax.text(x0 + t * (x1 - x0), y0 + t * (y1 - y0), f"{G[j, k]:.2g}", fontsize=6.5,
                         ha="center", va="center", zorder=3, color=POS if G[j, k] > 0 else NEG,
                         bbox=dict(boxstyle="round,pad=0.08", fc="w", ec="none", alpha=0.85))
     for l, pts in enumerate(xy):
         for u, (x, y) in enumerate(pts):
-            ax.add_patch(plt.Circle((x, y), 0.17, fc="#dbe9f6" if 0 < l < L else "#eeeeee", ec="k", lw=1, zorder=4))
+            ax.add_patch(plt.Circle((x, y), 0.17, fc="#dbe9f6" if 0 < l < L else "#eeeeee", ec="k",
+                                    lw=1, zorder=4))
             if l == 0:
                 ax.text(x - 0.25, y, names[u], ha="right", va="center", fontsize=9)
             else:
-                ax.text(x, y + 0.2, f"db={db[l][u]:.2g}", ha="center", va="bottom", fontsize=7, color="0.2",
-                        zorder=5, bbox=dict(boxstyle="round,pad=0.08", fc="#fff8dc", ec="none", alpha=0.9))
+                ax.text(x, y + 0.2, f"db={db[l][u]:.2g}", ha="center", va="bottom", fontsize=7,
+                        color="0.2", zorder=5,
+                        bbox=dict(boxstyle="round,pad=0.08", fc="#fff8dc", ec="none", alpha=0.9))
     top = (H - 1) / 2
     for l in range(L + 1):
         name = "input" if l == 0 else ("output" if l == L else f"hidden {l}")
@@ -244,8 +297,10 @@ def fig_layer_mass(L, mass, delta_mean, m, path):
     labels = [f"layer {l}" for l in x]
     for ax, key, title in ((axes[0], "grad_abs_sum", "sum of |gradient| per layer"),
                            (axes[1], "grad_abs_mean", "mean |gradient| per weight")):
-        ax.bar(x - 0.2, [mass[f"W{l}"][key] for l in x], 0.4, label="weights W_l", color="tab:purple")
-        ax.bar(x + 0.2, [mass[f"b{l}"][key] for l in x], 0.4, label="biases b_l", color="tab:olive")
+        ax.bar(x - 0.2, [mass[f"W{l}"][key] for l in x], 0.4, label="weights W_l",
+               color="tab:purple")
+        ax.bar(x + 0.2, [mass[f"b{l}"][key] for l in x], 0.4, label="biases b_l",
+               color="tab:olive")
         ax.set_yscale("log")
         ax.set_xticks(x, labels)
         ax.set_ylabel(f"{key.replace('grad_abs_', '')} |dL/d.| (log)")
@@ -287,15 +342,19 @@ def fig_flow(widths, names, acts, zs, deltas, yhat, Y, i, m, output, dldx, path)
     example's own backward signal m * delta_l[:, i] = d l_i / d z_l below (the lecture's flow
     with vectors; drawn by plots.backprop_flow with room for several lines per node)."""
     L = len(widths) - 1
-    lname = {"identity_mse": "(ŷ - y)^2", "sigmoid_mse": "(σ(z) - y)^2", "sigmoid_ce": "BCE(z, y)",
-             "softmax_ce": "CE(softmax z, y)"}[output]
-    nodes = [("x", "\n".join(f"{n} = {v:+.3f}" for n, v in zip(names, acts[0][:, i])), _vec("dℓ/dx", dldx, 4))]
+    lname = {"identity_mse": "(ŷ - y)^2", "sigmoid_mse": "(σ(z) - y)^2",
+             "sigmoid_ce": "BCE(z, y)", "softmax_ce": "CE(softmax z, y)"}[output]
+    inputs = "\n".join(f"{n} = {v:+.3f}" for n, v in zip(names, acts[0][:, i]))
+    nodes = [("x", inputs, _vec("dℓ/dx", dldx, 4))]
     for l in range(1, L):
         nodes.append((f"h{l}", _vec(f"a{l}", acts[l][:, i]), _vec(f"δ{l}", m * deltas[l][:, i], 4)))
-    nodes.append(("ŷ", _vec(f"z{L}", zs[-1][:, i]) + "\n" + _vec("ŷ", yhat[:, i]) + "\n" + _vec("y", Y[:, i]),
+    nodes.append(("ŷ", "\n".join([_vec(f"z{L}", zs[-1][:, i]), _vec("ŷ", yhat[:, i]),
+                                   _vec("y", Y[:, i])]),
                   _vec(f"δ{L}", m * deltas[L][:, i], 4)))
-    nodes.append(("ℓ", f"ℓ = {lname}\n= {per_example_loss(output, zs[-1][:, i], Y[:, i]):.4f}", "dℓ/dℓ = 1"))
-    edges = [(j - 1, j, f"W{j} ({widths[j]}x{widths[j - 1]})" if j <= L else "") for j in range(1, len(nodes))]
+    loss_i = per_example_loss(output, zs[-1][:, i], Y[:, i])
+    nodes.append(("ℓ", f"ℓ = {lname}\n= {loss_i:.4f}", "dℓ/dℓ = 1"))
+    edges = [(j - 1, j, f"W{j} ({widths[j]}x{widths[j - 1]})" if j <= L else "")
+             for j in range(1, len(nodes))]
     return plots.backprop_flow(
         nodes, edges, path, height=2.4, title_size=10,
         backward_label=f"backward dℓ/d(node)\n(example {i}'s own loss)",

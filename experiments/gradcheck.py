@@ -10,6 +10,7 @@ Expected: every model below 1e-10 vs jax.grad and below 1e-6 vs finite differenc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import jax
@@ -19,12 +20,13 @@ import numpy as np
 from bpexp import gradcheck, models, plots, report
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
+from bpexp.plots import plt
 
 PRECISION = "float64"
 TOL_AUTODIFF, TOL_FD = 1e-10, 1e-6
-
-
 USES = ()  # config sections read (make.check builds them first)
+# dense float64 problems of at most these sizes stay small (gradcheck is about correctness)
+MAX_SIZE, MAX_DEPTH = 100, 16
 
 
 @dataclass
@@ -41,21 +43,28 @@ class Params:
 
 def validate(cfg):
     p = cfg.experiment
-    if not p.depths or any(not isinstance(d, int) or d < 1 for d in p.depths):
-        raise UserError(f"experiment.depths={p.depths!r} must be a non-empty list of ints >= 1")
+    if not (p.depths and all(isinstance(d, int) and not isinstance(d, bool)
+                             and 1 <= d <= MAX_DEPTH for d in p.depths)):
+        raise UserError(f"experiment.depths={p.depths!r} is not allowed; allowed: a non-empty "
+                        f"list of ints in [1, {MAX_DEPTH}]")
     for k in ("max_features", "max_hidden", "max_examples", "n_dirs"):
-        if getattr(p, k) < 1:
-            raise UserError(f"experiment.{k}={getattr(p, k)!r} must be >= 1")
-    if not p.fd_eps > 0:
-        raise UserError(f"experiment.fd_eps={p.fd_eps!r} must be > 0")
+        if not 1 <= getattr(p, k) <= MAX_SIZE:
+            raise UserError(f"experiment.{k}={getattr(p, k)!r} is not allowed; "
+                            f"allowed: an int in [1, {MAX_SIZE}]")
+    if not 0 < p.fd_eps < math.inf:
+        raise UserError(f"experiment.fd_eps={p.fd_eps!r} is not allowed; "
+                        "allowed: a finite number > 0")
+    if cfg.seed < 0:  # numpy's default_rng draws the shapes and parameters
+        raise UserError(f"seed={cfg.seed} is not allowed; allowed: an int >= 0")
 
 
 def cases(depths, all_combinations=False):
     """(label, model, hparams, d_out kind) for every model and mlp variant."""
+    two_layer = {"hidden": None}  # None: drawn per problem
     out = [("univariate", models.get("univariate"), {}, "one_feature"),
            ("multivariate", models.get("multivariate"), {}, "regression"),
-           ("two_layer_linear", models.get("two_layer_linear"), {"hidden": None}, "multi_regression"),
-           ("two_layer_sigmoid", models.get("two_layer_sigmoid"), {"hidden": None}, "multi_regression"),
+           ("two_layer_linear", models.get("two_layer_linear"), two_layer, "multi_regression"),
+           ("two_layer_sigmoid", models.get("two_layer_sigmoid"), two_layer, "multi_regression"),
            ("logistic", models.get("logistic"), {}, "binary")]
     kinds = {"identity_mse": "multi_regression", "sigmoid_mse": "binary",
              "sigmoid_ce": "binary", "softmax_ce": "multiclass"}
@@ -71,7 +80,8 @@ def cases(depths, all_combinations=False):
 
 
 def random_problem(rng, kind, P):
-    """Random shapes, inputs and targets of the right kind, float64 (numpy: no compiles)."""
+    """Random shapes, inputs X: (n, m) and targets Y: (d, m) of the right kind, float64
+    (numpy: no compiles)."""
     n = 1 if kind == "one_feature" else int(rng.integers(1, P.max_features + 1))
     m = int(rng.integers(1, P.max_examples + 1))
     d = {"one_feature": 1, "regression": 1, "binary": 1}.get(kind, int(rng.integers(2, 5)))
@@ -90,41 +100,96 @@ def random_params(rng, p):
     return {k: rng.standard_normal(np.shape(v)) for k, v in p.items()}
 
 
-def run(cfg, run):
+# ---------------------------------------------------------------- compute
+@dataclass
+class Result:
+    names: list          # [model] the case labels, in the order checked
+    shapes: list         # [model] "n=.. m=.. d=.." and the drawn hyperparameters
+    n_params: list       # [model] int
+    err_ad: np.ndarray   # [model] relative error of the manual gradient vs jax.grad
+    err_fd: np.ndarray   # [model] relative error vs central finite differences
+
+
+def compute(cfg, run) -> Result:
     P = cfg.experiment
     rng = np.random.default_rng(cfg.seed)
-    results, rows = {}, []
+    names, shapes, n_params, err_ad, err_fd = [], [], [], [], []
     for i, (label, model, hp, kind) in enumerate(cases(P.depths, P.all_combinations)):
         X, Y = random_problem(rng, kind, P)
-        hp = {k: (int(rng.integers(1, P.max_hidden + 1)) if v is None else v) for k, v in hp.items()}
-        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), X.shape[0], Y.shape[0],
-                                                   dtype=jnp.float64, **hp))
-        p = random_params(rng, shapes)
-        r = gradcheck.check(model, p, X, Y, seed=cfg.seed + i,
-                            n_dirs=P.n_dirs, eps=P.fd_eps)
-        results[label] = {"rel_err_autodiff": r["rel_err_autodiff"], "rel_err_fd": r["rel_err_fd"],
-                          "n_params": r["n_params"]}
-        ok = r["rel_err_autodiff"] < TOL_AUTODIFF and r["rel_err_fd"] < TOL_FD
-        shape = f"n={X.shape[0]} m={X.shape[1]} d={Y.shape[0]}" + "".join(f" {k}={v}" for k, v in hp.items())
-        rows.append([label, shape, r["n_params"], r["rel_err_autodiff"], r["rel_err_fd"], "ok" if ok else "FAIL"])
-    passed = all(v["rel_err_autodiff"] < TOL_AUTODIFF and v["rel_err_fd"] < TOL_FD for v in results.values())
+        hp = {k: (int(rng.integers(1, P.max_hidden + 1)) if v is None else v)
+              for k, v in hp.items()}
+        leaves = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), X.shape[0],
+                                                   Y.shape[0], dtype=jnp.float64, **hp))
+        p = random_params(rng, leaves)
+        r = gradcheck.check(model, p, X, Y, seed=cfg.seed + i, n_dirs=P.n_dirs, eps=P.fd_eps)
+        names.append(label)
+        shapes.append(f"n={X.shape[0]} m={X.shape[1]} d={Y.shape[0]}"
+                      + "".join(f" {k}={v}" for k, v in hp.items()))
+        n_params.append(r["n_params"])
+        err_ad.append(r["rel_err_autodiff"])
+        err_fd.append(r["rel_err_fd"])
+    return Result(names, shapes, n_params, np.array(err_ad), np.array(err_fd))
 
+
+def _passed(res: Result) -> np.ndarray:
+    """[model] bool: both errors below their tolerances."""
+    return (res.err_ad < TOL_AUTODIFF) & (res.err_fd < TOL_FD)
+
+
+# ---------------------------------------------------------------- save
+def save(cfg, run, res: Result) -> dict:
+    models_ = {name: {"rel_err_autodiff": float(ad), "rel_err_fd": float(fd), "n_params": n}
+               for name, ad, fd, n in zip(res.names, res.err_ad, res.err_fd, res.n_params)}
+    return {"dtype": "float64", "models": models_, "passed": bool(_passed(res).all())}
+
+
+# ---------------------------------------------------------------- present
+def present(cfg, run, res: Result, summary: dict) -> None:
+    P = cfg.experiment
     header = ["model", "shapes", "params", "rel err vs jax.grad", "rel err vs finite diff", ""]
-    report.print_table(f"gradient check, float64 (tolerances {TOL_AUTODIFF:g} / {TOL_FD:g})", header, rows)
-    names = list(results)
-    plots.gradcheck_errors(names, np.array([results[n]["rel_err_autodiff"] for n in names]),
-                           np.array([results[n]["rel_err_fd"] for n in names]),
-                           TOL_AUTODIFF, TOL_FD, run.figure("gradcheck_errors.png"))
-    worst_ad = max(v["rel_err_autodiff"] for v in results.values())
-    worst_fd = max(v["rel_err_fd"] for v in results.values())
+    rows = [[name, shape, n, float(ad), float(fd), "ok" if ok else "FAIL"]
+            for name, shape, n, ad, fd, ok in zip(res.names, res.shapes, res.n_params,
+                                                  res.err_ad, res.err_fd, _passed(res))]
+    report.print_table(f"gradient check, float64 (tolerances {TOL_AUTODIFF:g} / {TOL_FD:g})",
+                       header, rows)
+    gradcheck_errors(res.names, res.err_ad, res.err_fd, TOL_AUTODIFF, TOL_FD,
+                     run.figure("gradcheck_errors.png"))
+    verdict = "PASSED" if summary["passed"] else "FAILED"
+    worst_ad, worst_fd = float(res.err_ad.max()), float(res.err_fd.max())
     run.save_report(report.report(
         "Gradient check", question(__doc__),
         "python -m bpexp +experiment=gradcheck",
-        [("Result", f"{'PASSED' if passed else 'FAILED'}: worst relative error {worst_ad:.2e} vs "
-                    f"jax.grad (tolerance {TOL_AUTODIFF:g}), {worst_fd:.2e} vs central finite "
-                    f"differences along {P.n_dirs} random directions, eps={P.fd_eps:g} "
-                    f"(tolerance {TOL_FD:g}); float64, seed {cfg.seed}."),
+        [("Result", f"{verdict}: worst relative error {worst_ad:.2e} vs jax.grad (tolerance "
+                    f"{TOL_AUTODIFF:g}), {worst_fd:.2e} vs central finite differences along "
+                    f"{P.n_dirs} random directions, eps={P.fd_eps:g} (tolerance {TOL_FD:g}); "
+                    f"float64, seed {cfg.seed}."),
          ("Per model", report.markdown_table(header, rows))],
         ["gradcheck_errors.png"]))
-    print(f"{'PASSED' if passed else 'FAILED'}: {len(results)} models, worst {worst_ad:.1e} (autodiff), {worst_fd:.1e} (finite differences)")
-    return {"dtype": "float64", "models": results, "passed": passed}
+    print(f"{verdict}: {len(res.names)} models, worst {worst_ad:.1e} (autodiff), "
+          f"{worst_fd:.1e} (finite differences)")
+
+
+def gradcheck_errors(names, err_ad, err_fd, tol_ad, tol_fd, path):
+    """Horizontal bars: relative error of the manual gradient vs autodiff (``err_ad[model]``)
+    and vs finite differences (``err_fd[model]``) per model (log scale), with the pass
+    thresholds."""
+    names = list(names)
+    y = np.arange(len(names))
+    floor = 1e-18  # exact zeros drawn at the floor so they stay visible on a log axis
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(names) + 1.6))
+    ax.barh(y - 0.2, np.maximum(err_ad, floor), 0.4, label="vs jax.grad (float64)",
+            color="tab:blue")
+    ax.barh(y + 0.2, np.maximum(err_fd, floor), 0.4, label="vs central finite differences",
+            color="tab:orange")
+    ax.axvline(tol_ad, color="tab:blue", ls="--", lw=1, label=f"autodiff tolerance {tol_ad:g}")
+    ax.axvline(tol_fd, color="tab:orange", ls="--", lw=1,
+               label=f"finite-difference tolerance {tol_fd:g}")
+    ax.set_xscale("log")
+    ax.set_xlim(floor / 2, 1)
+    ax.set_yticks(y, names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("relative error ||g_manual - g_ref|| / ||g_ref||  (bars at 1e-18 are exact "
+                  "zeros)")
+    ax.set_title("Hand-derived gradients vs references, per model")
+    ax.legend(fontsize=7, loc="lower right")
+    return plots.save(fig, path)

@@ -13,17 +13,22 @@ all did) lies within one grid step of the theory when the theory is exact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax
+import matplotlib.cm
+import matplotlib.colors
 import numpy as np
 
 from bpexp import make, plots, report, sweep, theory
 from bpexp.errors import UserError
-from bpexp.experiments._common import best_lr_index, command, diverged_mask, finite_median, load_data, question
+from bpexp.experiments._common import (best_lr_index, command, diverged_mask, finite_median,
+                                       load_data, question)
+from bpexp.plots import plt
 
-
-USES = ("model", "data", "optimizer", "train", "sweep")  # config sections read (make.check builds them first)
+USES = ("model", "data", "optimizer", "train", "sweep")  # make.check builds them first
+INT32_MAX = 2**31 - 1
 
 
 @dataclass
@@ -34,8 +39,16 @@ class Params:
 
 
 def validate(cfg):
-    if cfg.optimizer.name not in ("gd", "momentum", "rmsprop", "adam"):
-        raise UserError(f"optimizer.name={cfg.optimizer.name!r} is not supported by lr_sweep")
+    """The shared sections (every optimizer of the table has a row here) are checked by
+    config/make; these are the experiment's own keys."""
+    P = cfg.experiment
+    if not 1 <= P.sharpness_iters <= INT32_MAX:  # the power iteration's int32 loop bound
+        raise UserError(f"experiment.sharpness_iters={P.sharpness_iters} is not allowed; "
+                        f"allowed: an int in [1, {INT32_MAX}]")
+    # inf would turn the rule off and 0 * inf (a zero initial loss) into NaN
+    if not (math.isfinite(P.divergence_factor) and P.divergence_factor > 0):
+        raise UserError(f"experiment.divergence_factor={P.divergence_factor!r} is not allowed; "
+                        "allowed: a finite number > 0")
 
 
 def threshold_theory(cfg, ds, model, spec, seeds, iters):
@@ -74,66 +87,191 @@ def measured_threshold(lrs, frac):
     return float(np.sqrt(lo * hi)), float(lo), float(hi)
 
 
-def run(cfg, run):
+# ---------------------------------------------------------------- compute
+@dataclass
+class Result:
+    n: int                         # features of the dataset trained on
+    m: int                         # examples
+    batch: int                     # examples per step (m: full batch)
+    sweep_out: sweep.SweepResult   # the engine's arrays, e.g. loss[lr, seed, (...), record]
+    lrs: np.ndarray                # [lr]
+    seeds: np.ndarray              # [seed]
+    steps: np.ndarray              # [record] the step of each recorded loss
+    loss: np.ndarray               # [lr, run, record] the other grid axes pooled as runs
+    final: np.ndarray              # [lr, run] full-data loss after training
+    diverged: np.ndarray           # [lr, run] bool
+    frac: np.ndarray               # [lr] fraction of runs that diverged
+    med: np.ndarray                # [lr] median final loss (a diverged run counts as +inf)
+    lam: float                     # lambda_max of the loss Hessian (exact or estimated)
+    thr: float | None              # theory threshold (None: rmsprop / adam)
+    kind: str                      # exact | estimate | none
+    thr_meas: float | None         # measured threshold (geometric midpoint of the bracket)
+    bracket: list                  # [lo, hi] the lrs around it (None where missing)
+    step_ratio: float | None       # lrs[1] / lrs[0] of a {start, stop, num} grid, else None
+    best: int                      # index of the best lr (the smallest when every lr diverged)
+
+
+def compute(cfg, run) -> Result:
     P = cfg.experiment
     ds = load_data(cfg, run)
-    model = make.model(cfg)
-    spec = make.spec(cfg, ds)
+    model, spec = make.model(cfg), make.spec(cfg, ds)
     grid, fixed = make.grid(cfg)
     with run.timed("sweep"):
         res = sweep.run_grid(spec, ds.X, ds.Y, grid, fixed, devices=sweep.devices_for(cfg.device),
-                             chunk_size=cfg.sweep.chunk_size, progress=cfg.sweep.progress, label="lr_sweep")
+                             chunk_size=cfg.sweep.chunk_size, progress=cfg.sweep.progress,
+                             label="lr_sweep")
     with run.timed("theory"):
-        lam, thr, kind = threshold_theory(cfg, ds, model, spec, grid.axes["seed"], P.sharpness_iters)
-
+        lam, thr, kind = threshold_theory(cfg, ds, model, spec, grid.axes["seed"],
+                                          P.sharpness_iters)
     lrs = grid.axes["lr"]
-    loss, final = res.metrics["loss"], res.metrics["final_loss"]     # [lr, seed, (...), step]
-    loss = loss.reshape(len(lrs), -1, loss.shape[-1])                 # other axes pooled as seeds
-    final = final.reshape(len(lrs), -1)
-    diverged = diverged_mask(loss, final, res.metrics["first_nonfinite"].reshape(len(lrs), -1),
-                             P.divergence_factor)
+    loss = res.metrics["loss"].reshape(len(lrs), -1, res.metrics["loss"].shape[-1])
+    final = res.metrics["final_loss"].reshape(len(lrs), -1)
+    first_bad = res.metrics["first_nonfinite"].reshape(len(lrs), -1)
+    diverged = diverged_mask(loss, final, first_bad, P.divergence_factor)
     frac = diverged.mean(axis=1)
-    med = finite_median(final, axis=1)
     thr_meas, lo, hi = measured_threshold(lrs, frac)
-    step = float(lrs[1] / lrs[0]) if len(lrs) > 1 and cfg.sweep.lr is not None and not isinstance(cfg.sweep.lr, list) else None
+    ranged = cfg.sweep.lr is not None and not isinstance(cfg.sweep.lr, list)
+    return Result(n=ds.n, m=ds.m, batch=spec.batch, sweep_out=res, lrs=lrs, seeds=grid.axes["seed"],
+                  steps=res.coords["step"], loss=loss, final=final, diverged=diverged, frac=frac,
+                  med=finite_median(final, axis=1), lam=lam, thr=thr, kind=kind,
+                  thr_meas=thr_meas, bracket=[lo, hi],
+                  step_ratio=float(lrs[1] / lrs[0]) if len(lrs) > 1 and ranged else None,
+                  best=best_lr_index(final, diverged) or 0)
 
-    run.save_metrics(**res.npz(), diverged=diverged.reshape(res.metrics["final_loss"].shape),
-                     diverged__dims=np.array(res.dims["final_loss"]))
 
-    # ---- figures
+# ---------------------------------------------------------------- save
+def save(cfg, run, res: Result) -> dict:
+    g = res.sweep_out
+    run.save_metrics(**g.npz(), diverged=res.diverged.reshape(g.metrics["final_loss"].shape),
+                     diverged__dims=np.array(g.dims["final_loss"]))
+    return {"lrs": res.lrs, "diverged_fraction": res.frac, "final_loss_median": res.med,
+            "lambda_max": res.lam, "threshold_theory": res.thr,
+            "threshold_measured": res.thr_meas, "theory_kind": res.kind,
+            "threshold_bracket": res.bracket, "grid_step_ratio": res.step_ratio,
+            "best_lr": float(res.lrs[res.best]), "runs": g.stats["runs"],
+            "sweep_s": g.stats["run_s"], "compile_s": g.stats["compile_s"]}
+
+
+# ---------------------------------------------------------------- present
+def present(cfg, run, res: Result, summary: dict) -> None:
+    s, lrs, good = summary, res.lrs, res.best
     figs = ["loss_curves.png", "final_loss_vs_lr.png", "too_small_good_too_large.png"]
-    steps = res.coords["step"]
-    plots.loss_curves_by_lr(steps, loss[:, 0], lrs, run.figure(figs[0]),
-                            title=f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name}: loss per lr (seed {int(grid.axes['seed'][0])})")
-    plots.final_vs_lr(lrs, final, diverged, thr, kind, thr_meas, run.figure(figs[1]),
-                      title=f"Final loss vs learning rate ({final.shape[1]} runs per lr)")
-    good = best_lr_index(final, diverged) or 0  # every lr diverged: show the smallest
+    loss_curves_by_lr(res.steps, res.loss[:, 0], lrs, run.figure(figs[0]),
+                      title=f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name}: loss per "
+                            f"lr (seed {int(res.seeds[0])})")
+    final_vs_lr(lrs, res.final, res.diverged, res.thr, res.kind, res.thr_meas,
+                run.figure(figs[1]),
+                title=f"Final loss vs learning rate ({res.final.shape[1]} runs per lr)")
+    # "too small": the lr nearest best / 30; "too large": the first above best with a divergence
     small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[good] / 30))))
-    above = np.nonzero((frac > 0) & (lrs > lrs[good]))[0]
+    above = np.nonzero((res.frac > 0) & (lrs > lrs[good]))[0]
     large = int(above[0]) if above.size else len(lrs) - 1
-    plots.three_lrs(steps, [loss[small], loss[good], loss[large]],
-                    [lrs[small], lrs[good], lrs[large]], thr, run.figure(figs[2]))
+    three_lrs(res.steps, [res.loss[small], res.loss[good], res.loss[large]],
+              [lrs[small], lrs[good], lrs[large]], res.thr, run.figure(figs[2]))
 
-    # ---- table and report
-    rows = [["lambda_max of the loss Hessian", lam, kind],
-            ["threshold, theory (2/lambda_max" + (", momentum bound" if cfg.optimizer.name == "momentum" else "") + ")", thr, kind],
-            ["threshold, measured (geometric midpoint)", thr_meas, f"between {report.fmt(lo)} and {report.fmt(hi)}"],
-            ["measured / theory", (thr_meas / thr) if thr and thr_meas else None,
-             f"grid step x{step:.3f}" if step else ""],
-            ["best lr (lowest median final loss)", float(lrs[good]), f"final loss {report.fmt(float(med[good]))}"],
-            ["runs", res.stats["runs"], f"{res.stats['run_s']:.2f} s after {res.stats['compile_s']:.2f} s compile"]]
+    lo, hi = res.bracket
+    bound = ", momentum bound" if cfg.optimizer.name == "momentum" else ""
+    rows = [["lambda_max of the loss Hessian", res.lam, res.kind],
+            [f"threshold, theory (2/lambda_max{bound})", res.thr, res.kind],
+            ["threshold, measured (geometric midpoint)", res.thr_meas,
+             f"between {report.fmt(lo)} and {report.fmt(hi)}"],
+            ["measured / theory", (res.thr_meas / res.thr) if res.thr and res.thr_meas else None,
+             f"grid step x{res.step_ratio:.3f}" if res.step_ratio else ""],
+            ["best lr (lowest median final loss)", s["best_lr"],
+             f"final loss {report.fmt(float(res.med[good]))}"],
+            ["runs", s["runs"], f"{s['sweep_s']:.2f} s after {s['compile_s']:.2f} s compile"]]
     report.print_table("lr_sweep: theory vs measurement", ["quantity", "value", "note"], rows)
-    per_lr = [[float(a), float(b), float(c)] for a, b, c in zip(lrs, frac, med)]
+    per_lr = [[float(a), float(b), float(c)] for a, b, c in zip(lrs, res.frac, res.med)]
+    batch = "full" if res.batch == res.m else res.batch
     run.save_report(report.report(
         "Learning-rate sweep", question(__doc__), command(cfg),
-        [("Setup", f"model `{cfg.model.name}`, data `{cfg.data.name}` (n={ds.n}, m={ds.m}), optimizer "
-                   f"`{cfg.optimizer.name}` ({cfg.optimizer.impl}), {cfg.train.steps} steps, "
-                   f"{len(lrs)} learning rates x {final.shape[1]} runs, batch "
-                   f"{'full' if spec.batch == ds.m else spec.batch}, {cfg.precision}."),
+        [("Setup", f"model `{cfg.model.name}`, data `{cfg.data.name}` (n={res.n}, m={res.m}), "
+                   f"optimizer `{cfg.optimizer.name}` ({cfg.optimizer.impl}), {cfg.train.steps} "
+                   f"steps, {len(lrs)} learning rates x {res.final.shape[1]} runs, batch {batch}, "
+                   f"{cfg.precision}."),
          ("Theory vs measurement", report.markdown_table(["quantity", "value", "note"], rows)),
-         ("Per learning rate", report.markdown_table(["lr", "diverged fraction", "median final loss"], per_lr))],
+         ("Per learning rate", report.markdown_table(["lr", "diverged fraction",
+                                                       "median final loss"], per_lr))],
         figs))
-    return {"lrs": lrs, "diverged_fraction": frac, "final_loss_median": med, "lambda_max": lam,
-            "threshold_theory": thr, "threshold_measured": thr_meas, "theory_kind": kind,
-            "threshold_bracket": [lo, hi], "grid_step_ratio": step, "best_lr": float(lrs[good]),
-            "runs": res.stats["runs"], "sweep_s": res.stats["run_s"], "compile_s": res.stats["compile_s"]}
+
+
+def _lr_colors(lrs):
+    """(colour map, log norm) spanning ``lrs`` [lr]."""
+    norm = matplotlib.colors.LogNorm(vmin=float(np.min(lrs)), vmax=float(np.max(lrs)))
+    return plt.get_cmap("viridis"), norm
+
+
+def loss_curves_by_lr(steps, loss, lrs, path, title="Loss per learning rate"):
+    """``loss[lr, step]`` as curves coloured by ``lrs[lr]`` (log colour scale) against
+    ``steps[step]``, log loss axis; a diverged curve ends where its loss stops being finite."""
+    cmap, norm = _lr_colors(lrs)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    # at most 96 curves stay readable
+    keep = np.unique(np.linspace(0, len(lrs) - 1, min(len(lrs), 96)).round().astype(int))
+    for lr, curve in zip(np.asarray(lrs)[keep], np.asarray(loss)[keep]):
+        ax.plot(steps, plots.positive(curve), color=cmap(norm(lr)), lw=1)
+    ax.set_yscale("log")
+    start = plots.positive(np.asarray(loss)[:, 0])
+    if np.any(np.isfinite(start)):  # diverging curves leave the top; converging ones stay readable
+        lo = np.nanmin(plots.positive(loss))
+        ax.set_ylim(lo / 2, np.nanmax(start) * 1e3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (log)")
+    ax.set_title(title, fontsize=10)
+    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, label="learning rate (log)")
+    return plots.save(fig, path)
+
+
+def final_vs_lr(lrs, final, diverged, thr_theory, kind, thr_measured, path,
+                title="Final loss vs lr"):
+    """Median and spread of ``final[lr, run]`` over the runs that did not diverge
+    (``diverged[lr, run]``), per lr of ``lrs[lr]``; lrs with diverged runs marked at the top;
+    vertical lines at the theoretical and measured thresholds; the diverged fraction below."""
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True, height_ratios=[3, 1])
+    fin = np.where(diverged, np.nan, plots.positive(final))
+    ok = ~np.all(np.isnan(fin), axis=1)
+    lo, hi = np.full(len(lrs), np.nan), np.full(len(lrs), np.nan)
+    med = np.full(len(lrs), np.nan)
+    lo[ok], hi[ok], med[ok] = np.nanmin(fin[ok], 1), np.nanmax(fin[ok], 1), np.nanmedian(fin[ok], 1)
+    ax.fill_between(lrs, lo, hi, alpha=0.2, color="tab:blue", label="min-max over converged runs")
+    ax.plot(lrs, med, "o-", ms=3, color="tab:blue", label="median final loss (converged runs)")
+    top = np.nanmax(hi) * 2 if np.any(ok) else 1.0
+    frac = np.mean(diverged, axis=1)
+    bad = frac > 0
+    ax.plot(lrs[bad], np.full(bad.sum(), top), "x", color="tab:red", label="lr with diverged runs")
+    if thr_theory:
+        ax.axvline(thr_theory, color="k", ls="--",
+                   label=f"theory 2/lambda_max ({kind}) = {thr_theory:.4g}")
+        ax2.axvline(thr_theory, color="k", ls="--")
+    if thr_measured:
+        ax.axvline(thr_measured, color="tab:red", ls=":", label=f"measured = {thr_measured:.4g}")
+        ax2.axvline(thr_measured, color="tab:red", ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel("final training loss (log)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax2.plot(lrs, frac, "s-", ms=3, color="tab:red")
+    ax2.set_ylim(-0.05, 1.05)
+    ax2.set_ylabel("diverged\nfraction")
+    ax2.set_xlabel("learning rate (log)")
+    return plots.save(fig, path)
+
+
+def three_lrs(steps, losses, lrs, thr, path):
+    """The lecture's "too small / good / too large" chart from real runs: ``losses`` is a list of
+    three ``[run, step]`` arrays, ``lrs`` their three learning rates, ``steps`` [step]."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=False)
+    names = ["too small", "good", "too large"]
+    colors = ["tab:orange", "tab:green", "tab:red"]
+    for ax, name, lr, L, c in zip(axes, names, lrs, losses, colors):
+        for curve in L:
+            ax.plot(steps, plots.positive(curve), color=c, lw=1, alpha=0.7)
+        ax.set_yscale("log")
+        rel = f" = {lr / thr:.3g} x theory threshold" if thr else ""
+        ax.set_title(f"{name}: lr = {lr:.3g}{rel}", fontsize=9)
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("training loss (log)")
+    fig.suptitle("Learning rate too small / good / too large (real runs, every seed)", fontsize=10)
+    return plots.save(fig, path)

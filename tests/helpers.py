@@ -22,7 +22,8 @@ def run_experiment(name, root, *overrides, timeout=600):
     from pathlib import Path
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    p = subprocess.run([sys.executable, "-m", "bpexp", f"+experiment={name}", f"outputs.root={root}", *overrides],
+    p = subprocess.run([sys.executable, "-m", "bpexp", f"+experiment={name}",
+                        f"outputs.root={root}", *overrides],
                        cwd=root, capture_output=True, text=True, env=env, timeout=timeout)
     assert p.returncode == 0, p.stderr[-3000:]
     last = p.stdout.strip().splitlines()[-1]

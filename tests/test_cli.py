@@ -24,8 +24,10 @@ WORKED = ["+experiment=worked_example"]
 CONFIG_ERRORS = [
     ("model_group", ["+experiment=gradcheck", "model=nope"], "model", "nope", models.NAMES),
     ("data_group", ["+experiment=gradcheck", "data=nope"], "data", "nope", data.NAMES),
-    ("experiment_group", ["+experiment=nope"], "experiment", "nope", ("gradcheck", "worked_example")),
-    ("model_name", ["+experiment=gradcheck", "model.name=nope"], "model.name", "nope", models.NAMES),
+    ("experiment_group", ["+experiment=nope"], "experiment", "nope",
+     ("gradcheck", "worked_example")),
+    ("model_name", ["+experiment=gradcheck", "model.name=nope"], "model.name", "nope",
+     models.NAMES),
     ("train_steps", ["+experiment=gradcheck", "train.steps=-5"], "train.steps", "-5", ()),
     ("model_hidden", ["+experiment=gradcheck", "model.hidden=0"], "model.hidden", "0", ()),
     ("data_m", ["+experiment=gradcheck", "data.m=-1"], "data.m", "-1", ()),
@@ -33,17 +35,21 @@ CONFIG_ERRORS = [
     ("no_experiment", [], "+experiment", "", ()),
     # values only the grid, the data, the model or the experiment can judge: still one line,
     # still before any run folder (the validation phase builds every object first)
-    ("lr_negative", ["+experiment=lr_sweep", "sweep.lr={start: -1, stop: 1, num: 3}"], "sweep.lr", "-1", ()),
+    ("lr_negative", ["+experiment=lr_sweep", "sweep.lr={start: -1, stop: 1, num: 3}"],
+     "sweep.lr", "-1", ()),
     ("lr_empty", ["+experiment=lr_sweep", "sweep.lr=[]"], "sweep.lr", "[]", ()),
     ("seeds_zero", ["+experiment=lr_sweep", "sweep.seeds=0"], "sweep.seeds", "0", ()),
     ("seeds_str", ["+experiment=lr_sweep", "sweep.seeds=[a]"], "sweep.seeds", "'a'", ()),
-    ("record_every", ["+experiment=lr_sweep", "train.record_every=7"], "train.record_every", "7", ()),
+    ("record_every", ["+experiment=lr_sweep", "train.record_every=7"],
+     "train.record_every", "7", ()),
     ("univariate_multi", ["+experiment=lr_sweep", "model=univariate"], "univariate", "n=10", ()),
     ("feature_range", ["+experiment=lr_sweep", "data.features=[99]"], "data.features", "99", ()),
-    ("hparam_gd", ["+experiment=lr_sweep", "+sweep.hparams.beta1=[0.5]"], "sweep.hparams.beta1", "gd", ()),
+    ("hparam_gd", ["+experiment=lr_sweep", "+sweep.hparams.beta1=[0.5]"],
+     "sweep.hparams.beta1", "gd", ()),
     ("hidden_list", ["+experiment=lr_sweep", "model=two_layer_sigmoid", "model.hidden=[4,4]"],
      "model.hidden", "[4, 4]", ()),
-    ("toy_lrs", ["+experiment=landscape", "experiment.toy_lrs=abc"], "experiment.toy_lrs", "abc", ()),
+    ("toy_lrs", ["+experiment=landscape", "experiment.toy_lrs=abc"],
+     "experiment.toy_lrs", "abc", ()),
     ("data_m_big", ["+experiment=lr_sweep", "data.m=100000"], "data.m", "100000", ("442",)),
     ("softmax_one_row", ["+experiment=lr_sweep", "model=mlp", "model.output=softmax_ce"],
      "model.output", "softmax_ce", ()),
@@ -64,8 +70,9 @@ class Job:
         self.cwd, self.root = cwd, cwd / "out"
         cwd.mkdir(parents=True)
         self.stdout_f, self.stderr_f = open(cwd / "stdout.txt", "w"), open(cwd / "stderr.txt", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bpexp", *args, f"outputs.root={self.root}"],
-                                     cwd=cwd, env=clean_env(), stdout=self.stdout_f, stderr=self.stderr_f)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bpexp", *args, f"outputs.root={self.root}"],
+            cwd=cwd, env=clean_env(), stdout=self.stdout_f, stderr=self.stderr_f)
 
     def wait(self):
         try:
@@ -148,7 +155,8 @@ def test_gradcheck_experiment(jobs):
     for name, r in s["models"].items():
         assert set(r) == {"rel_err_autodiff", "rel_err_fd", "n_params"}, name
         assert isinstance(r["rel_err_autodiff"], float) and isinstance(r["rel_err_fd"], float), name
-        assert isinstance(r["n_params"], int) and not isinstance(r["n_params"], bool) and r["n_params"] > 0
+        assert (isinstance(r["n_params"], int) and not isinstance(r["n_params"], bool)
+                and r["n_params"] > 0)
         assert 0 <= r["rel_err_autodiff"] < 1e-10, (name, r)
         assert 0 <= r["rel_err_fd"] < 1e-6, (name, r)
     assert is_png(run_dir / "figures" / "gradcheck_errors.png")
@@ -171,7 +179,8 @@ def test_worked_example_experiment(jobs):
     d1 = 0.5 * d2 * a1 * (1 - a1)
     expect = {"forward": {"z1": z1, "a1": a1, "z2": z2, "a2": a2, "loss": (y - a2) ** 2},
               "grads": {"W1": [d1 * x[0], d1 * x[1]], "b1": d1, "W2": d2 * a1, "b2": d2},
-              "updated": {"W1": [0.5 - lr * d1 * x[0], 0.5 - lr * d1 * x[1]], "W2": 0.5 - lr * d2 * a1}}
+              "updated": {"W1": [0.5 - lr * d1 * x[0], 0.5 - lr * d1 * x[1]],
+                          "W2": 0.5 - lr * d2 * a1}}
     for section, values in expect.items():
         assert set(values) <= set(s[section]), (section, s[section])
         for k, v in values.items():
@@ -184,7 +193,8 @@ def test_worked_example_experiment(jobs):
     assert is_png(run_dir / "figures" / "backprop_flow.png")
 
 
-@pytest.mark.parametrize("name,args,key,value,listed", CONFIG_ERRORS, ids=[c[0] for c in CONFIG_ERRORS])
+@pytest.mark.parametrize("name,args,key,value,listed", CONFIG_ERRORS,
+                         ids=[c[0] for c in CONFIG_ERRORS])
 def test_config_errors_are_one_line(jobs, name, args, key, value, listed):
     job = jobs[name]
     rc, out, err = job.wait()
@@ -205,7 +215,8 @@ def test_list_form_of_sweep_lr_works(tmp_path):
     """sweep.lr may be a list where the experiment's YAML gives a {start, stop, num} dict."""
     from helpers import run_experiment
 
-    run_dir = run_experiment("lr_sweep", tmp_path, "sweep.lr=[0.01,0.1]", "sweep.seeds=2", "train.steps=20")
+    run_dir = run_experiment("lr_sweep", tmp_path, "sweep.lr=[0.01,0.1]", "sweep.seeds=2",
+                             "train.steps=20")
     s = strict_json(run_dir / "summary.json")
     assert s["lrs"] == [0.01, 0.1] and s["runs"] == 4
 
@@ -217,12 +228,14 @@ def test_a_bug_is_a_traceback_in_error_txt_and_one_line(tmp_path):
             "def broken(cfg, run):\n    raise ZeroDivisionError('injected bug')\n"
             "w.compute = broken\n"
             "from bpexp.__main__ import cli\n"
-            f"sys.argv = ['bpexp', '+experiment=worked_example', 'outputs.root={tmp_path}']\ncli()\n")
-    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True,
-                       text=True, timeout=TIMEOUT)
+            f"sys.argv = ['bpexp', '+experiment=worked_example', 'outputs.root={tmp_path}']"
+            "\ncli()\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(),
+                       capture_output=True, text=True, timeout=TIMEOUT)
     assert p.returncode == 1, p.stderr
     lines = [s for s in p.stderr.splitlines() if s.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: a bug in bpexp (ZeroDivisionError: injected bug)"), p.stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: a bug in bpexp (ZeroDivisionError: injected bug)"), p.stderr
     run_dir = Path(p.stdout.strip().splitlines()[-1].removeprefix("run dir: "))
     tb = (run_dir / "error.txt").read_text()
     assert "Traceback" in tb and "def broken" not in tb and "injected bug" in tb and "broken" in tb

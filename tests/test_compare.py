@@ -12,18 +12,23 @@ from bpexp import compare, outputs
 
 
 def test_compare_filters_and_prints(tmp_path, capsys):
-    for i, (exp, st) in enumerate([("lr_sweep", "finished"), ("gradcheck", "finished"), ("lr_sweep", "failed")]):
-        outputs.append_index(tmp_path, {"id": f"run{i}", "experiment": exp, "status": st, "seconds": 1.0 + i,
-                                        "summary": {"threshold_measured": 0.25 + i} if exp == "lr_sweep" else {"passed": True}})
+    for i, (exp, st) in enumerate([("lr_sweep", "finished"), ("gradcheck", "finished"),
+                                   ("lr_sweep", "failed")]):
+        outputs.append_index(tmp_path, {"id": f"run{i}", "experiment": exp, "status": st,
+                                        "seconds": 1.0 + i,
+                                        "summary": {"threshold_measured": 0.25 + i}
+                                        if exp == "lr_sweep" else {"passed": True}})
     assert compare.main(["--root", str(tmp_path), "--experiment", "lr_sweep"]) == 0
     out = capsys.readouterr().out
     assert "run0" in out and "run2" in out and "run1" not in out and "threshold_measured" in out
-    assert compare.main(["--root", str(tmp_path), "--experiment", "lr_sweep", "--status", "finished"]) == 0
+    assert compare.main(["--root", str(tmp_path), "--experiment", "lr_sweep",
+                         "--status", "finished"]) == 0
     out = capsys.readouterr().out
     assert "run0" in out and "run2" not in out
     header, rows = compare.table(outputs.read_index(tmp_path))
     assert header[:4] == ["run", "experiment", "status", "seconds"]
-    assert rows[0][header.index("threshold_measured")] == 0.25 and rows[1][header.index("passed")] is True
+    assert (rows[0][header.index("threshold_measured")] == 0.25
+            and rows[1][header.index("passed")] is True)
     assert compare.main(["--root", str(tmp_path / "nope")]) == 2
 
 
@@ -44,8 +49,9 @@ def test_multirun_writes_comparison(tmp_path):
 def test_process_launcher_jobs_allocate_on_demand(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the [slurm] extra
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    p = subprocess.run([sys.executable, "-m", "bpexp", "-m", "hydra/launcher=local", "+experiment=worked_example",
-                        "experiment.lr=0.5,0.1", f"outputs.root={tmp_path}"], cwd=tmp_path,
+    p = subprocess.run([sys.executable, "-m", "bpexp", "-m", "hydra/launcher=local",
+                        "+experiment=worked_example", "experiment.lr=0.5,0.1",
+                        f"outputs.root={tmp_path}"], cwd=tmp_path,
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     rows = outputs.read_index(tmp_path, "worked_example")

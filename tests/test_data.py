@@ -103,13 +103,15 @@ def test_subsampling_is_seeded_and_deterministic(name):
     # m = 0 or m = all keeps everything; more than all is a one-line user error
     np.testing.assert_array_equal(data.load(name, m=0).X, full.X)
     np.testing.assert_array_equal(data.load(name, m=full.m).X, full.X)
-    with pytest.raises(UserError, match=f"data.m=1000000 is more than the {full.m} examples of {name}"):
+    with pytest.raises(UserError,
+                       match=f"data.m=1000000 is more than the {full.m} examples of {name}"):
         data.load(name, m=10**6)
 
 
 @pytest.mark.parametrize("name", ["synthetic", "moons"])
 def test_generated_sets_deterministic_per_seed(name):
-    a, b, c = data.load(name, m=50, seed=1), data.load(name, m=50, seed=1), data.load(name, m=50, seed=2)
+    a, b, c = (data.load(name, m=50, seed=1), data.load(name, m=50, seed=1),
+               data.load(name, m=50, seed=2))
     assert a.m == 50
     np.testing.assert_array_equal(a.X, b.X)
     np.testing.assert_array_equal(a.Y, b.Y)
@@ -157,7 +159,8 @@ def test_unknown_name_lists_all():
 
 def test_dataset_from_cfg():
     from bpexp import make
-    cfg = config.Cfg(experiment=None, data=config.DataCfg(name="wine", m=20, seed=5, features=[0, 1, 2]))
+    cfg = config.Cfg(experiment=None,
+                     data=config.DataCfg(name="wine", m=20, seed=5, features=[0, 1, 2]))
     ds = make.dataset(cfg)
     assert ds.X.shape == (3, 20) and ds.Y.shape == (3, 20) and ds.X.dtype == np.float32
     np.testing.assert_array_equal(ds.X, data.load("wine", m=20, seed=5).X[:3])

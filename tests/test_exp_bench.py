@@ -5,7 +5,9 @@ import os
 
 import numpy as np
 import pytest
-from helpers import run_experiment
+
+from bpexp.errors import UserError
+from helpers import build_cfg, run_experiment
 
 KEYS = ("backend", "runs", "steps", "engine_s", "loop_s", "naive_s", "speedup_vs_loop",
         "speedup_vs_naive", "gflops", "gemm_peak_gflops", "frac_of_peak", "compile_s",
@@ -26,6 +28,23 @@ def test_bench_tiny(tmp_path):
     assert s["gflops"] == pytest.approx(6 * weights * 200 * 20 * 8 / s["engine_s"] / 1e9)
     assert s["frac_of_peak"] == pytest.approx(s["gflops"] / s["gemm_peak_gflops"])
     assert [r["runs"] for r in s["scaling"]] == [10, 40]
-    assert all(v > 0 for v in (s["engine_s"], s["loop_s"], s["naive_s"], s["gemm_peak_gflops"], s["peak_rss_mb"]))
+    assert all(v > 0 for v in (s["engine_s"], s["loop_s"], s["naive_s"], s["gemm_peak_gflops"],
+                               s["peak_rss_mb"]))
     assert os.path.getsize(f"{run_dir}/figures/times.png") > 5000
     assert np.load(f"{run_dir}/metrics.npz")["scaling_runs"].tolist() == [10, 40]
+
+
+@pytest.mark.parametrize("exp", [
+    {"size": "huge"}, {"repeats": 0}, {"naive_runs": 0}, {"scaling_steps": 0},
+    {"gemm_n": -1}, {"scaling": [10, 0]}, {"scaling": [2.5]}])
+def test_validate_rejects_bad_experiment_values(exp):
+    """One-line UserError naming the key and the value, before anything runs."""
+    (key, value), = exp.items()
+    with pytest.raises(UserError, match=f"experiment.{key}=") as e:
+        build_cfg({"experiment": {"name": "bench", **exp}})
+    assert repr(value) in str(e.value) and "allowed" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_validate_accepts_an_empty_scaling():
+    build_cfg({"experiment": {"name": "bench", "scaling": []}})

@@ -2,16 +2,17 @@
 backward pass, and the pure helpers (edge widths, layer mass, per-example loss)."""
 
 import json
-from types import SimpleNamespace
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bpexp import primitives
-from helpers import run_experiment
+from bpexp import config, primitives
+from bpexp.errors import UserError
 from bpexp.experiments import credit_assignment as C
+from helpers import run_experiment
 
 
 def np_sigmoid(z):
@@ -22,7 +23,8 @@ def np_sigmoid(z):
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("credit")
     run_dir = run_experiment("credit_assignment", tmp, "data.m=16", "experiment.example=3")
-    return run_dir, json.loads((run_dir / "summary.json").read_text()), np.load(run_dir / "metrics.npz")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return run_dir, summary, np.load(run_dir / "metrics.npz")
 
 
 def test_cli_outputs_and_schema(tiny_run):
@@ -53,7 +55,8 @@ def test_cli_gradient_equals_independent_numpy_backprop(tiny_run):
     d2 = (p["W3"].T @ d3) * a2 * (1 - a2)
     d1 = (p["W2"].T @ d2) * a1 * (1 - a1)
     ref = {"W3": d3 @ a2.T, "W2": d2 @ a1.T, "W1": d1 @ X.T,
-           "b3": d3.sum(1, keepdims=True), "b2": d2.sum(1, keepdims=True), "b1": d1.sum(1, keepdims=True)}
+           "b3": d3.sum(1, keepdims=True), "b2": d2.sum(1, keepdims=True),
+           "b1": d1.sum(1, keepdims=True)}
     for k, v in ref.items():
         np.testing.assert_allclose(M[f"grad_{k}"], v, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(M[f"autodiff_{k}"], v, rtol=1e-12, atol=1e-15)
@@ -72,13 +75,15 @@ def test_cli_layer_mass_and_widths_from_saved_gradients(tiny_run):
     # drawn widths / |dL/dW| is one constant over every weight of every layer
     gmax = max(np.abs(M[f"grad_W{l}"]).max() for l in (1, 2, 3))
     for l in (1, 2, 3):
-        np.testing.assert_allclose(M[f"width_W{l}"], 9.0 * np.abs(M[f"grad_W{l}"]) / gmax, rtol=1e-13)
+        np.testing.assert_allclose(M[f"width_W{l}"], 9.0 * np.abs(M[f"grad_W{l}"]) / gmax,
+                                   rtol=1e-13)
     np.testing.assert_allclose(s["edge_width_scale"], 9.0 / gmax, rtol=1e-13)
 
 
 def test_edge_widths_proportional():
     rng = np.random.default_rng(0)
-    g = {"W1": rng.normal(size=(3, 5)), "b1": rng.normal(size=(3, 1)) * 100, "W2": rng.normal(size=(1, 3))}
+    g = {"W1": rng.normal(size=(3, 5)), "b1": rng.normal(size=(3, 1)) * 100,
+         "W2": rng.normal(size=(1, 3))}
     w = C.edge_widths(g, 7.0)
     assert set(w) == {"W1", "W2"}  # biases are not edges (and do not set the scale)
     ratios = np.concatenate([(w[k] / np.abs(g[k])).ravel() for k in w])
@@ -101,21 +106,38 @@ def test_per_example_loss_averages_to_model_loss(output):
     rng = np.random.default_rng(2)
     d = 3 if output == "softmax_ce" else 1
     Z = rng.normal(size=(d, 6))
-    Y = np.eye(d)[:, rng.integers(0, d, 6)] if d > 1 else (rng.uniform(size=(1, 6)) > 0.5).astype(float)
+    Y = (np.eye(d)[:, rng.integers(0, d, 6)] if d > 1
+         else (rng.uniform(size=(1, 6)) > 0.5).astype(float))
     ref = float(primitives.output(output).loss(jnp.asarray(Z), jnp.asarray(Y)))
     mean = np.mean([C.per_example_loss(output, Z[:, i], Y[:, i]) for i in range(6)])
     assert abs(mean - ref) < 1e-12
 
 
-def test_validate_rejects_bad_configs():
-    def cfg(name="mlp", hidden=(3, 2), example=0, m=16):
-        return SimpleNamespace(model=SimpleNamespace(name=name, hidden=list(hidden), depth=len(hidden)),
-                               data=SimpleNamespace(m=m),
-                               experiment=C.Params(example=example))
-    C.validate(cfg())
-    for bad in (cfg(name="two_layer_sigmoid"), cfg(hidden=(40, 2)), cfg(example=16)):
-        with pytest.raises(ValueError, match="allowed"):
-            C.validate(bad)
+def _cfg(name="mlp", hidden=(3, 2), m=16, **experiment):
+    return config.Cfg(experiment=C.Params(**experiment),
+                      model=config.ModelCfg(name=name, hidden=list(hidden), depth=len(hidden)),
+                      data=config.DataCfg(name="diabetes", m=m, features=[0, 1, 2, 3, 4]))
+
+
+def test_validate_accepts_the_last_column():
+    C.validate(_cfg(example=15))
+    C.validate(_cfg(m=0, example=441))  # m=0: all 442 diabetes examples
+
+
+@pytest.mark.parametrize("kw, key", [
+    ({"name": "two_layer_sigmoid"}, "model.name"),
+    ({"hidden": (40, 2)}, "model.hidden"),
+    ({"example": 16}, "experiment.example"),
+    ({"example": -1}, "experiment.example"),
+    ({"m": 0, "example": 442}, "experiment.example"),
+    ({"min_width": -0.1}, "experiment.min_width"),
+    ({"min_width": float("nan")}, "experiment.min_width"),
+    ({"max_width": 0.2}, "experiment.max_width"),
+    ({"max_width": float("inf")}, "experiment.max_width"),
+])
+def test_validate_rejects_bad_configs(kw, key):
+    with pytest.raises(UserError, match=rf"^{re.escape(key)}=\S+ [^\n]+$"):
+        C.validate(_cfg(**kw))
 
 
 def test_feature_names():

@@ -2,14 +2,19 @@
 pure helpers (critical points, toy GD, filter normalization, projection) against numpy/jax."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
+from bpexp.errors import UserError
 from bpexp.experiments import landscape as L
-from helpers import run_experiment
+from helpers import build_cfg, run_experiment
 
 TINY = ["experiment.grid=11", "experiment.starts=9", "train.steps=40", "train.record_every=5",
         "model.hidden=4", "data.m=120"]
@@ -36,7 +41,8 @@ def np_two_layer_sigmoid_loss(theta, shapes, X, Y):
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("landscape")
     run_dir = run_experiment("landscape", tmp, *TINY)
-    return run_dir, json.loads((run_dir / "summary.json").read_text()), np.load(run_dir / "metrics.npz")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return run_dir, summary, np.load(run_dir / "metrics.npz")
 
 
 def test_cli_outputs_and_schema(tiny_run):
@@ -81,7 +87,8 @@ def test_cli_toy_gd_matches_closed_form_and_theory(tiny_run):
     lrs, paths = M["toy_lrs"], M["toy_paths"]
     t = np.arange(paths.shape[1])
     for lr, path in zip(lrs, paths):
-        closed = np.stack([(1 - lr * 1.0) ** t * 2.5, (1 - lr * 4.0) ** t * 2.0], -1)  # (1 - lr h)^t w0
+        # (1 - lr h)^t w0
+        closed = np.stack([(1 - lr * 1.0) ** t * 2.5, (1 - lr * 4.0) ** t * 2.0], -1)
         np.testing.assert_allclose(path, closed, rtol=1e-12, atol=1e-12)
         rec = s["toy_gd"]["lr"][f"{lr:g}"]
         assert rec["theory_diverges"] == (lr > 0.5)
@@ -97,7 +104,8 @@ def test_cli_slice_center_projection_and_grid(tiny_run):
     np.testing.assert_allclose(sl["final_projection"], [0, 0], atol=1e-10)
     np.testing.assert_allclose(M["slice_traj_coeffs"][-1], [0, 0], atol=1e-10)
     G = 11
-    assert M["slice_loss"].shape == (G, G) and M["trajectory"].shape == (40 // 5 + 1, M["trajectory"].shape[1])
+    assert M["slice_loss"].shape == (G, G)
+    assert M["trajectory"].shape == (40 // 5 + 1, M["trajectory"].shape[1])
     # one corner of the grid recomputed in numpy from the saved weights, directions and data
     D = np.load(run_dir / "data.npz")
     X, Y = D["X"].astype(np.float64), D["Y"].astype(np.float64)
@@ -107,7 +115,8 @@ def test_cli_slice_center_projection_and_grid(tiny_run):
         pt = theta + M["slice_a"][i] * M["slice_dirs"][0] + M["slice_b"][j] * M["slice_dirs"][1]
         assert abs(np_two_layer_sigmoid_loss(pt, shapes, X, Y) - M["slice_loss"][i, j]) < 1e-12
     # the recorded trajectory's first loss is the initial training loss
-    assert abs(np_two_layer_sigmoid_loss(M["trajectory"][0], shapes, X, Y) - M["train_loss"][0]) < 1e-12
+    loss0 = np_two_layer_sigmoid_loss(M["trajectory"][0], shapes, X, Y)
+    assert abs(loss0 - M["train_loss"][0]) < 1e-12
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -122,7 +131,7 @@ def test_separable_double_well_matches_cubic_roots():
     for e in expect:
         assert np.min(np.linalg.norm(got - e, axis=1)) < 1e-10
     # middle root of each coordinate is a local max of that coordinate's quartic
-    kinds = {(int(np.argmin(np.abs(roots[0] - p["w"][0]))), int(np.argmin(np.abs(roots[1] - p["w"][1])))): p["kind"]
+    kinds = {tuple(int(np.argmin(np.abs(roots[i] - p["w"][i]))) for i in (0, 1)): p["kind"]
              for p in pts}
     for (i, j), k in kinds.items():
         neg = (i == 1) + (j == 1)
@@ -146,12 +155,13 @@ def test_toy_gd_closed_form():
 
 def test_filter_normalize_rows_and_biases():
     rng = np.random.default_rng(0)
-    p = {"W1": rng.normal(size=(4, 3)), "b1": rng.normal(size=(4, 1)), "W2": rng.normal(size=(1, 4)),
-         "b2": rng.normal(size=(1, 1))}
+    p = {"W1": rng.normal(size=(4, 3)), "b1": rng.normal(size=(4, 1)),
+         "W2": rng.normal(size=(1, 4)), "b2": rng.normal(size=(1, 1))}
     d = {k: rng.normal(size=v.shape) for k, v in p.items()}
     z = L.filter_normalize(d, p, "zero")
     for k in ("W1", "W2"):
-        np.testing.assert_allclose(np.linalg.norm(z[k], axis=1), np.linalg.norm(p[k], axis=1), rtol=1e-12)
+        np.testing.assert_allclose(np.linalg.norm(z[k], axis=1), np.linalg.norm(p[k], axis=1),
+                                   rtol=1e-12)
         # same direction within each row
         cos = np.sum(z[k] * d[k], 1) / np.linalg.norm(z[k], axis=1) / np.linalg.norm(d[k], axis=1)
         np.testing.assert_allclose(cos, 1.0, rtol=1e-12)
@@ -162,9 +172,9 @@ def test_filter_normalize_rows_and_biases():
 
 
 def test_ravel_matches_jax_and_projection():
-    from jax.flatten_util import ravel_pytree
     rng = np.random.default_rng(1)
-    p = {"W2": rng.normal(size=(1, 4)), "b1": rng.normal(size=(4, 1)), "W1": rng.normal(size=(4, 3))}
+    p = {"W2": rng.normal(size=(1, 4)), "b1": rng.normal(size=(4, 1)),
+         "W1": rng.normal(size=(4, 3))}
     flat = L.ravel(p)
     np.testing.assert_array_equal(flat, np.asarray(ravel_pytree(p)[0]))
     back = L.unravel(flat, {k: v.shape for k, v in p.items()})
@@ -177,3 +187,45 @@ def test_ravel_matches_jax_and_projection():
     V, var = L.pca_plane(pts, flat)
     np.testing.assert_allclose(V @ V.T, np.eye(2), atol=1e-12)
     np.testing.assert_allclose(var.sum(), 1.0, atol=1e-12)  # points lie in a 2-D plane
+
+
+# ------------------------------------------------------------------ validation
+@pytest.mark.parametrize("key, value", [
+    ("coupling", float("nan")), ("coupling", 1e7),
+    ("tilt", [1]), ("tilt", [0.3, float("inf")]),
+    ("box", 0.0), ("box", 1e300),
+    ("starts", 0), ("starts", 10 ** 6), ("newton_iters", 0),
+    ("toy_w0", [2.5]), ("toy_w0", [0, 0]), ("toy_w0", [float("nan"), 1.0]),
+    ("toy_lrs", []), ("toy_lrs", [-1]), ("toy_lrs", [0.1, 0.1]), ("toy_lrs", [0.1] * 9),
+    ("toy_lrs", [float("inf")]),
+    ("toy_lrs", [1e6]),  # |1 - 4 lr|^20 overflows
+    ("toy_steps", 0), ("toy_steps", 5000),
+    ("grid", 4), ("grid", 1), ("grid", 1001), ("span", 0.0), ("span", float("inf")),
+    ("bias_dirs", "nope"), ("direction_seed", -1), ("direction_seed", 2 ** 62),
+])
+def test_validate_rejects_bad_values_in_one_line(key, value):
+    base = {"experiment": {"name": "landscape"}, "train": {"steps": 40, "record_every": 5}}
+    build_cfg(base)
+    with pytest.raises(UserError) as e:
+        build_cfg({**base, "experiment": {"name": "landscape", key: value}})
+    msg = str(e.value)
+    assert f"experiment.{key}=" in msg and "\n" not in msg
+    assert "must" in msg or "allowed" in msg
+
+
+def test_validate_rejects_record_every_not_dividing_steps():
+    with pytest.raises(UserError, match=r"^train.record_every=3 must divide train.steps=40$"):
+        build_cfg({"experiment": {"name": "landscape"}, "train": {"steps": 40, "record_every": 3}})
+
+
+def test_cli_diverged_training_is_one_line_error(tmp_path):
+    # only shows while running: the trainer's weights overflow; a user error, not a traceback
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    p = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=landscape",
+                        f"outputs.root={tmp_path}", *TINY, "model=two_layer_linear",
+                        "optimizer.lr=100"], cwd=tmp_path, capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        "error: optimizer.lr=100: training diverged (non-finite weights or loss), and a slice "
+        "needs a finite trained point; lower it"]

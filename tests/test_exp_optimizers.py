@@ -1,7 +1,8 @@
-"""The optimizers experiment: helpers against numpy, the fused runner against the sweep engine,
-and a tiny CLI run (schema, figures, manual == optax, momentum/adam faster than GD on the
-quadratic)."""
+"""The optimizers experiment: helpers against numpy, sweep.run_fused against the sweep engine,
+validation, and a tiny CLI run (schema, figures, manual == optax, momentum/adam faster than GD
+on the quadratic)."""
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -11,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpexp import optim, sweep, theory, train
+from bpexp import config, optim, sweep, theory, train
+from bpexp.errors import UserError
 from bpexp.experiments import optimizers as E
 
 
@@ -27,7 +29,8 @@ def test_diverged_mask():
     loss = np.array([[[1.0, 0.5]], [[1.0, 2.0]], [[1.0, np.inf]]])          # [lr, seed, step]
     final = np.array([[0.4], [3.0], [np.nan]])
     first = np.array([[-1], [-1], [1]])
-    np.testing.assert_array_equal(E.diverged_mask(loss, final, first, 1.0), [[False], [True], [True]])
+    np.testing.assert_array_equal(E.diverged_mask(loss, final, first, 1.0),
+                                  [[False], [True], [True]])
 
 
 def test_steps_to_tol_and_max_abs_diff():
@@ -37,15 +40,18 @@ def test_steps_to_tol_and_max_abs_diff():
     a = np.array([[1.0, 2.0], [4.0, 8.0]])
     b = a + np.array([[0.0, 1e-3], [0.5, 0.0]])
     assert E.max_abs_diff(a, b) == (0.5, 0.5 / 8)
-    np.testing.assert_allclose(E.max_abs_diff(a, b, np.array([True, False])), (1e-3, 1e-3 / 2), rtol=1e-12)
+    np.testing.assert_allclose(E.max_abs_diff(a, b, np.array([True, False])), (1e-3, 1e-3 / 2),
+                               rtol=1e-12)
 
 
 def test_quadratic_rate_and_predicted_steps_match_closed_forms():
     kappa, beta = 50.0, 0.9
     lr = 2 / (1 + kappa)
-    assert math.isclose(E.quadratic_rate("gd", lr, [1.0, kappa], beta), (kappa - 1) / (kappa + 1), rel_tol=1e-12)
+    assert math.isclose(E.quadratic_rate("gd", lr, [1.0, kappa], beta), (kappa - 1) / (kappa + 1),
+                        rel_tol=1e-12)
     # inside the complex-root band every eigendirection contracts by sqrt(beta)
-    assert math.isclose(E.quadratic_rate("momentum", 0.09, [1.0, kappa], beta), math.sqrt(beta), rel_tol=1e-12)
+    assert math.isclose(E.quadratic_rate("momentum", 0.09, [1.0, kappa], beta), math.sqrt(beta),
+                        rel_tol=1e-12)
     assert math.isclose(E.predicted_steps(0.5, 1.0, 1.0 / 16), 2.0)       # 0.5^(2t) = 1/16 at t = 2
     assert E.predicted_steps(1.2, 1.0, 0.1) is None
 
@@ -89,32 +95,82 @@ def test_quadratic_paths_match_numpy_and_optax_twins_in_float64():
         for n in E.NAMES:
             path, loss = out[(n, "manual")]
             np.testing.assert_allclose(path[i], ref[n], rtol=1e-10, atol=1e-12, err_msg=n)
-            np.testing.assert_allclose(loss[i], 0.5 * np.einsum("ti,ij,tj->t", ref[n], H, ref[n]), rtol=1e-10, atol=1e-13)
-            np.testing.assert_allclose(out[(n, "optax")][0][i], path[i], rtol=1e-12, atol=1e-13, err_msg=n)
+            np.testing.assert_allclose(loss[i], 0.5 * np.einsum("ti,ij,tj->t", ref[n], H, ref[n]),
+                                       rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(out[(n, "optax")][0][i], path[i], rtol=1e-12, atol=1e-13,
+                                       err_msg=n)
     # Adam's first step is lr * sign(g) (up to eps)
     adam = out[("adam", "manual")][0]
     np.testing.assert_allclose(adam[:, 1] - w0, -lrs["adam"][:, None] * np.sign(H @ w0), rtol=1e-6)
 
 
 # ---------------------------------------------------------------- fused runner == sweep engine
-def test_run_fused_equals_run_grid():
+def test_run_fused_equals_run_grid_per_spec():
+    """Three specs (different optimizers, impls and lr grids) in one compile give, per spec,
+    the same arrays, dims, coords and run count as the sweep engine."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3, 24))
     Y = rng.normal(size=(1, 3)) @ X + 0.1 * rng.normal(size=(1, 24))
-    lrs, seeds = np.array([0.01, 0.1, 100.0]), np.array([0, 1])
-    fixed = {"init_scale": 1.0, "beta": 0.8}
-    spec = train.TrainSpec(model="multivariate", n=3, d_out=1, m=24, steps=12, optimizer="momentum",
-                           dtype="float64", opt_hparams=tuple(optim.HYPERPARAMS["momentum"]),
-                           model_hparams=(("init", "standard"),))
-    fused = E.run_fused({("momentum", "manual"): spec}, {"momentum": lrs}, seeds, fixed, X, Y)[("momentum", "manual")]
-    ref = sweep.run_grid(spec, X, Y, sweep.Grid({"lr": lrs, "seed": seeds}), fixed, progress=False)
-    assert fused.metrics.keys() == ref.metrics.keys()
-    for k in ref.metrics:
-        assert fused.metrics[k].shape == ref.metrics[k].shape, k
-        np.testing.assert_allclose(fused.metrics[k], ref.metrics[k], rtol=1e-12, atol=1e-300, err_msg=k)
-    m = fused.metrics
+    lrs = {"momentum": np.array([0.01, 0.1, 100.0]), "adam": np.array([0.003, 0.03]),
+           "gd": np.array([0.05])}
+    seeds = np.array([0, 1])
+    fixed = {"init_scale": 1.0, "beta": 0.8, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8}
+    specs = {(o, impl): train.TrainSpec(model="multivariate", n=3, d_out=1, m=24, steps=12,
+                                        optimizer=o, impl=impl, dtype="float64",
+                                        opt_hparams=tuple(optim.HYPERPARAMS[o]),
+                                        model_hparams=(("init", "standard"),))
+             for o, impl in (("momentum", "manual"), ("adam", "optax"), ("gd", "manual"))}
+    before = sweep.COMPILES["count"]
+    fused = sweep.run_fused(specs, lrs, seeds, fixed, X, Y)
+    assert sweep.COMPILES["count"] - before == 1
+    assert fused.keys() == specs.keys()
+    for (o, impl), spec in specs.items():
+        got = fused[(o, impl)]
+        ref = sweep.run_grid(spec, X, Y, sweep.Grid({"lr": lrs[o], "seed": seeds}), fixed,
+                             progress=False)
+        assert got.metrics.keys() == ref.metrics.keys() and got.dims == ref.dims, o
+        assert got.stats["runs"] == ref.stats["runs"] == len(lrs[o]) * len(seeds)
+        for k in ("lr", "seed"):
+            np.testing.assert_array_equal(got.axes[k], ref.axes[k])
+        for k in ("step", "param"):
+            np.testing.assert_array_equal(got.coords[k], ref.coords[k])
+        for k in ref.metrics:
+            assert got.metrics[k].shape == ref.metrics[k].shape, (o, k)
+            np.testing.assert_allclose(got.metrics[k], ref.metrics[k], rtol=1e-12, atol=1e-300,
+                                       err_msg=f"{o}/{impl} {k}")
+    m = fused[("momentum", "manual")].metrics
     div = E.diverged_mask(m["loss"], m["final_loss"], m["first_nonfinite"], 1.0)
-    np.testing.assert_array_equal(div, [[False, False], [False, False], [True, True]])  # lr 100 blows up
+    np.testing.assert_array_equal(div, [[False, False], [False, False], [True, True]])  # lr 100
+
+
+# ---------------------------------------------------------------- validation
+@pytest.mark.parametrize("key, value", [
+    ("optimizers", []), ("optimizers", ["gd", "nesterov"]), ("optimizers", ["gd", "gd"]),
+    ("lr_range", {"gd": ["a", 0.1]}), ("lr_range", {"gd": [0.1]}),
+    ("lr_range", {"gd": [1.0, 0.1]}), ("lr_range", {"gd": [0.0, 1.0]}),
+    ("lr_range", {"gd": [0.1, math.inf]}), ("lr_range", {"gd": [True, 1]}),
+    ("lr_range", {"gd": None}), ("lr_range", {"gdd": [0.1, 1.0]}),
+    ("quad_lr_range", {"adam": [math.nan, 1.0]}),
+    ("lr_num", 0), ("quad_lr_num", 0), ("quad_steps", 0), ("path_steps", -1),
+    ("tol_factor", 0.0), ("tol_factor", math.nan), ("quad_tol", -1e-6), ("quad_tol", math.inf),
+    ("divergence_factor", 0.0), ("divergence_factor", math.nan),
+    ("quad_kappa", 0.5), ("quad_kappa", math.nan), ("quad_kappa", math.inf),
+    ("quad_angle", math.inf), ("quad_start", [0, 0]), ("quad_start", [1e-200, 0.0]),
+    ("quad_start", [1.0]), ("quad_start", ["a", "b"]), ("quad_start", [math.nan, 1.0]),
+])
+def test_validate_rejects_bad_values(key, value):
+    """One line naming the key (a dict entry merges into the default, as an override does)."""
+    P = E.Params()
+    value = {**getattr(P, key), **value} if isinstance(value, dict) else value
+    cfg = config.Cfg(experiment=dataclasses.replace(P, **{key: value}))
+    with pytest.raises(UserError, match=rf"^experiment\.{key}[.=][^\n]+$"):
+        E.validate(cfg)
+
+
+def test_validate_accepts_the_defaults_and_a_subset():
+    E.validate(config.Cfg(experiment=E.Params()))
+    # ranges of optimizers that are not compared are not read
+    E.validate(config.Cfg(experiment=E.Params(optimizers=["adam"], lr_range={"adam": [0.1, 1]})))
 
 
 # ---------------------------------------------------------------- CLI
@@ -123,7 +179,8 @@ TINY = ["data.m=64", "model.hidden=4", "train.steps=20", "experiment.lr_num=3", 
 
 
 def _run_cli(tmp_path, *extra):
-    cmd = [sys.executable, "-m", "bpexp", "+experiment=optimizers", f"outputs.root={tmp_path}", *TINY, *extra]
+    cmd = [sys.executable, "-m", "bpexp", "+experiment=optimizers", f"outputs.root={tmp_path}",
+           *TINY, *extra]
     p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     last = p.stdout.strip().splitlines()[-1]
@@ -134,13 +191,15 @@ def _run_cli(tmp_path, *extra):
 
 def _check(run_dir, s, names, rel_tol):
     assert set(s["problems"]) == {"digits", "quadratic"}
-    keys = {"best_lr", "final_loss", "steps_to_tol", "max_abs_diff_manual_vs_optax", "max_rel_diff_manual_vs_optax"}
+    keys = {"best_lr", "final_loss", "steps_to_tol", "max_abs_diff_manual_vs_optax",
+            "max_rel_diff_manual_vs_optax"}
     for prob, per in s["problems"].items():
         assert list(per) == names, prob
         for n, v in per.items():
             assert keys <= set(v), (prob, n)
             assert v["best_lr"] is not None and v["best_lr"] > 0, (prob, n)
-            assert v["max_rel_diff_manual_vs_optax"] < rel_tol, (prob, n, v["max_rel_diff_manual_vs_optax"])
+            rel = v["max_rel_diff_manual_vs_optax"]
+            assert rel < rel_tol, (prob, n, rel)
     assert s["tolerance"]["quadratic"] == 1e-6 and s["tolerance"]["digits"] > 0
     for f in ("loss_at_best_lr.png", "final_loss_vs_lr.png", "quadratic_paths.png"):
         assert (run_dir / "figures" / f).stat().st_size > 10_000, f
@@ -163,6 +222,17 @@ def test_cli_tiny_float32(tmp_path):
     # GD's measured steps agree with the linear-rate prediction within 15%
     assert abs(q["gd"]["steps_to_tol"] / q["gd"]["steps_to_tol_theory"] - 1) < 0.15
     assert q["gd"]["best_lr"] < s["quadratic"]["gd_threshold"]
+
+
+@pytest.mark.parametrize("arg", ["experiment.lr_range.gd=[a,0.1]", "experiment.quad_start=[0,0]"])
+def test_cli_bad_value_is_one_line_before_any_run(tmp_path, arg):
+    p = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=optimizers",
+                        f"outputs.root={tmp_path}", arg], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith(f"error: {arg.split('=')[0]}=")
+    assert not (tmp_path / "optimizers").exists()  # rejected in the validation phase
 
 
 @pytest.mark.slow

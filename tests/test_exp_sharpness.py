@@ -1,5 +1,6 @@
 """The sharpness (edge of stability) experiment: power iteration and the GD + sharpness scan
-against numpy, and a small CLI run where the sharpness climbs to 2/lr and hovers there."""
+against numpy, a small CLI run where the sharpness climbs to 2/lr and hovers there, and the
+validation of its keys."""
 
 import json
 import subprocess
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 
 from bpexp import models, theory
+from bpexp.errors import UserError
 from bpexp.experiments import sharpness as E
+from helpers import build_cfg
 
 
 def test_power_iteration_finds_the_top_eigenvalue():
@@ -31,7 +34,8 @@ def test_power_iteration_finds_the_top_eigenvalue():
 def test_late_ratio_median():
     steps = np.arange(10) * 10                       # 0..90; last third: steps >= 60
     sharp = np.array([1, 2, 3, 4, 5, 6, 9.0, 10.0, np.nan, 11.0])
-    assert E.late_ratio_median(sharp, steps, 0.2, 1 / 3) == pytest.approx(np.median([9.0, 10.0, 11.0]) * 0.1)
+    assert E.late_ratio_median(sharp, steps, 0.2, 1 / 3) == pytest.approx(
+        np.median([9.0, 10.0, 11.0]) * 0.1)
     assert np.isnan(E.late_ratio_median(np.full(10, np.nan), steps, 0.2, 1 / 3))
 
 
@@ -46,10 +50,12 @@ def test_gd_with_sharpness_on_a_quadratic_matches_numpy():
     def init_fn(key):
         return model.init(key, 4, 1, dtype=jnp.float64)
 
-    one = E.make_gd_with_sharpness(model.loss, model.grad, init_fn, steps=20, every=5, iters=200, check_iters=200)
+    one = E.make_gd_with_sharpness(model.loss, model.grad, init_fn, steps=20, every=5, iters=200,
+                                   check_iters=200)
     lrs = jnp.array([0.05, 0.1])
     key = jax.random.PRNGKey(3)
-    out = jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))(lrs, key, jnp.asarray(X), jnp.asarray(Y))
+    out = jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))(lrs, key, jnp.asarray(X),
+                                                                 jnp.asarray(Y))
     lam = theory.lambda_max_quadratic(X)
     np.testing.assert_allclose(np.asarray(out["sharpness"]), lam, rtol=1e-8)
     np.testing.assert_allclose(np.asarray(out["sharpness_end_check"]), lam, rtol=1e-8)
@@ -102,3 +108,16 @@ def test_cli_small_config_reaches_edge_of_stability(tmp_path):
     for lr in s["lrs"]:
         warm, cold = s["sharpness"][str(lr)][-1], s["sharpness_end_check"][str(lr)]
         assert abs(warm - cold) < 0.05 * cold, (lr, warm, cold)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("lrs", []), ("lrs", [0.1, 0.0]), ("lrs", [-0.1]), ("lrs", [float("inf")]),
+    ("lrs", [float("nan")]), ("lrs", [0.1, 0.1]), ("every", 0), ("every", 7),
+    ("power_iters", 0), ("check_iters", 2**31), ("late_fraction", 0.0),
+    ("late_fraction", 1.5), ("late_fraction", float("nan"))])
+def test_bad_experiment_values_are_one_line_user_errors(key, value):
+    """train.steps = 200 (the schema default): every = 7 does not divide it."""
+    with pytest.raises(UserError) as e:
+        build_cfg({"experiment": {"name": "sharpness", key: value}, "model": {"name": "mlp"}})
+    msg = str(e.value)
+    assert f"experiment.{key}={value!r}" in msg and "allowed" in msg and "\n" not in msg

@@ -22,12 +22,14 @@ def test_good_argv_passes(argv):
 
 @pytest.mark.parametrize("argv,needle", [
     (["+experiment=nope"], "experiment='nope'"),
-    (["+experiment=lr_sweep", "model=nope"], "model='nope' is not a model; choose one of logistic, mlp"),
+    (["+experiment=lr_sweep", "model=nope"],
+     "model='nope' is not a model; choose one of logistic, mlp"),
     (["-m", "+experiment=lr_sweep", "data=digits,nope"], "data='nope'"),
     (["-m", "+experiment=glob(zz*)"], "matches no experiment"),
     (["+experiment=lr_sweep", "model.foo=1"], "model.foo is not a known key; allowed: model.name"),
     (["+experiment=lr_sweep", "foo=1"], "foo is not a known key"),
-    (["+experiment=lr_sweep", "experiment.bogus=1"], "experiment.bogus is not a key of this experiment"),
+    (["+experiment=lr_sweep", "experiment.bogus=1"],
+     "experiment.bogus is not a key of this experiment"),
 ])
 def test_bad_argv_one_line(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
@@ -53,7 +55,9 @@ def test_every_schema_key_is_overridable(tmp_path):
             for option in config.group_options(group):
                 cfg = compose("config", overrides=[f"{group}={option}", "+experiment=lr_sweep"])
                 assert set(cfg[group]) == {f.name for f in dataclasses.fields(cls)}, (group, option)
-        cfg = compose("config", overrides=["+experiment=lr_sweep", "optimizer=gd", "optimizer.beta=0.5",
-                                           "data.features=[2]", "model=univariate"])
+        cfg = compose("config", overrides=["+experiment=lr_sweep", "optimizer=gd",
+                                           "optimizer.beta=0.5", "data.features=[2]",
+                                           "model=univariate"])
         built = build_cfg(__import__("omegaconf").OmegaConf.to_container(cfg, resolve=True))
-        assert built.optimizer.beta == 0.5 and built.data.features == [2] and built.model.name == "univariate"
+        assert (built.optimizer.beta == 0.5 and built.data.features == [2]
+                and built.model.name == "univariate")

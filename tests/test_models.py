@@ -141,7 +141,7 @@ def compiled_check(specs):
             size = math.prod(shape)
             p[k] = flat[i:i + size].reshape(shape)
             i += size
-        ravel = lambda g: jnp.concatenate([jnp.reshape(g[k], (-1,)) for k, _ in layout])
+        ravel = lambda g: jnp.concatenate([jnp.reshape(g[k], (-1,)) for k, _ in layout])  # noqa: E731
         return (ravel(md.grad(p, X, Y)), ravel(jax.grad(md.loss)(p, X, Y)), md.loss(p, X, Y),
                 md.forward(p, X), md.logits(p, X))
 
@@ -196,8 +196,9 @@ def check_specs(specs, seed=0, draws=K):
         p = unravel_np(layout, flat)
         zs, Z = np_hidden_preacts(v, p, X)
         np.testing.assert_allclose(logits, Z, rtol=TOL_NUMPY, atol=TOL_NUMPY, err_msg=tag)
-        np.testing.assert_allclose(fwd, np_forward(v, p, X), rtol=TOL_NUMPY, atol=TOL_NUMPY, err_msg=tag)
-        np.testing.assert_allclose(loss, np_loss(v, p, X, Y), rtol=TOL_NUMPY, atol=TOL_NUMPY, err_msg=tag)
+        tol = dict(rtol=TOL_NUMPY, atol=TOL_NUMPY, err_msg=tag)
+        np.testing.assert_allclose(fwd, np_forward(v, p, X), **tol)
+        np.testing.assert_allclose(loss, np_loss(v, p, X, Y), **tol)
         ok = np.ones(draws, bool)  # no relu kink within reach of the finite-difference step
         if v[1] == "relu":
             for z in zs:
@@ -244,7 +245,8 @@ def test_mlp_every_activation_output_and_depth():
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_mlp_full_product_activation_output_depth(depth):
     """Slow: all 12 pairs at each depth (3 big compiles)."""
-    check_specs(mlp_specs([(v, depth) for v in MLP_VARIANTS], seed=100 + depth), seed=depth, draws=16)
+    specs = mlp_specs([(v, depth) for v in MLP_VARIANTS], seed=100 + depth)
+    check_specs(specs, seed=depth, draws=16)
 
 
 @HYP
@@ -252,7 +254,8 @@ def test_mlp_full_product_activation_output_depth(depth):
        m=st.integers(1, 4), d=st.integers(1, 3), data=st.data(), seed=st.integers(0, 2**31 - 1))
 def test_mlp_random_shapes_match(variant, depth, n, m, d, data, seed):
     hidden = data.draw(st.one_of(st.integers(1, 3),
-                                 st.lists(st.integers(1, 3), min_size=depth, max_size=depth).map(tuple)))
+                                 st.lists(st.integers(1, 3), min_size=depth,
+                                          max_size=depth).map(tuple)))
     check_specs([(variant, n, m, d, hidden, depth)], seed=seed)
 
 
@@ -294,7 +297,8 @@ def test_param_names_and_shapes_per_design(n, d, k):
     assert shapes("multivariate", n, 1) == {"w": (1, n), "b": ()}
     assert shapes("logistic", n, 1) == {"w": (1, n), "b": ()}
     for name in ("two_layer_linear", "two_layer_sigmoid"):
-        assert shapes(name, n, d, hidden=k) == {"W1": (k, n), "b1": (k, 1), "W2": (d, k), "b2": (d, 1)}
+        expect = {"W1": (k, n), "b1": (k, 1), "W2": (d, k), "b2": (d, 1)}
+        assert shapes(name, n, d, hidden=k) == expect
     for depth in (1, 2, 3):
         expect = {}
         widths = [n] + [k] * depth + [d]
@@ -339,7 +343,7 @@ def test_unknown_model_lists_all_names():
     with pytest.raises(ValueError) as e:
         models.get("nope")
     assert "nope" in str(e.value)
-    for name in ("univariate", "multivariate", "two_layer_linear", "two_layer_sigmoid", "logistic", "mlp"):
+    for name in models.NAMES:
         assert name in str(e.value)
 
 
@@ -367,8 +371,11 @@ def _init_all():
     model = models.get("mlp")
 
     def f(key):
-        return {s: jax.vmap(lambda c: model.init(key, N_IN, N_OUT, hidden=HIDDEN, depth=1, init=s,
-                                                 init_scale=c, dtype=jnp.float64))(jnp.array(SCALES))
+        def init(s, c):
+            return model.init(key, N_IN, N_OUT, hidden=HIDDEN, depth=1, init=s, init_scale=c,
+                              dtype=jnp.float64)
+
+        return {s: jax.vmap(lambda c, s=s: init(s, c))(jnp.array(SCALES))
                 for s in models.INITS}
 
     return jax.jit(f, compiler_options=FAST_COMPILE)
@@ -390,7 +397,8 @@ def test_init_scheme_statistics(scheme):
         for W, n_in, n_out in ((p["W1"], N_IN, HIDDEN), (p["W2"], HIDDEN, N_OUT)):
             assert W.shape == (n_out, n_in)
             if scheme in ("standard", "xavier"):
-                lim = c * (1 / math.sqrt(n_in) if scheme == "standard" else math.sqrt(6 / (n_in + n_out)))
+                a = 1 / math.sqrt(n_in) if scheme == "standard" else math.sqrt(6 / (n_in + n_out))
+                lim = c * a
                 assert np.max(np.abs(W)) <= lim
                 assert np.max(np.abs(W)) > 0.99 * lim and np.min(W) < -0.99 * lim
                 std = lim / math.sqrt(3)  # variance of U[-a, a] is a^2 / 3
@@ -403,7 +411,8 @@ def test_init_scheme_statistics(scheme):
 def test_init_scale_multiplies_and_same_key_same_params():
     P, Q, R = _inits(0), _inits(0), _inits(1)
     for s in models.INITS:
-        assert_trees_all_close(P[f"{s}@2.5"], jax.tree.map(lambda w: 2.5 * w, P[f"{s}@1.0"]), rtol=1e-15)
+        scaled = jax.tree.map(lambda w: 2.5 * w, P[f"{s}@1.0"])
+        assert_trees_all_close(P[f"{s}@2.5"], scaled, rtol=1e-15)
         assert_trees_all_close(P[f"{s}@1.0"], Q[f"{s}@1.0"], rtol=0)
         assert not np.allclose(P[f"{s}@1.0"]["W1"], R[f"{s}@1.0"]["W1"])
     # standard: n Var(W) = 1/3
@@ -433,23 +442,28 @@ def _huge_logits_fn():
 
 def test_losses_stable_for_huge_logits():
     """|z| = 1e3 (and 2e3): cross-entropies from logits stay finite and exact."""
-    lg = ({"w": np.array([[1000.0]]), "b": np.float64(0.0)}, np.array([[1.0, -1.0]]), np.array([[1.0, 1.0]]))
+    lg = ({"w": np.array([[1000.0]]), "b": np.float64(0.0)}, np.array([[1.0, -1.0]]),
+          np.array([[1.0, 1.0]]))
     lg32 = jax.tree.map(lambda a: np.asarray(a, np.float32), lg)
-    mlp1 = lambda W2: {"W1": np.ones((1, 1)), "b1": np.zeros((1, 1)), "W2": W2,
+    mlp1 = lambda W2: {  # noqa: E731
+                       "W1": np.ones((1, 1)), "b1": np.zeros((1, 1)), "W2": W2,
                        "b2": np.zeros((W2.shape[0], 1))}
     X = np.array([[1.0, 2.0]])  # relu hidden: a1 = [1, 2] -> z2 = W2 a1
     cases = {"logistic64": lg, "logistic32": lg32,
              "sigmoid_ce": (mlp1(np.array([[1000.0]])), X, np.zeros((1, 2))),
-             "softmax_ce": (mlp1(np.array([[1000.0], [-1000.0]])), X, np.array([[0.0, 0.0], [1.0, 1.0]])),
+             "softmax_ce": (mlp1(np.array([[1000.0], [-1000.0]])), X,
+                            np.array([[0.0, 0.0], [1.0, 1.0]])),
              "sigmoid_mse": (mlp1(np.array([[-1000.0]])), X, np.ones((1, 2)))}
     out = jax.tree.map(np.asarray, _huge_logits_fn()(cases))
-    # logistic: z = [1000, -1000], y = [1, 1]: (softplus(-1000) + softplus(1000) - 1000... ) -> (0 + 1000) / 2
+    # logistic: z = [1000, -1000], y = [1, 1]:
+    # (softplus(-1000) + softplus(1000) - 1000... ) -> (0 + 1000) / 2
     expected = {"logistic64": 500.0, "logistic32": 500.0, "sigmoid_ce": 1500.0,
                 "softmax_ce": (2000.0 + 4000.0) / 2, "sigmoid_mse": 1.0}
     for name, (loss, g_man, g_ad) in out.items():
         leaves = jax.tree_util.tree_leaves((loss, g_man, g_ad))
         assert all(np.all(np.isfinite(v)) for v in leaves), (name, out[name])
-        np.testing.assert_allclose(loss, expected[name], rtol=1e-6 if name.endswith("32") else 1e-12)
+        rtol = 1e-6 if name.endswith("32") else 1e-12
+        np.testing.assert_allclose(loss, expected[name], rtol=rtol)
         assert_trees_all_close(g_man, g_ad, rtol=1e-6, atol=1e-12)
     g = out["logistic64"][1]  # dz = (a - y)/m = [0, -1/2]: dw = dz X^T = 1/2, db = -1/2
     np.testing.assert_allclose([g["w"][0, 0], g["b"]], [0.5, -0.5], rtol=1e-12)
@@ -493,7 +507,8 @@ def _worked_example_fn():
 def test_lecture5_worked_example():
     model, fn = _worked_example_fn()
     shapes = param_shapes(model, 2, 1, {"hidden": 1, "depth": 1})
-    p = {"W1": np.array([[0.5, 0.5]]), "b1": np.zeros((1, 1)), "W2": np.array([[0.5]]), "b2": np.zeros((1, 1))}
+    p = {"W1": np.array([[0.5, 0.5]]), "b1": np.zeros((1, 1)), "W2": np.array([[0.5]]),
+         "b2": np.zeros((1, 1))}
     assert {k: v.shape for k, v in shapes.items()} == {k: v.shape for k, v in p.items()}
     X, Y = np.array([[1.0], [2.0]]), np.array([[1.0]])
     z2, a2, loss, g, g_ad, new = jax.tree.map(np.asarray, fn(p, X, Y))

@@ -23,7 +23,8 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 B = 4
 SETTINGS = {
     "gd": [dict(lr=0.05), dict(lr=0.01), dict(lr=0.08), dict(lr=0.002)],
-    "momentum": [dict(lr=0.05), dict(lr=0.02, beta=0.5), dict(lr=0.1, beta=0.99), dict(lr=0.01, beta=0.0)],
+    "momentum": [dict(lr=0.05), dict(lr=0.02, beta=0.5), dict(lr=0.1, beta=0.99),
+                 dict(lr=0.01, beta=0.0)],
     "rmsprop": [
         dict(lr=0.01),
         dict(lr=0.003, beta2=0.99, eps=1e-6),
@@ -105,11 +106,13 @@ def sweep(name):
 def per_step_diff(a, b):
     """max |a - b| over all params, shape (B, STEPS)."""
     leaves = zip(jax.tree.leaves(a), jax.tree.leaves(b))
-    return np.max([np.abs(np.asarray(x) - np.asarray(y)).reshape(B, STEPS, -1).max(-1) for x, y in leaves], axis=0)
+    return np.max([np.abs(np.asarray(x) - np.asarray(y)).reshape(B, STEPS, -1).max(-1)
+                   for x, y in leaves], axis=0)
 
 
 def max_diff(a, b):
-    return max(np.max(np.abs(np.asarray(x) - np.asarray(y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return max(np.max(np.abs(np.asarray(x) - np.asarray(y)))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def row(tree, i):
@@ -133,11 +136,14 @@ def test_parity_every_step(name, seed):
 
 VMAPPED = {  # lr and betas changing together along the vmapped axis
     "gd": [dict(lr=v) for v in (0.01, 0.02, 0.03, 0.05)],
-    "momentum": [dict(lr=a, beta=b) for a, b in [(0.01, 0.0), (0.03, 0.5), (0.05, 0.9), (0.02, 0.95)]],
-    "rmsprop": [dict(lr=a, beta2=b) for a, b in [(0.001, 0.99), (0.003, 0.995), (0.01, 0.999), (0.02, 0.999)]],
+    "momentum": [dict(lr=a, beta=b)
+                 for a, b in [(0.01, 0.0), (0.03, 0.5), (0.05, 0.9), (0.02, 0.95)]],
+    "rmsprop": [dict(lr=a, beta2=b)
+                for a, b in [(0.001, 0.99), (0.003, 0.995), (0.01, 0.999), (0.02, 0.999)]],
     "adam": [
         dict(lr=a, beta1=b1, beta2=b2)
-        for a, b1, b2 in [(0.002, 0.8, 0.99), (0.01, 0.9, 0.995), (0.03, 0.95, 0.999), (0.05, 0.9, 0.999)]
+        for a, b1, b2 in [(0.002, 0.8, 0.99), (0.01, 0.9, 0.995), (0.03, 0.95, 0.999),
+                          (0.05, 0.9, 0.999)]
     ],
 }
 
@@ -158,7 +164,8 @@ def test_vmapped_rows_equal_python_float_runs():
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def runs(params, prob):
-        return {(n, impl): run(optim.get(n, impl=impl, **VMAPPED[n][i]), params, prob) for n in names for impl in IMPLS}
+        return {(n, impl): run(optim.get(n, impl=impl, **VMAPPED[n][i]), params, prob)
+                for n in names for impl in IMPLS}
 
     out = runs(params, prob)
     for n in names:
@@ -203,7 +210,8 @@ def test_matches_numpy_formulas(name, hp):
     state = opt.init({"x": jnp.zeros((2, 3))})
     for t, (g, expected) in enumerate(zip(grads, numpy_steps(name, hp, grads))):
         u, state = opt.update({"x": jnp.asarray(g)}, state)
-        np.testing.assert_allclose(np.asarray(u["x"]), expected, rtol=1e-13, atol=1e-15, err_msg=f"step {t + 1}")
+        np.testing.assert_allclose(np.asarray(u["x"]), expected, rtol=1e-13, atol=1e-15,
+                                   err_msg=f"step {t + 1}")
 
 
 # --- properties -------------------------------------------------------------------
@@ -240,7 +248,8 @@ def test_adam_invariant_to_gradient_scale(c):
 def test_momentum_beta0_is_gd_exactly():
     params, prob = make_problem(7)
     lrs = [0.05, 0.01, 0.1, 0.002]
-    mom = sweep("momentum")(stack_hp("momentum", [dict(lr=a, beta=0.0) for a in lrs]), params, prob)[0]
+    mom = sweep("momentum")(stack_hp("momentum", [dict(lr=a, beta=0.0) for a in lrs]),
+                            params, prob)[0]
     gd = sweep("gd")(stack_hp("gd", [dict(lr=a) for a in lrs]), params, prob)[0]
     for x, y in zip(jax.tree.leaves(mom), jax.tree.leaves(gd)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -261,9 +270,11 @@ def test_new_hyperparam_values_do_not_recompile():
             out[key] = (optax.apply_updates(params, u), s)
         return out
 
-    states = {(n, impl): optim.get(n, impl=impl, lr=1.0).init(params) for n in names for impl in IMPLS}
+    states = {(n, impl): optim.get(n, impl=impl, lr=1.0).init(params)
+              for n in names for impl in IMPLS}
     outs = [
-        train_step(params, states, {n: full_hp(n, SETTINGS[n][k]) for n in names})  # lr and betas change
+        # lr and betas change
+        train_step(params, states, {n: full_hp(n, SETTINGS[n][k]) for n in names})
         for k in range(3)
     ]
     assert len(traces) == 1
@@ -281,7 +292,8 @@ def test_dtype_preserved_float32():
     def two_steps(lr64):
         out = {}
         for name in optim.NAMES:
-            for kind, lr in (("float", 0.1), ("f64 array", lr64)):  # python float and traced float64
+            # python float and traced float64
+            for kind, lr in (("float", 0.1), ("f64 array", lr64)):
                 opt = optim.get(name, lr=lr)
                 state = opt.init(p)
                 for _ in range(2):

@@ -116,7 +116,8 @@ def test_latest_points_at_newest_finished(tmp_path):
     d = outputs.Run(tmp_path, "exp")
     d.finish("interrupted")
     assert os.readlink(latest) == b.id, "only finished runs become latest"
-    assert [r["status"] for r in outputs.read_index(tmp_path)] == ["finished", "finished", "failed", "interrupted"]
+    assert [r["status"] for r in outputs.read_index(tmp_path)] == ["finished", "finished",
+                                                                   "failed", "interrupted"]
     assert_no_tmp_files(tmp_path)
 
 
@@ -241,7 +242,8 @@ def test_parallel_runs_threads_unique(tmp_path):
 
 def test_parallel_runs_processes_unique(tmp_path):
     # spawn, not fork: forking a process that runs JAX's thread pools can deadlock
-    with cf.ProcessPoolExecutor(4, mp_context=mp.get_context("spawn"), initializer=_cheap_environment) as ex:
+    with cf.ProcessPoolExecutor(4, mp_context=mp.get_context("spawn"),
+                                initializer=_cheap_environment) as ex:
         pids = set(f.result() for f in [ex.submit(_warm) for _ in range(4)])
         start = _next_second()
         ids = list(ex.map(_make_run, [str(tmp_path)] * 16, [start] * 16))

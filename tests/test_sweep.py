@@ -61,7 +61,8 @@ X_TL, Y_TL = _tl_data()
 
 def mv_spec(**kw) -> train.TrainSpec:
     """Multivariate linear regression, float64, 30 steps: the shared workhorse spec."""
-    base = dict(model="multivariate", n=N, d_out=1, m=M, steps=STEPS, optimizer="gd", dtype="float64")
+    base = dict(model="multivariate", n=N, d_out=1, m=M, steps=STEPS, optimizer="gd",
+                dtype="float64")
     base.update(kw)
     base.setdefault("opt_hparams", tuple(optim.HYPERPARAMS[base["optimizer"]]))
     return train.TrainSpec(**base)
@@ -77,7 +78,8 @@ def tl_spec(**kw) -> train.TrainSpec:
 
 
 def grid(lr, seed, **extra) -> sweep.Grid:
-    return sweep.Grid({"lr": np.asarray(lr, np.float64), "seed": np.asarray(seed, np.int64), **extra})
+    return sweep.Grid({"lr": np.asarray(lr, np.float64), "seed": np.asarray(seed, np.int64),
+                       **extra})
 
 
 def run(spec, X, Y, g, fixed=None, **kw):
@@ -90,7 +92,8 @@ def assert_metrics_close(a: sweep.SweepResult, b: sweep.SweepResult, rtol, names
         if k == "first_nonfinite":
             np.testing.assert_array_equal(a.metrics[k], b.metrics[k], err_msg=k)
         else:
-            np.testing.assert_allclose(a.metrics[k], b.metrics[k], rtol=rtol, atol=1e-300, err_msg=k)
+            np.testing.assert_allclose(a.metrics[k], b.metrics[k], rtol=rtol, atol=1e-300,
+                                       err_msg=k)
 
 
 def assert_metrics_equal(a: sweep.SweepResult, b: sweep.SweepResult, index=(), names=METRIC_NAMES):
@@ -154,10 +157,14 @@ def test_grid_runs_equal_independent_loop(opt_name):
         for j, seed in enumerate(seeds):
             ref = mv_reference(optax_twin(opt_name, lr, 0.8), seed, init_scale, X_MV, Y_MV, STEPS)
             np.testing.assert_allclose(res.metrics["loss"][i, j], ref["loss"], rtol=RTOL)
-            np.testing.assert_allclose(res.metrics["final_loss"][i, j], ref["final_loss"], rtol=RTOL)
-            np.testing.assert_allclose(res.metrics["param_norm"][i, j], ref["param_norm"], rtol=RTOL)
-            np.testing.assert_allclose(res.metrics["update_norm"][i, j], ref["update_norm"], rtol=RTOL)
-            for q, name in enumerate(params):  # grad_norm[..., q] belongs to leaf coords["param"][q]
+            np.testing.assert_allclose(res.metrics["final_loss"][i, j], ref["final_loss"],
+                                       rtol=RTOL)
+            np.testing.assert_allclose(res.metrics["param_norm"][i, j], ref["param_norm"],
+                                       rtol=RTOL)
+            np.testing.assert_allclose(res.metrics["update_norm"][i, j], ref["update_norm"],
+                                       rtol=RTOL)
+            # grad_norm[..., q] belongs to leaf coords["param"][q]
+            for q, name in enumerate(params):
                 np.testing.assert_allclose(res.metrics["grad_norm"][i, j, :, q],
                                            [g[name] for g in ref["grad_norm"]], rtol=RTOL,
                                            err_msg=f"grad_norm of leaf {name!r} (index {q})")
@@ -181,13 +188,15 @@ def test_manual_grad_equals_autodiff():
 # Each (optimizer, impl) is its own compile: the fast tier runs the twins on the (cheaper to
 # compile) multivariate model, whose 0-d bias leaf is an edge case of its own; the
 # two_layer_sigmoid variant (4 leaves, nonconvex) runs with -m slow.
-OPT_LRS = {"gd": [0.02, 0.1], "momentum": [0.02, 0.1], "rmsprop": [0.001, 0.01], "adam": [0.001, 0.01]}
+OPT_LRS = {"gd": [0.02, 0.1], "momentum": [0.02, 0.1], "rmsprop": [0.001, 0.01],
+           "adam": [0.001, 0.01]}
 TL_LRS = {**OPT_LRS, "gd": [0.1, 0.5], "momentum": [0.1, 0.5]}
 MODEL_CASES = {"multivariate": (mv_spec, X_MV, Y_MV, OPT_LRS, [0, 3, 7], 6),
                "two_layer_sigmoid": (tl_spec, X_TL, Y_TL, TL_LRS, [0, 1], 4)}
 
 
-@pytest.mark.parametrize("model", ["multivariate", pytest.param("two_layer_sigmoid", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("model", ["multivariate",
+                                   pytest.param("two_layer_sigmoid", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("opt_name", list(OPT_LRS))
 def test_manual_optimizer_equals_optax_twin(opt_name, model):
     make_spec, X, Y, lrs, seeds, chunk = MODEL_CASES[model]
@@ -195,7 +204,8 @@ def test_manual_optimizer_equals_optax_twin(opt_name, model):
     man = run(make_spec(optimizer=opt_name, impl="manual"), X, Y, g, chunk_size=chunk)
     tx = run(make_spec(optimizer=opt_name, impl="optax"), X, Y, g, chunk_size=chunk)
     assert_metrics_close(man, tx, rtol=1e-10,
-                         names=("loss", "final_loss", "param_norm", "update_norm", "first_nonfinite"))
+                         names=("loss", "final_loss", "param_norm", "update_norm",
+                                "first_nonfinite"))
     assert np.all(np.isfinite(man.metrics["loss"]))
     assert np.all(man.metrics["loss"][..., -1] < man.metrics["loss"][..., 0])  # it trains
     assert not np.allclose(man.metrics["loss"][0], man.metrics["loss"][1])    # lr reaches the run
@@ -318,7 +328,8 @@ def test_minibatch_epochs_follow_key_derivation():
         _, k_batch = mv_init(seed, 1.0)
         perms = [np.asarray(jax.random.permutation(jax.random.fold_in(k_batch, e), M))
                  for e in range(-(-STEPS // per_epoch))]
-        batches = [perms[t // per_epoch][(t % per_epoch) * bs:(t % per_epoch + 1) * bs] for t in range(STEPS)]
+        batches = [perms[t // per_epoch][(t % per_epoch) * bs:(t % per_epoch + 1) * bs]
+                   for t in range(STEPS)]
         for e in range(len(perms)):  # one epoch covers every column exactly once
             cols = np.concatenate(batches[e * per_epoch:(e + 1) * per_epoch])
             if len(cols) == M:
@@ -370,16 +381,19 @@ def test_record_every_must_divide_steps():
 
 # ------------------------------------------------------------------ 10. axes from the config
 def test_lr_values():
-    np.testing.assert_allclose(make.lr_values({"start": 0.01, "stop": 10, "num": 4, "log": True}, 0.1),
-                               np.geomspace(0.01, 10, 4), rtol=1e-15)
+    np.testing.assert_allclose(
+        make.lr_values({"start": 0.01, "stop": 10, "num": 4, "log": True}, 0.1),
+        np.geomspace(0.01, 10, 4), rtol=1e-15)
     np.testing.assert_allclose(make.lr_values({"start": 0.01, "stop": 10, "num": 4}, 0.1),
                                np.geomspace(0.01, 10, 4), rtol=1e-15)  # log is the default
-    np.testing.assert_allclose(make.lr_values({"start": 0.1, "stop": 1, "num": 4, "log": False}, 0.1),
-                               np.linspace(0.1, 1, 4), rtol=1e-15)
+    np.testing.assert_allclose(
+        make.lr_values({"start": 0.1, "stop": 1, "num": 4, "log": False}, 0.1),
+        np.linspace(0.1, 1, 4), rtol=1e-15)
     np.testing.assert_array_equal(make.lr_values([0.1, 0.3], 0.5), [0.1, 0.3])
     np.testing.assert_array_equal(make.lr_values(0.3, 0.5), [0.3])
     np.testing.assert_array_equal(make.lr_values(None, 0.5), [0.5])
-    for bad in ({"start": 0, "stop": 1, "num": 3}, {"start": 0.1, "stop": 1}, {"start": 0.1, "stop": 1, "num": 0},
+    for bad in ({"start": 0, "stop": 1, "num": 3}, {"start": 0.1, "stop": 1},
+                {"start": 0.1, "stop": 1, "num": 0},
                 {"start": 0.1, "stop": 1, "num": 3, "step": 2}, [], [0.1, -0.2], [0.0]):
         with pytest.raises(ValueError, match="sweep.lr"):
             make.lr_values(bad, 0.1)
@@ -415,7 +429,8 @@ def test_grid_from_cfg_make_grid():
     np.testing.assert_array_equal(g.axes["beta"], [0.0, 0.9])
     assert fixed == {"init_scale": 1.5}  # beta is swept, so not fixed
     flat = g.flat()
-    assert flat["lr"][:4].tolist() == [0.1] * 4 and flat["beta"][:4].tolist() == [0, 0.9, 0, 0.9]  # row-major
+    # row-major
+    assert flat["lr"][:4].tolist() == [0.1] * 4 and flat["beta"][:4].tolist() == [0, 0.9, 0, 0.9]
 
     g, fixed = make.grid(_cfg(init_scale=[0.5, 1.0]))
     assert list(g.axes) == ["lr", "seed", "init_scale"]

@@ -85,13 +85,15 @@ def test_momentum_spectral_radius_crosses_one_at_threshold(beta):
     assert th.momentum_spectral_radius(thr, lam, beta) == pytest.approx(1.0)
     # beta = 0: radius is |1 - lr lam|
     np.testing.assert_allclose(
-        th.momentum_spectral_radius(lrs, lam, 0.0), np.abs(th.gd_quadratic_factor(lrs, lam)), atol=1e-12
+        th.momentum_spectral_radius(lrs, lam, 0.0), np.abs(th.gd_quadratic_factor(lrs, lam)),
+        atol=1e-12
     )
     # against numpy roots at a few points
     for lr in lrs[::199]:
         a = lr * (1 - beta) * lam
         roots = np.roots([1.0, -(1 + beta - a), beta])
-        assert th.momentum_spectral_radius(lr, lam, beta) == pytest.approx(np.max(np.abs(roots)), rel=1e-7)
+        rho = th.momentum_spectral_radius(lr, lam, beta)
+        assert rho == pytest.approx(np.max(np.abs(roots)), rel=1e-7)
 
 
 # ---------------------------------------------------------------- sharpness
