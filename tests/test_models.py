@@ -19,7 +19,7 @@ from helpers import assert_trees_all_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpexp import gradcheck, models, primitives
+from bpexp import gradcheck, grads, models, primitives
 from bpexp.errors import UserError
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -548,3 +548,51 @@ def test_lecture5_worked_example():
     assert round(dW1_1, 3) == -0.029
     assert abs(dW1_1 - (-0.028)) > 0.5e-3  # the printed -0.028 is off by more than rounding
     assert round(round(float(g["W1"][0, 0]), 3) * 2, 3) == -0.028
+
+
+# ------------------------------------------------------------------ numerics of the primitives
+def test_softmax_ce_gradient_with_soft_unnormalized_targets():
+    """delta_L = (P sum_k Y_k - Y)/m holds for any nonnegative targets, not only one-hot ones."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(4, 7)), rng.uniform(0.0, 2.0, size=(3, 7))  # columns sum to ~3
+    m = models.get("mlp", activation="tanh", output="softmax_ce")
+    p = m.init(jax.random.PRNGKey(0), 4, 3, hidden=5, depth=2, dtype=jnp.float64)
+    assert_trees_all_close(m.grad(p, X, Y), jax.grad(m.loss)(p, X, Y), rtol=1e-10, atol=1e-14)
+
+
+def test_relu_derivative_at_exact_ties_matches_autodiff():
+    """relu'(0) = 0 by hand and by jax.grad: zero biases and zero inputs put z exactly at 0."""
+    X = np.zeros((3, 6))
+    X[:, 0] = [1.0, -2.0, 0.5]                       # one live column, five exact ties
+    Y = np.random.default_rng(1).normal(size=(2, 6))
+    m = models.get("mlp", activation="relu", output="identity_mse")
+    p = m.init(jax.random.PRNGKey(3), 3, 2, hidden=2, depth=2, dtype=jnp.float64)
+    zs, _ = grads.mlp_forward_cache(p, jnp.asarray(X), "relu")
+    assert int(jnp.sum(zs[0] == 0)) >= 10             # the ties are really there
+    assert_trees_all_close(m.grad(p, X, Y), jax.grad(m.loss)(p, X, Y), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("scheme", ["standard", "xavier", "he", "normal"])
+def test_same_seed_same_initial_weights_in_both_precisions(scheme):
+    m = models.get("mlp")
+    key = jax.random.PRNGKey(11)
+    p32 = m.init(key, 5, 3, hidden=7, depth=2, init=scheme, dtype=jnp.float32)
+    p64 = m.init(key, 5, 3, hidden=7, depth=2, init=scheme, dtype=jnp.float64)
+    assert p64["W1"].dtype == jnp.float64 and p32["W1"].dtype == jnp.float32
+    for k in p32:
+        np.testing.assert_allclose(np.asarray(p32[k], np.float64), p64[k], rtol=2e-6, atol=1e-7,
+                                   err_msg=k)
+
+
+def test_activation_derivatives_exact_where_units_saturate():
+    """f' from z: a (1 - a) and 1 - a^2 lose every digit of 1 - a when a rounds near 1."""
+    z = np.linspace(15.0, 35.0, 41)
+    e = np.exp(-z)
+    sig_exact = e / (1 + e) ** 2                      # sigma'(z) for z > 0, no cancellation
+    e2 = np.exp(-2 * z)
+    tanh_exact = 4 * e2 / (1 + e2) ** 2               # sech(z)^2
+    for name, exact in (("sigmoid", sig_exact), ("tanh", tanh_exact)):
+        zz = jnp.asarray(z)
+        got = primitives.activation_prime(name, zz, primitives.activate(name, zz))
+        np.testing.assert_allclose(got, exact, rtol=1e-13, err_msg=name)
+        np.testing.assert_allclose(primitives.activation_prime(name, -zz, None), exact, rtol=1e-13)
