@@ -6,11 +6,14 @@ Theory (Cohen et al., ICLR 2021): on a quadratic, GD is stable iff sharpness < 2
 neural nets with MSE the sharpness first rises ("progressive sharpening") until it reaches
 about 2/lr, then hovers at or just above 2/lr ("edge of stability") while the loss keeps
 falling, non-monotonically, over long horizons.
-Measurement: sharpness by power iteration on Hessian-vector products (forward-over-reverse,
-jvp of grad, as in bpexp.theory.sharpness), every ``every`` steps, warm-started from the
-previous eigenvector, inside one jitted lax.scan vmapped over the learning rates (one compile).
+Measurement: the top two Hessian eigenvalues by Lanczos (bpexp.theory.lanczos, full
+reorthogonalization) on Hessian-vector products (forward-over-reverse, jvp of grad) every
+``every`` steps, warm-started from the previous top Ritz vector, with the residual
+||H y - theta y|| that bounds each value's error; one jitted lax.scan vmapped over the
+learning rates and seeds (one compile). A cold Lanczos run at the end checks the warm ones.
 Expected: each sharpness curve climbs to its dashed 2/lr line and then hovers around it: the
-median of sharpness * lr / 2 over the last third of training is close to 1 (about 0.9-1.1).
+median of sharpness * lr / 2 over the last third of training is close to 1 (about 0.9-1.1)
+for every lr and seed; the top two eigenvalues are close, so power iteration would mix them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from bpexp import make, plots, report
+from bpexp import make, plots, report, theory
 from bpexp.errors import UserError
 from bpexp.experiments._common import command, load_data, question
 from bpexp.plots import plt
@@ -38,10 +41,11 @@ INT32_MAX = 2**31 - 1
 @dataclass
 class Params:
     name: str = "sharpness"
-    lrs: Any = field(default_factory=lambda: [0.15, 0.25, 0.35])
+    lrs: Any = field(default_factory=lambda: [0.1, 0.15, 0.25, 0.35])
+    seeds: int = 3           # initializations per lr: seed, seed + 1, ...
     every: int = 10          # measure the sharpness every k GD steps
-    power_iters: int = 10    # warm-started power-iteration steps per measurement
-    check_iters: int = 200   # cold power iteration at the final parameters (accuracy check)
+    lanczos_iters: int = 20  # warm-started Lanczos steps per measurement
+    check_iters: int = 100   # cold Lanczos steps at the final parameters (accuracy check)
     late_fraction: float = 0.3333  # the "late" window: last fraction of training
 
 
@@ -55,10 +59,12 @@ def validate(cfg):
     if P.every < 1 or cfg.train.steps % P.every:
         raise UserError(f"experiment.every={P.every} is not allowed; allowed: an int >= 1 that "
                         f"divides train.steps={cfg.train.steps}")
-    for key in ("power_iters", "check_iters"):  # loop bounds enter the scan as int32
-        if not 1 <= getattr(P, key) <= INT32_MAX:
+    if not 1 <= P.seeds <= 64:
+        raise UserError(f"experiment.seeds={P.seeds} is not allowed; allowed: an int in [1, 64]")
+    for key in ("lanczos_iters", "check_iters"):  # Krylov dimensions
+        if not 2 <= getattr(P, key) <= 1000:
             raise UserError(f"experiment.{key}={getattr(P, key)} is not allowed; "
-                            f"allowed: an int in [1, {INT32_MAX}]")
+                            "allowed: an int in [2, 1000]")
     if not 0 < P.late_fraction <= 1:
         raise UserError(f"experiment.late_fraction={P.late_fraction!r} is not allowed; "
                         "allowed: a number in (0, 1]")
@@ -70,28 +76,16 @@ def validate(cfg):
                         "full-batch GD (0)")
 
 
-def power_iteration(hvp, v, iters):
-    """``iters`` (may be traced) steps of v <- Hv / ||Hv|| from ``v`` (warm start), then
-    (v^T H v, v). Converges to the eigenvalue of largest magnitude at rate
-    |lambda_2 / lambda_1| per step."""
-    def body(_, v):
-        w = hvp(v)
-        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(w.dtype).tiny)
-
-    v = lax.fori_loop(0, iters, body, v / jnp.linalg.norm(v))
-    return jnp.vdot(v, hvp(v)), v
-
-
 def make_gd_with_sharpness(loss_fn, grad_fn, init_fn, steps, every, iters, check_iters):
-    """``run(lr, key, X, Y) -> dict`` for ONE learning rate, X: (n, m), Y: (d_out, m): params
-    from ``init_fn(key)``, full-batch GD for ``steps`` steps, the loss at every step and the
-    sharpness (Rayleigh quotient after ``iters`` power-iteration steps warm-started from the
-    previous eigenvector) at steps 0, every, ..., steps. ``grad_fn`` is the training gradient
-    (hand-derived); the Hessian-vector product is jvp of jax.grad. One more measurement at the
-    final parameters starts cold (random vector) and runs ``check_iters`` steps: the accuracy
-    check of the warm start. All measurements share one call site (blocks with lr 0 at the
-    end), so XLA compiles the power iteration once. Returns sharpness [steps / every + 1],
-    loss [steps + 1] and sharpness_end_check (a scalar)."""
+    """``run(lr, key, X, Y) -> dict`` for ONE run, X: (n, m), Y: (d_out, m): params from
+    ``init_fn(key)``, full-batch GD for ``steps`` steps, the loss at every step, and at steps
+    0, every, ..., steps the top two Hessian eigenvalues by ``iters`` Lanczos steps
+    (theory.lanczos) warm-started from the previous top Ritz vector, with the residual of the
+    top one. ``grad_fn`` is the training gradient (hand-derived); the Hessian-vector product
+    is jvp of jax.grad. A last measurement at the final parameters starts cold (random
+    vector) with ``check_iters`` steps: the accuracy check of the warm start. Returns
+    sharpness, second, residual [steps / every + 1], loss [steps + 1], end_check and
+    end_check_residual (scalars)."""
     n_blocks = steps // every
 
     def run(lr, key, X, Y):
@@ -105,27 +99,28 @@ def make_gd_with_sharpness(loss_fn, grad_fn, init_fn, steps, every, iters, check
 
         g = jax.grad(f)
 
+        def hvp_at(x):
+            return lambda u: jax.jvp(g, (x,), (u,))[1]   # H u
+
         def gd_step(carry, _):
             x, a = carry
             p = unravel(x)
             grad, _ = ravel_pytree(grad_fn(p, X, Y))
             return (x - a * grad, a), loss_fn(p, X, Y)   # w -= lr g
 
-        def block(carry, xs):
+        def block(carry, train):
             x, v = carry
-            train, n_iter, cold = xs
-            lam, v = power_iteration(lambda u: jax.jvp(g, (x,), (u,))[1],   # H u
-                                     jnp.where(cold, v0, v), n_iter)
-            a = jnp.where(train, lr, 0).astype(x.dtype)  # the trailing blocks only measure
+            lam1, lam2, v, res, _ = theory.lanczos(hvp_at(x), v, iters)
+            a = jnp.where(train, lr, 0).astype(x.dtype)  # the trailing block only measures
             (x, _), losses = lax.scan(gd_step, (x, a), None, length=every)
-            return (x, v), (lam, losses)
+            return (x, v), (lam1, lam2, res, losses)
 
-        idx = jnp.arange(n_blocks + 2)
-        xs = (idx < n_blocks, jnp.where(idx <= n_blocks, iters, check_iters),
-              idx == n_blocks + 1)
-        _, (lam, losses) = lax.scan(block, (flat0, v0), xs)
-        loss = losses[: n_blocks + 1].reshape(-1)[: steps + 1]   # step 0..steps
-        return {"sharpness": lam[: n_blocks + 1], "loss": loss, "sharpness_end_check": lam[-1]}
+        (x, _), (lam1, lam2, res, losses) = lax.scan(block, (flat0, v0),
+                                                     jnp.arange(n_blocks + 1) < n_blocks)
+        c1, _, _, cres, _ = theory.lanczos(hvp_at(x), v0, check_iters)   # cold, at the end
+        loss = losses.reshape(-1)[: steps + 1]                            # step 0..steps
+        return {"sharpness": lam1, "second": lam2, "residual": res, "loss": loss,
+                "end_check": c1, "end_check_residual": cres}
 
     return run
 
@@ -156,12 +151,15 @@ class Result:
     lrs: np.ndarray             # [lr]
     s_steps: np.ndarray         # [measurement] the step of each sharpness measurement
     l_steps: np.ndarray         # [step] 0..train.steps
-    sharpness: np.ndarray       # [lr, measurement] warm-started power iteration
-    loss: np.ndarray            # [lr, step] full-batch training loss
-    check: np.ndarray           # [lr] cold power iteration at the final parameters
-    late_median: np.ndarray     # [lr] median sharpness over the late window
-    late_ratio: np.ndarray      # [lr] median of sharpness * lr / 2 over the late window
-    first_hit: list             # [lr] first step with sharpness >= 0.9 * 2/lr, or None
+    seeds: np.ndarray           # [seed]
+    sharpness: np.ndarray       # [lr, seed, measurement] top eigenvalue (warm Lanczos)
+    second: np.ndarray          # [lr, seed, measurement] second eigenvalue
+    residual: np.ndarray        # [lr, seed, measurement] ||H y - theta y|| of the top one
+    loss: np.ndarray            # [lr, seed, step] full-batch training loss
+    check: np.ndarray           # [lr, seed] cold Lanczos at the final parameters
+    check_residual: np.ndarray  # [lr, seed]
+    late_ratio: np.ndarray      # [lr, seed] median of sharpness * lr / 2 over the late window
+    first_hit: list             # [lr][seed] first step with sharpness >= 0.9 * 2/lr, or None
     compile_s: float            # the one compile
     run_s: float                # the compiled call
 
@@ -180,10 +178,12 @@ def compute(cfg, run) -> Result:
 
     grad_fn = model.grad if cfg.train.grad == "manual" else jax.grad(model.loss)
     one = make_gd_with_sharpness(model.loss, grad_fn, init_fn, cfg.train.steps, P.every,
-                                 P.power_iters, P.check_iters)
-    f = jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
-    args = (jnp.asarray(lrs, dtype), jax.random.PRNGKey(cfg.seed), jnp.asarray(ds.X, dtype),
-            jnp.asarray(ds.Y, dtype))
+                                 P.lanczos_iters, P.check_iters)
+    f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0, None, None)),   # seeds
+                         in_axes=(0, None, None, None)))                   # lrs
+    seeds = cfg.seed + np.arange(P.seeds)
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.int32))
+    args = (jnp.asarray(lrs, dtype), keys, jnp.asarray(ds.X, dtype), jnp.asarray(ds.Y, dtype))
     with run.timed("compile"):
         t0 = time.perf_counter()
         compiled = f.lower(*args).compile()
@@ -193,53 +193,73 @@ def compute(cfg, run) -> Result:
         out = jax.tree_util.tree_map(np.asarray, compiled(*args))
         run_s = time.perf_counter() - t0
 
-    sharp, loss = out["sharpness"], out["loss"]
-    s_steps = np.arange(sharp.shape[1]) * P.every
-    late = late_mask(s_steps, P.late_fraction)
-    first_hit = []
-    for i, lr in enumerate(lrs):
-        hit = np.nonzero(sharp[i] >= 0.9 * 2 / lr)[0]
-        first_hit.append(int(s_steps[hit[0]]) if hit.size else None)
-    return Result(n=ds.n, m=ds.m, lrs=lrs, s_steps=s_steps, l_steps=np.arange(loss.shape[1]),
-                  sharpness=sharp, loss=loss, check=out["sharpness_end_check"],
-                  late_median=np.array([np.nanmedian(sh[late]) for sh in sharp]),
-                  late_ratio=np.array([late_ratio_median(sharp[i], s_steps, lr, P.late_fraction)
-                                       for i, lr in enumerate(lrs)]),
-                  first_hit=first_hit, compile_s=compile_s, run_s=run_s)
+    sharp, loss = out["sharpness"], out["loss"]            # [lr, seed, ...]
+    s_steps = np.arange(sharp.shape[-1]) * P.every
+    first_hit = [[_first(s_steps, sharp[i, j] >= 0.9 * 2 / lr) for j in range(len(seeds))]
+                 for i, lr in enumerate(lrs)]
+    ratio = np.array([[late_ratio_median(sharp[i, j], s_steps, lr, P.late_fraction)
+                       for j in range(len(seeds))] for i, lr in enumerate(lrs)])
+    return Result(n=ds.n, m=ds.m, lrs=lrs, s_steps=s_steps, l_steps=np.arange(loss.shape[-1]),
+                  seeds=seeds, sharpness=sharp, second=out["second"], residual=out["residual"],
+                  loss=loss, check=out["end_check"], check_residual=out["end_check_residual"],
+                  late_ratio=ratio, first_hit=first_hit, compile_s=compile_s, run_s=run_s)
+
+
+def _first(steps, hit):
+    idx = np.nonzero(hit)[0]
+    return int(steps[idx[0]]) if idx.size else None
 
 
 # ---------------------------------------------------------------- save
 def save(cfg, run, res: Result) -> dict:
-    run.save_metrics(sharpness=res.sharpness, sharpness__dims=np.array(("lr", "measurement")),
-                     loss=res.loss, loss__dims=np.array(("lr", "step")),
-                     sharpness_end_check=res.check, axis__lr=res.lrs,
+    per = np.array(("lr", "seed", "measurement"))
+    run.save_metrics(sharpness=res.sharpness, sharpness__dims=per, second=res.second,
+                     second__dims=per, residual=res.residual, residual__dims=per,
+                     loss=res.loss, loss__dims=np.array(("lr", "seed", "step")),
+                     end_check=res.check, end_check__dims=np.array(("lr", "seed")),
+                     axis__lr=res.lrs, axis__seed=res.seeds,
                      axis__measurement_step=res.s_steps, axis__step=res.l_steps)
     keys = [str(float(lr)) for lr in res.lrs]
-    return {"lrs": res.lrs, "two_over_lr": 2 / res.lrs, "steps": res.s_steps,
-            "sharpness": dict(zip(keys, res.sharpness)),
+    late = late_mask(res.s_steps, cfg.experiment.late_fraction)
+    gap = (res.sharpness - res.second)[..., late] / res.sharpness[..., late]
+    return {"lrs": res.lrs, "two_over_lr": 2 / res.lrs, "seeds": res.seeds, "steps": res.s_steps,
+            "sharpness": dict(zip(keys, res.sharpness)),        # [seed][measurement]
+            "second_eigenvalue": dict(zip(keys, res.second)),
             "loss_steps": res.l_steps, "loss": dict(zip(keys, res.loss)),
-            "late_ratio_median": {k: float(r) for k, r in zip(keys, res.late_ratio)},
             "late_fraction": cfg.experiment.late_fraction,
+            "late_ratio": dict(zip(keys, res.late_ratio)),       # [seed]
+            "late_ratio_median": {k: float(np.nanmedian(r)) for k, r in zip(keys, res.late_ratio)},
+            "late_ratio_range": {k: [float(np.nanmin(r)), float(np.nanmax(r))]
+                                 for k, r in zip(keys, res.late_ratio)},
+            "late_top2_gap_median": {k: float(np.nanmedian(g)) for k, g in zip(keys, gap)},
             "first_step_sharpness_ge_0.9_2_over_lr": dict(zip(keys, res.first_hit)),
-            "sharpness_end_check": {k: float(c) for k, c in zip(keys, res.check)},
-            "m": res.m, "compile_s": res.compile_s, "run_s": res.run_s}
+            "sharpness_end_check": dict(zip(keys, res.check)),
+            "max_rel_residual": float(np.nanmax(res.residual / np.abs(res.sharpness))),
+            "lanczos_iters": cfg.experiment.lanczos_iters, "m": res.m,
+            "compile_s": res.compile_s, "run_s": res.run_s}
 
 
 # ---------------------------------------------------------------- present
 def present(cfg, run, res: Result, summary: dict) -> None:
-    P, mc, lrs = cfg.experiment, cfg.model, res.lrs
+    P, mc, lrs, S = cfg.experiment, cfg.model, res.lrs, summary
     figs = ["sharpness.png"]
     title = (f"{mc.name} ({mc.activation}, {mc.output}, hidden {mc.hidden} x {mc.depth}) on "
-             f"{cfg.data.name} (m={res.m}), full-batch GD")
+             f"{cfg.data.name} (m={res.m}), full-batch GD, {len(res.seeds)} seeds")
     fig_sharpness(res.s_steps, res.sharpness, res.l_steps, res.loss, lrs, title,
                   run.figure(figs[0]))
 
     header = ["lr", "2/lr (theory)", "sharpness at init", "first step >= 0.9 x 2/lr",
-              "late median sharpness", "late median ratio lr*S/2", "final loss",
-              "end: warm vs cold"]
-    rows = [[float(lr), 2 / lr, float(res.sharpness[i, 0]), res.first_hit[i],
-             float(res.late_median[i]), float(res.late_ratio[i]), float(res.loss[i, -1]),
-             f"{res.sharpness[i, -1]:.4g} vs {res.check[i]:.4g}"] for i, lr in enumerate(lrs)]
+              "late ratio lr*S/2 (median)", "late ratio range over seeds",
+              "(l1 - l2)/l1 late", "final loss (median)", "end: warm vs cold"]
+    rows = []
+    for i, lr in enumerate(lrs):
+        k = str(float(lr))
+        lo, hi = S["late_ratio_range"][k]
+        rows.append([float(lr), 2 / lr, float(np.median(res.sharpness[i, :, 0])),
+                     " ".join(str(h) for h in res.first_hit[i]), S["late_ratio_median"][k],
+                     f"{lo:.3f} - {hi:.3f}", S["late_top2_gap_median"][k],
+                     float(np.median(res.loss[i, :, -1])),
+                     f"{res.sharpness[i, 0, -1]:.5g} vs {res.check[i, 0]:.5g}"])
     report.print_table("sharpness: edge of stability (theory: late ratio ~ 1)", header, rows)
     run.save_report(report.report(
         "Edge of stability: sharpness under full-batch GD",
@@ -248,27 +268,34 @@ def present(cfg, run, res: Result, summary: dict) -> None:
                    f"{mc.hidden}, depth {mc.depth}, init {mc.init}), data `{cfg.data.name}` "
                    f"(n={res.n}, m={res.m}, one-hot targets), loss (1/m) sum (Yhat - Y)^2, "
                    f"full-batch GD for {cfg.train.steps} steps at lr in "
-                   f"{', '.join(f'{x:g}' for x in lrs)}, seed {cfg.seed}, {cfg.precision}. "
-                   f"Sharpness every {P.every} steps: {P.power_iters} power-iteration steps on "
-                   "Hessian-vector products, warm-started from the previous eigenvector. Late "
+                   f"{', '.join(f'{x:g}' for x in lrs)}, seeds "
+                   f"{', '.join(str(int(x)) for x in res.seeds)}, {cfg.precision}. "
+                   f"Every {P.every} steps the top two Hessian eigenvalues by {P.lanczos_iters} "
+                   "Lanczos steps (full reorthogonalization) on Hessian-vector products, "
+                   "warm-started from the previous top Ritz vector; the largest residual "
+                   f"||H y - theta y|| / theta over all measurements is "
+                   f"{S['max_rel_residual']:.1e}, which bounds the error of every value. Late "
                    f"window: the last {P.late_fraction:.3g} of training. The last column "
-                   "compares the warm-started estimate at the end with a cold "
-                   f"{P.check_iters}-step power iteration. One compile "
-                   f"({summary['compile_s']:.2f} s), run {summary['run_s']:.2f} s."),
+                   "compares the warm estimate at the end (first seed) with a cold "
+                   f"{P.check_iters}-step Lanczos run. (l1 - l2)/l1: the relative gap between "
+                   "the top two eigenvalues late in training (small: power iteration would "
+                   f"mix them). One compile ({S['compile_s']:.2f} s), run {S['run_s']:.2f} s."),
          ("Theory vs measurement", report.markdown_table(header, rows))],
         figs))
 
 
 def fig_sharpness(s_steps, sharp, l_steps, loss, lrs, title, path):
-    """Top: ``sharp[lr, measurement]`` vs ``s_steps`` per lr of ``lrs[lr]`` with its 2/lr as a
-    dashed line of the same colour; bottom: the training loss ``loss[lr, step]`` (log) vs
-    ``l_steps``."""
+    """Top: ``sharp[lr, seed, measurement]`` vs ``s_steps``, every seed, per lr of ``lrs[lr]``
+    with its 2/lr as a dashed line of the same colour; bottom: the training loss
+    ``loss[lr, seed, step]`` (log) vs ``l_steps``."""
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(8.5, 7), sharex=True, height_ratios=[3, 2])
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(lrs)))
     for i, lr in enumerate(lrs):
-        a1.plot(s_steps, sharp[i], color=colors[i], lw=1.4, label=f"lr = {lr:g}")
+        for j in range(sharp.shape[1]):
+            a1.plot(s_steps, sharp[i, j], color=colors[i], lw=1.2, alpha=0.8,
+                    label=f"lr = {lr:g}" if j == 0 else None)
+            a2.plot(l_steps, plots.positive(loss[i, j]), color=colors[i], lw=0.8, alpha=0.8)
         a1.axhline(2 / lr, color=colors[i], ls="--", lw=1.2, label=f"2/lr = {2 / lr:.3g}")
-        a2.plot(l_steps, plots.positive(loss[i]), color=colors[i], lw=1)
     top = np.nanmax(np.where(np.isfinite(sharp), sharp, np.nan))
     a1.set_ylim(0, 1.15 * max(top, 2 / np.min(lrs)))
     a1.set_ylabel("sharpness = top Hessian eigenvalue")
