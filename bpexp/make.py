@@ -24,11 +24,12 @@ def dtype(cfg) -> np.dtype:
     return np.dtype(cfg.precision)
 
 
-def dataset(cfg, **override) -> data.Dataset:
-    """The config's dataset (``override`` replaces DataCfg fields, ``name`` too)."""
+def dataset(cfg, *, dtype_=None, **override) -> data.Dataset:
+    """The config's dataset in the run's dtype (or ``dtype_``: theory reloads it in float64);
+    ``override`` replaces DataCfg fields, ``name`` too."""
     kw = {k: getattr(cfg.data, k) for k in ("name", "m", "n", "noise", "seed", "features")}
     kw.update(override)
-    return data.load(kw.pop("name"), dtype=dtype(cfg), **kw)
+    return data.load(kw.pop("name"), dtype=dtype_ or dtype(cfg), **kw)
 
 
 def model(cfg) -> models.Model:

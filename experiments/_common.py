@@ -37,9 +37,15 @@ def question(doc: str) -> str:
     return q[:1].upper() + q[1:]
 
 
-def diverged_mask(loss, final, first_nonfinite, factor=1.0):
-    """[lr, run] bool: a non-finite loss somewhere, or the final loss above factor x initial."""
-    return (first_nonfinite >= 0) | ~np.isfinite(final) | (final > factor * loss[..., 0])
+def diverged_mask(loss, final, first_nonfinite, factor=1.0, growth=None, window=0.25):
+    """[lr, run] bool: a non-finite loss somewhere, or the final loss above factor x initial,
+    or (with ``growth``) the loss still growing: final > growth x the loss recorded at the
+    start of the last ``window`` of training. ``loss``: [lr, run, record]."""
+    out = (first_nonfinite >= 0) | ~np.isfinite(final) | (final > factor * loss[..., 0])
+    if growth is not None:
+        start = loss[..., min(int((1 - window) * loss.shape[-1]), loss.shape[-1] - 1)]
+        out |= final > growth * start
+    return out
 
 
 def best_lr_index(final, diverged) -> int | None:

@@ -5,7 +5,16 @@ one that still converges; compare it with the theory.
 Theory: on a quadratic loss (linear models + MSE) with Hessian H = (2/m) Xt Xt^T, GD moves each
 eigendirection by a factor 1 - lr*lambda, so it converges iff lr < 2/lambda_max(H) (exact).
 CS230 momentum is stable iff lr (1 - beta) lambda_max < 2 (1 + beta). For nonlinear models
-the same bound with the sharpness (top Hessian eigenvalue) at initialization is an estimate.
+the same bound with the sharpness (top Hessian eigenvalue, by Lanczos in float64) at
+initialization is only a lower bound: at large lr the sharpness falls early in training
+(catapult dynamics), so GD survives above it; the sharpness is tracked along the runs at the
+bracket to show it.
+Divergence: a run diverged if its loss became non-finite, ended above divergence_factor x its
+initial loss, or grew by more than growth_factor over the last growth_window of training. On a
+quadratic, an lr a fraction d above 2/lambda_max multiplies the loss by about e^(4d) per step,
+so the growth rule resolves d >= ln(growth_factor) / (4 x window steps) once the unstable mode
+dominates (the summary reports it); the final-vs-initial rule alone is biased upward on short
+runs, where the other modes' decay hides the growth.
 Expected: runs below the threshold converge, runs above it blow up; the measured threshold
 (geometric midpoint between the largest lr where no seed diverged and the smallest where
 all did) lies within one grid step of the theory when the theory is exact.
@@ -17,11 +26,12 @@ import math
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import matplotlib.cm
 import matplotlib.colors
 import numpy as np
 
-from bpexp import make, plots, report, sweep, theory
+from bpexp import make, plots, report, sweep, theory, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import (best_lr_index, command, diverged_mask, finite_median,
                                        load_data, question)
@@ -34,36 +44,51 @@ INT32_MAX = 2**31 - 1
 @dataclass
 class Params:
     name: str = "lr_sweep"
-    sharpness_iters: int = 100   # power-iteration steps for the nonlinear estimate
-    divergence_factor: float = 1.0  # also diverged: final loss > factor * initial loss
+    lanczos_iters: int = 60      # Lanczos steps for the nonlinear sharpness (float64)
+    divergence_factor: float = 1.0  # diverged: final loss > factor * initial loss
+    growth_factor: float = 2.0   # diverged: loss grew > this over the last growth_window
+    growth_window: float = 0.25  # fraction of training at its end
+    track_every: int = 0         # nonlinear gd: sharpness along the bracket runs every k steps
+                                 # (0: steps / 25)
 
 
 def validate(cfg):
     """The shared sections (every optimizer of the table has a row here) are checked by
     config/make; these are the experiment's own keys."""
     P = cfg.experiment
-    if not 1 <= P.sharpness_iters <= INT32_MAX:  # the power iteration's int32 loop bound
-        raise UserError(f"experiment.sharpness_iters={P.sharpness_iters} is not allowed; "
-                        f"allowed: an int in [1, {INT32_MAX}]")
+    if not 2 <= P.lanczos_iters <= 1000:
+        raise UserError(f"experiment.lanczos_iters={P.lanczos_iters} is not allowed; "
+                        "allowed: an int in [2, 1000]")
+    if not (math.isfinite(P.growth_factor) and P.growth_factor > 1):
+        raise UserError(f"experiment.growth_factor={P.growth_factor!r} is not allowed; "
+                        "allowed: a finite number > 1")
+    if not 0 < P.growth_window <= 1:
+        raise UserError(f"experiment.growth_window={P.growth_window!r} is not allowed; "
+                        "allowed: a number in (0, 1]")
+    if P.track_every < 0 or (P.track_every and cfg.train.steps % P.track_every):
+        raise UserError(f"experiment.track_every={P.track_every} is not allowed; allowed: 0 or "
+                        f"an int >= 1 that divides train.steps={cfg.train.steps}")
     # inf would turn the rule off and 0 * inf (a zero initial loss) into NaN
     if not (math.isfinite(P.divergence_factor) and P.divergence_factor > 0):
         raise UserError(f"experiment.divergence_factor={P.divergence_factor!r} is not allowed; "
                         "allowed: a finite number > 0")
 
 
-def threshold_theory(cfg, ds, model, spec, seeds, iters):
-    """(lambda_max, threshold, kind); kind is exact | estimate | none."""
-    quadratic = cfg.model.name in ("univariate", "multivariate")
-    if quadratic:
+def threshold_theory(cfg, model, seeds, iters):
+    """(lambda_max, threshold, kind), always in float64 (numpy, or JAX with x64 switched on
+    for the call) whatever the run's precision; kind is exact | estimate (a lower bound) |
+    none. The data are reloaded in float64; the initial weights are the runs' (same seed,
+    same draws)."""
+    ds = make.dataset(cfg, dtype_=np.float64)
+    if cfg.model.name in ("univariate", "multivariate"):
         lam, kind = theory.lambda_max_quadratic(ds.X), "exact"
     else:
-        # sharpness at init, median over the sweep's seeds (same init as train.make_run)
-        X, Y = np.asarray(ds.X, np.float64), np.asarray(ds.Y, np.float64)
-        lams = []
-        for s in seeds:
-            p = make.init_params(cfg, model, ds, int(s), dtype_=np.float64)
-            lams.append(float(theory.sharpness(model.loss, p, X, Y, key=jax.random.PRNGKey(0),
-                                               iters=iters)[0]))
+        # top ALGEBRAIC eigenvalue at init (Lanczos), median over the sweep's seeds
+        with jax.enable_x64(True):
+            lams = [theory.top_eigenvalues(model.loss, make.init_params(cfg, model, ds, int(s),
+                                                                       dtype_=np.float64),
+                                           ds.X, ds.Y, key=jax.random.PRNGKey(0), iters=iters)[0]
+                    for s in seeds]
         lam, kind = float(np.median(lams)), "estimate"
     o = cfg.optimizer
     if o.name == "gd":
@@ -71,6 +96,22 @@ def threshold_theory(cfg, ds, model, spec, seeds, iters):
     if o.name == "momentum":
         return lam, theory.momentum_threshold(lam, o.beta), kind
     return lam, None, "none"  # rmsprop / adam: no classical step-size bound
+
+
+def track_sharpness(cfg, model, lrs, seed, every, iters):
+    """Full-batch GD at each of ``lrs`` from the initial weights of ``seed``, in float64, with
+    the top Hessian eigenvalue (Lanczos, warm-started) every ``every`` steps: ([lr, measurement]
+    sharpness, [measurement] steps)."""
+    ds = make.dataset(cfg, dtype_=np.float64)
+    with jax.enable_x64(True):
+        p0 = make.init_params(cfg, model, ds, int(seed), dtype_=np.float64)
+        one = train.gd_with_sharpness(model.loss, model.grad, lambda key: p0, cfg.train.steps,
+                                      every, iters, iters)
+        out = jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))(
+            jnp.asarray(lrs, jnp.float64), jax.random.PRNGKey(0), jnp.asarray(ds.X),
+            jnp.asarray(ds.Y))
+        sharp = np.asarray(out["sharpness"], np.float64)
+    return sharp, np.arange(sharp.shape[1]) * every
 
 
 def measured_threshold(lrs, frac):
@@ -107,8 +148,10 @@ class Result:
     kind: str                      # exact | estimate | none
     thr_meas: float | None         # measured threshold (geometric midpoint of the bracket)
     bracket: list                  # [lo, hi] the lrs around it (None where missing)
-    step_ratio: float | None       # lrs[1] / lrs[0] of a {start, stop, num} grid, else None
+    step_ratio: float | None       # hi / lo: the grid's resolution at the bracket
+    resolution: float              # quadratic: smallest (lr / threshold - 1) the growth rule sees
     best: int                      # index of the best lr (the smallest when every lr diverged)
+    track: dict | None             # nonlinear gd: sharpness along the runs at the bracket
 
 
 def compute(cfg, run) -> Result:
@@ -121,22 +164,32 @@ def compute(cfg, run) -> Result:
                              chunk_size=cfg.sweep.chunk_size, progress=cfg.sweep.progress,
                              label="lr_sweep")
     with run.timed("theory"):
-        lam, thr, kind = threshold_theory(cfg, ds, model, spec, grid.axes["seed"],
-                                          P.sharpness_iters)
+        lam, thr, kind = threshold_theory(cfg, model, grid.axes["seed"], P.lanczos_iters)
     lrs = grid.axes["lr"]
     loss = res.metrics["loss"].reshape(len(lrs), -1, res.metrics["loss"].shape[-1])
     final = res.metrics["final_loss"].reshape(len(lrs), -1)
     first_bad = res.metrics["first_nonfinite"].reshape(len(lrs), -1)
-    diverged = diverged_mask(loss, final, first_bad, P.divergence_factor)
+    diverged = diverged_mask(loss, final, first_bad, P.divergence_factor, P.growth_factor,
+                             P.growth_window)
     frac = diverged.mean(axis=1)
     thr_meas, lo, hi = measured_threshold(lrs, frac)
-    ranged = cfg.sweep.lr is not None and not isinstance(cfg.sweep.lr, list)
-    return Result(n=ds.n, m=ds.m, batch=spec.batch, sweep_out=res, lrs=lrs, seeds=grid.axes["seed"],
-                  steps=res.coords["step"], loss=loss, final=final, diverged=diverged, frac=frac,
-                  med=finite_median(final, axis=1), lam=lam, thr=thr, kind=kind,
-                  thr_meas=thr_meas, bracket=[lo, hi],
-                  step_ratio=float(lrs[1] / lrs[0]) if len(lrs) > 1 and ranged else None,
-                  best=best_lr_index(final, diverged) or 0)
+    window_steps = P.growth_window * cfg.train.steps
+    track = None
+    if kind == "estimate" and cfg.optimizer.name == "gd" and spec.batch == ds.m and lo and hi:
+        every = P.track_every or max(1, cfg.train.steps // 25)
+        while cfg.train.steps % every:
+            every -= 1
+        with run.timed("track"):
+            sharp, at = track_sharpness(cfg, model, [lo, hi], grid.axes["seed"][0], every,
+                                        min(P.lanczos_iters, 30))
+        track = {"lrs": [lo, hi], "steps": at, "sharpness": sharp}
+    return Result(n=ds.n, m=ds.m, batch=spec.batch, sweep_out=res, lrs=lrs,
+                  seeds=grid.axes["seed"], steps=res.coords["step"], loss=loss, final=final,
+                  diverged=diverged, frac=frac, med=finite_median(final, axis=1), lam=lam,
+                  thr=thr, kind=kind, thr_meas=thr_meas, bracket=[lo, hi],
+                  step_ratio=hi / lo if lo and hi else None,
+                  resolution=math.log(P.growth_factor) / (4 * window_steps),
+                  best=best_lr_index(final, diverged) or 0, track=track)
 
 
 # ---------------------------------------------------------------- save
@@ -148,6 +201,17 @@ def save(cfg, run, res: Result) -> dict:
             "lambda_max": res.lam, "threshold_theory": res.thr,
             "threshold_measured": res.thr_meas, "theory_kind": res.kind,
             "threshold_bracket": res.bracket, "grid_step_ratio": res.step_ratio,
+            "measured_over_theory": (res.thr_meas / res.thr) if res.thr and res.thr_meas else None,
+            "divergence_rule": {"factor": cfg.experiment.divergence_factor,
+                                "growth_factor": cfg.experiment.growth_factor,
+                                "growth_window": cfg.experiment.growth_window,
+                                "quadratic_resolution": res.resolution},
+            "sharpness_along_bracket": None if res.track is None else {
+                "seed": int(res.seeds[0]), "lrs": res.track["lrs"], "steps": res.track["steps"],
+                "sharpness": dict(zip(("lo", "hi"), res.track["sharpness"])),
+                "final_over_2_over_lr": dict(zip(("lo", "hi"), [
+                    float(sh[-1] * lr / 2) for sh, lr in zip(res.track["sharpness"],
+                                                             res.track["lrs"])]))},
             "best_lr": float(res.lrs[res.best]), "runs": g.stats["runs"],
             "sweep_s": g.stats["run_s"], "compile_s": g.stats["compile_s"]}
 
@@ -169,17 +233,28 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     three_lrs(res.steps, [res.loss[small], res.loss[good], res.loss[large]],
               [lrs[small], lrs[good], lrs[large]], res.thr, run.figure(figs[2]))
 
+    if res.track is not None:
+        figs.append("sharpness_at_bracket.png")
+        fig_track(res.track, res.lam, run.figure(figs[-1]),
+                  title=f"{cfg.model.name} on {cfg.data.name}: sharpness along GD at the "
+                        f"bracket (seed {int(res.seeds[0])}, float64)")
     lo, hi = res.bracket
     bound = ", momentum bound" if cfg.optimizer.name == "momentum" else ""
-    rows = [["lambda_max of the loss Hessian", res.lam, res.kind],
-            [f"threshold, theory (2/lambda_max{bound})", res.thr, res.kind],
+    label = {"exact": "exact", "estimate": "lower bound (sharpness at init)", "none": "none"}
+    rows = [["lambda_max of the loss Hessian", res.lam, label[res.kind]],
+            [f"threshold, theory (2/lambda_max{bound})", res.thr, label[res.kind]],
             ["threshold, measured (geometric midpoint)", res.thr_meas,
              f"between {report.fmt(lo)} and {report.fmt(hi)}"],
             ["measured / theory", (res.thr_meas / res.thr) if res.thr and res.thr_meas else None,
-             f"grid step x{res.step_ratio:.3f}" if res.step_ratio else ""],
+             f"bracket ratio x{res.step_ratio:.3f}" if res.step_ratio else ""],
             ["best lr (lowest median final loss)", s["best_lr"],
              f"final loss {report.fmt(float(res.med[good]))}"],
             ["runs", s["runs"], f"{s['sweep_s']:.2f} s after {s['compile_s']:.2f} s compile"]]
+    if res.track is not None:
+        for name, lr, sh in zip(("lo", "hi"), res.track["lrs"], res.track["sharpness"]):
+            rows.append([f"sharpness along GD at lr {lr:.4g} ({name})",
+                         float(np.nanmax(sh)), f"init {sh[0]:.4g} -> end {sh[-1]:.4g}; "
+                                               f"2/lr = {2 / lr:.4g}"])
     report.print_table("lr_sweep: theory vs measurement", ["quantity", "value", "note"], rows)
     per_lr = [[float(a), float(b), float(c)] for a, b, c in zip(lrs, res.frac, res.med)]
     batch = "full" if res.batch == res.m else res.batch
@@ -188,7 +263,15 @@ def present(cfg, run, res: Result, summary: dict) -> None:
         [("Setup", f"model `{cfg.model.name}`, data `{cfg.data.name}` (n={res.n}, m={res.m}), "
                    f"optimizer `{cfg.optimizer.name}` ({cfg.optimizer.impl}), {cfg.train.steps} "
                    f"steps, {len(lrs)} learning rates x {res.final.shape[1]} runs, batch {batch}, "
-                   f"{cfg.precision}."),
+                   f"{cfg.precision} (theory always float64). A run diverged if its loss became "
+                   "non-finite, ended above "
+                   f"{cfg.experiment.divergence_factor:g} x its initial loss, or grew by more "
+                   f"than x{cfg.experiment.growth_factor:g} over the last "
+                   f"{cfg.experiment.growth_window:g} of training (on a quadratic this resolves "
+                   f"lr / threshold - 1 >= {res.resolution:.2g}). For nonlinear models the "
+                   "threshold from the sharpness at initialization is a lower bound: at large "
+                   "lr the sharpness falls early in training (catapult), see the tracked "
+                   "sharpness."),
          ("Theory vs measurement", report.markdown_table(["quantity", "value", "note"], rows)),
          ("Per learning rate", report.markdown_table(["lr", "diverged fraction",
                                                        "median final loss"], per_lr))],
@@ -274,4 +357,26 @@ def three_lrs(steps, losses, lrs, thr, path):
         ax.set_xlabel("step")
     axes[0].set_ylabel("training loss (log)")
     fig.suptitle("Learning rate too small / good / too large (real runs, every seed)", fontsize=10)
+    return plots.save(fig, path)
+
+
+def fig_track(track, lam0, path, title):
+    """Sharpness vs step of the GD runs at the two bracketing lrs (``track``: lrs, steps,
+    sharpness [2, measurement]) with each 2/lr and the sharpness at init."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for (lr, sh), c, name in zip(zip(track["lrs"], track["sharpness"]), ("tab:green", "tab:red"),
+                                 ("largest lr where no run diverged",
+                                  "smallest lr where every run diverged")):
+        ax.plot(track["steps"], plots.positive(sh), color=c, lw=1.5, marker=".",
+                label=f"lr = {lr:.4g} ({name})")
+        ax.axhline(2 / lr, color=c, ls="--", lw=1, label=f"2/lr = {2 / lr:.4g}")
+    ax.axhline(lam0, color="k", ls=":", lw=1, label=f"sharpness at init (median) = {lam0:.4g}")
+    lo_run = plots.positive(track["sharpness"][0])
+    bottom = np.nanmin(np.append(lo_run, [2 / max(track["lrs"]), lam0]))
+    ax.set_yscale("log")   # a diverging run leaves the top; the surviving one stays readable
+    ax.set_ylim(bottom / 2, 10 * max(lam0, 2 / min(track["lrs"]), np.nanmax(lo_run)))
+    ax.set_xlabel("step (full-batch GD)")
+    ax.set_ylabel("top Hessian eigenvalue (log)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
     return plots.save(fig, path)

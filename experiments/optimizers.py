@@ -10,7 +10,7 @@ diverges for lr > 2/kappa. CS230 momentum with lr in the band where the roots of
 z^2 - (1 + b - lr (1 - b) lambda) z + b are complex for both eigenvalues contracts by sqrt(b)
 per step whatever kappa is (possible for kappa < ((1 + sqrt b)/(1 - sqrt b))^2), so it beats
 GD once (kappa - 1)/(kappa + 1) > sqrt(b): kappa > 38 for b = 0.9. Adam and RMSprop have no
-such rate; their first steps have size ~lr (Adam: exactly lr sign(g)).
+such rate; their first steps have size ~lr (Adam: lr sign(g) up to eps, lr |g| / (|g| + eps)).
 Each optax twin is the same update written differently (see bpexp.optim), so trajectories
 agree to rounding: ~1e-6 relative in float32, ~1e-15 in float64.
 Expected: on the quadratic GD zig-zags across the valley and needs about its predicted

@@ -26,10 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
-from jax.flatten_util import ravel_pytree
 
-from bpexp import make, plots, report, theory
+from bpexp import make, plots, report, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import command, load_data, question
 from bpexp.plots import plt
@@ -74,55 +72,6 @@ def validate(cfg):
     if cfg.train.batch_size != 0:
         raise UserError(f"train.batch_size={cfg.train.batch_size} is not allowed; sharpness needs "
                         "full-batch GD (0)")
-
-
-def make_gd_with_sharpness(loss_fn, grad_fn, init_fn, steps, every, iters, check_iters):
-    """``run(lr, key, X, Y) -> dict`` for ONE run, X: (n, m), Y: (d_out, m): params from
-    ``init_fn(key)``, full-batch GD for ``steps`` steps, the loss at every step, and at steps
-    0, every, ..., steps the top two Hessian eigenvalues by ``iters`` Lanczos steps
-    (theory.lanczos) warm-started from the previous top Ritz vector, with the residual of the
-    top one. ``grad_fn`` is the training gradient (hand-derived); the Hessian-vector product
-    is jvp of jax.grad. A last measurement at the final parameters starts cold (random
-    vector) with ``check_iters`` steps: the accuracy check of the warm start. Returns
-    sharpness, second, residual [steps / every + 1], loss [steps + 1], end_check and
-    end_check_residual (scalars)."""
-    n_blocks = steps // every
-
-    def run(lr, key, X, Y):
-        k_init, k_v = jax.random.split(key)
-        p0 = init_fn(k_init)
-        flat0, unravel = ravel_pytree(p0)
-        v0 = jax.random.normal(k_v, flat0.shape, flat0.dtype)
-
-        def f(x):
-            return loss_fn(unravel(x), X, Y)
-
-        g = jax.grad(f)
-
-        def hvp_at(x):
-            return lambda u: jax.jvp(g, (x,), (u,))[1]   # H u
-
-        def gd_step(carry, _):
-            x, a = carry
-            p = unravel(x)
-            grad, _ = ravel_pytree(grad_fn(p, X, Y))
-            return (x - a * grad, a), loss_fn(p, X, Y)   # w -= lr g
-
-        def block(carry, train):
-            x, v = carry
-            lam1, lam2, v, res, _ = theory.lanczos(hvp_at(x), v, iters)
-            a = jnp.where(train, lr, 0).astype(x.dtype)  # the trailing block only measures
-            (x, _), losses = lax.scan(gd_step, (x, a), None, length=every)
-            return (x, v), (lam1, lam2, res, losses)
-
-        (x, _), (lam1, lam2, res, losses) = lax.scan(block, (flat0, v0),
-                                                     jnp.arange(n_blocks + 1) < n_blocks)
-        c1, _, _, cres, _ = theory.lanczos(hvp_at(x), v0, check_iters)   # cold, at the end
-        loss = losses.reshape(-1)[: steps + 1]                            # step 0..steps
-        return {"sharpness": lam1, "second": lam2, "residual": res, "loss": loss,
-                "end_check": c1, "end_check_residual": cres}
-
-    return run
 
 
 def late_mask(steps, late_fraction):
@@ -177,7 +126,7 @@ def compute(cfg, run) -> Result:
                           **hp)
 
     grad_fn = model.grad if cfg.train.grad == "manual" else jax.grad(model.loss)
-    one = make_gd_with_sharpness(model.loss, grad_fn, init_fn, cfg.train.steps, P.every,
+    one = train.gd_with_sharpness(model.loss, grad_fn, init_fn, cfg.train.steps, P.every,
                                  P.lanczos_iters, P.check_iters)
     f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0, None, None)),   # seeds
                          in_axes=(0, None, None, None)))                   # lrs

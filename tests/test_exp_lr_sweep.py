@@ -3,9 +3,12 @@ compute and save called directly; its validation."""
 
 import json
 
+import jax
+import jax.flatten_util
 import numpy as np
 import pytest
 
+from bpexp import data
 from bpexp.errors import UserError
 from bpexp.experiments import lr_sweep
 from bpexp.experiments.lr_sweep import measured_threshold
@@ -31,7 +34,9 @@ def test_measured_threshold_within_one_grid_step(tmp_path, optimizer, lrs, steps
                 "threshold_measured", "theory_kind"):
         assert key in s
     assert s["theory_kind"] == "exact"
-    X = np.load(d / "data.npz")["X"]
+    X32 = np.load(d / "data.npz")["X"]                      # what it trained on
+    X = data.load("diabetes", dtype=np.float64).X          # theory is float64 whatever the run
+    np.testing.assert_allclose(X32, X, rtol=1e-6, atol=1e-6)
     lam = independent_lambda_max(X)
     assert s["lambda_max"] == pytest.approx(lam, rel=1e-9)
     beta = 0.9
@@ -75,7 +80,7 @@ def test_compute_and_save_without_the_cli(tmp_path):
     s = lr_sweep.save(cfg, run, res)
     assert not any((run.dir / "figures").iterdir()) and not (run.dir / "report.md").exists()
 
-    X = np.load(run.dir / "data.npz")["X"].astype(np.float64)    # what it trained on: (10, 442)
+    X = data.load("diabetes", dtype=np.float64).X   # theory is float64: (10, 442)
     m = X.shape[1]
     Xt = np.vstack([X, np.ones((1, m))])
     lam = np.linalg.eigvalsh(2.0 / m * Xt @ Xt.T)[-1]
@@ -86,14 +91,16 @@ def test_compute_and_save_without_the_cli(tmp_path):
     np.testing.assert_array_equal(s["lrs"], [0.01, 0.1, 1.0])
     np.testing.assert_array_equal(s["diverged_fraction"], [0, 0, 1])
     assert s["threshold_measured"] == pytest.approx(np.sqrt(0.1 * 1.0))
-    assert s["threshold_bracket"] == [0.1, 1.0] and s["grid_step_ratio"] is None
+    assert s["threshold_bracket"] == [0.1, 1.0] and s["grid_step_ratio"] == pytest.approx(10.0)
     assert s["runs"] == 6
     mz = np.load(run.dir / "metrics.npz")
     assert list(mz["loss__dims"]) == ["lr", "seed", "step"] and mz["loss"].shape == (3, 2, 4)
     assert mz["diverged"].shape == (3, 2) and mz["diverged"][2].all()
 
 
-@pytest.mark.parametrize("key,value", [("sharpness_iters", 0), ("sharpness_iters", 2**31),
+@pytest.mark.parametrize("key,value", [("lanczos_iters", 1), ("lanczos_iters", 2**31),
+                                       ("growth_factor", 1.0), ("growth_window", 0.0),
+                                       ("track_every", 7),
                                        ("divergence_factor", 0.0),
                                        ("divergence_factor", -1.0),
                                        ("divergence_factor", float("nan")),
@@ -104,3 +111,65 @@ def test_bad_experiment_values_are_one_line_user_errors(key, value):
         build_cfg(tree)
     msg = str(e.value)
     assert f"experiment.{key}={value!r}" in msg and "allowed" in msg and "\n" not in msg
+
+
+def _run(tree, tmp_path):
+    cfg = build_cfg(tree)
+    run = Run(tmp_path, "lr_sweep")
+    return lr_sweep.save(cfg, run, lr_sweep.compute(cfg, run)), run
+
+
+def test_nonlinear_estimate_is_the_top_algebraic_eigenvalue_in_float64(tmp_path):
+    """init_scale 10 saturates a sigmoid_ce mlp: the magnitude-largest Hessian eigenvalue is
+    negative; the estimate is the largest one, from the dense float64 Hessian (numpy), and it
+    is the same under precision=float32 (theory is always float64)."""
+    model = {"name": "mlp", "hidden": 32, "depth": 2, "output": "sigmoid_ce", "init_scale": 10.0}
+    tree = {"experiment": {"name": "lr_sweep"}, "model": model, "data": {"name": "breast_cancer"},
+            "train": {"steps": 20, "record_every": 5},
+            "sweep": {"lr": [0.01, 0.1], "seeds": 1, "progress": False}}
+    s32, run = _run({**tree, "precision": "float32"}, tmp_path / "a")
+    s64, _ = _run({**tree, "precision": "float64"}, tmp_path / "b")
+    from bpexp import make, models
+    cfg = build_cfg({**tree, "precision": "float64"})
+    ds = data.load("breast_cancer", dtype=np.float64)
+    m = models.get("mlp", output="sigmoid_ce")
+    with jax.enable_x64(True):
+        p = make.init_params(cfg, m, ds, 0, dtype_=np.float64)
+        flat, unravel = jax.flatten_util.ravel_pytree(p)
+        H = np.asarray(jax.hessian(lambda x: m.loss(unravel(x), ds.X, ds.Y))(flat))
+    ev = np.linalg.eigvalsh(H)
+    assert abs(ev[0]) > ev[-1] > 0          # -0.525 vs 0.437: power iteration reports ev[0]
+    assert s64["theory_kind"] == "estimate"
+    assert s64["lambda_max"] == pytest.approx(ev[-1], rel=1e-8)
+    assert s32["lambda_max"] == pytest.approx(s64["lambda_max"], rel=1e-10)
+
+
+def test_short_runs_bracket_the_exact_threshold(tmp_path):
+    """50 steps on diabetes: final > initial alone puts the whole bracket above 2/lambda_max
+    (the stable modes' decay hides the growth); the growth rule brackets it."""
+    tree = {**TINY, "train": {"steps": 50, "record_every": 1},
+            "sweep": {"lr": {"start": 0.2, "stop": 0.3, "num": 21, "log": False}, "seeds": 1,
+                      "progress": False}}
+    s, _ = _run(tree, tmp_path)
+    lo, hi = s["threshold_bracket"]
+    assert lo < s["threshold_theory"] < hi
+    assert s["grid_step_ratio"] == pytest.approx(hi / lo) and hi / lo < 1.03  # linear grid
+    assert s["divergence_rule"]["quadratic_resolution"] == pytest.approx(np.log(2) / (4 * 12.5))
+
+
+def test_growth_rule_flags_a_run_still_growing_below_its_initial_loss():
+    """A run whose stable modes fell 1000x and whose unstable mode has started to grow (x4 over
+    the last quarter) ends below its initial loss: the final-vs-initial rule misses it, the
+    growth rule does not; a converged run and a plateau are not flagged."""
+    from bpexp.experiments._common import diverged_mask
+    t = np.arange(40)
+    growing = np.where(t < 30, 10.0 * 0.8 ** t, 10.0 * 0.8 ** 30 * 1.15 ** (t - 29))
+    converged = 10.0 * 0.8 ** t
+    plateau = np.full(40, 3.0)
+    loss = np.stack([growing, converged, plateau])[None]            # [lr=1, run=3, record]
+    final = loss[..., -1] * np.array([[1.15, 0.8, 1.0]])
+    first_bad = np.full((1, 3), -1)
+    old = diverged_mask(loss, final, first_bad, 1.0)
+    new = diverged_mask(loss, final, first_bad, 1.0, growth=2.0, window=0.25)
+    assert old.tolist() == [[False, False, False]] and final[0, 0] < loss[0, 0, 0]
+    assert new.tolist() == [[True, False, False]]

@@ -14,7 +14,7 @@ import pytest
 
 import jax.flatten_util
 
-from bpexp import models, theory
+from bpexp import models, theory, train
 from bpexp.errors import UserError
 from bpexp.experiments import sharpness as E
 from helpers import build_cfg
@@ -39,7 +39,7 @@ def test_gd_with_sharpness_on_a_quadratic_matches_numpy():
     def init_fn(key):
         return model.init(key, 4, 1, dtype=jnp.float64)
 
-    one = E.make_gd_with_sharpness(model.loss, model.grad, init_fn, steps=20, every=5, iters=5,
+    one = train.gd_with_sharpness(model.loss, model.grad, init_fn, steps=20, every=5, iters=5,
                                    check_iters=5)
     lrs = jnp.array([0.05, 0.1])
     key = jax.random.PRNGKey(3)
@@ -118,7 +118,7 @@ def test_lanczos_sharpness_of_a_small_net_matches_the_full_hessian():
     def init_fn(key):
         return model.init(key, 8, 10, hidden=4, depth=1, dtype=jnp.float64)
 
-    one = E.make_gd_with_sharpness(model.loss, model.grad, init_fn, steps=10, every=10, iters=20,
+    one = train.gd_with_sharpness(model.loss, model.grad, init_fn, steps=10, every=10, iters=20,
                                    check_iters=40)
     key = jax.random.PRNGKey(5)
     out = jax.jit(one)(0.3, key, X, Y)

@@ -14,7 +14,7 @@ from helpers import build_cfg
     ["-m", "+experiment=glob(*,exclude=[bench])"],
     ["+experiment=gradcheck", "model.name=whatever"],   # values are checked later by config.build
     ["+experiment=lr_sweep", "sweep.lr.start=0.01", "+sweep.hparams.beta=[0,0.9]", "seed=3",
-     "experiment.sharpness_iters=5", "hydra.run.dir=x", "data.features=[2]"],
+     "experiment.lanczos_iters=5", "hydra.run.dir=x", "data.features=[2]"],
 ])
 def test_good_argv_passes(argv):
     check_argv(argv)

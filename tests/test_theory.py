@@ -97,37 +97,24 @@ def test_momentum_spectral_radius_crosses_one_at_threshold(beta):
 
 
 # ---------------------------------------------------------------- sharpness
-def test_sharpness_random_quadratic():
+def test_top_eigenvalues_of_a_random_quadratic_loss():
+    """loss = 0.5 x^T A x over a params pytree: the Hessian is A; top two by Lanczos, the top
+    algebraic one even when a negative eigenvalue is larger in magnitude."""
     rng = np.random.default_rng(0)
     Q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
-    evals = np.concatenate([[5.0], rng.uniform(-3.0, 3.0, size=11)])
-    A = jnp.asarray(Q @ np.diag(evals) @ Q.T)
     params = {"a": jnp.ones((4, 2)), "b": jnp.zeros(4)}
 
     def loss(p, A):
         x, _ = jax.flatten_util.ravel_pytree(p)
         return 0.5 * x @ A @ x
 
-    lam, vec = th.sharpness(loss, params, A, key=jax.random.PRNGKey(0), iters=1000, tol=0.0)
-    assert float(lam) == pytest.approx(5.0, rel=1e-6)
-    assert jax.tree_util.tree_structure(vec) == jax.tree_util.tree_structure(params)
-    v, _ = jax.flatten_util.ravel_pytree(vec)
-    assert abs(float(v @ jnp.asarray(Q[:, 0]))) == pytest.approx(1.0, abs=1e-6)
-    np.testing.assert_allclose(th.hessian_dense(loss, params, A), A, atol=1e-12)
-
-    # jit-compatible and deterministic given key
-    jitted = jax.jit(th.sharpness, static_argnums=0, static_argnames="iters")
-    lam_j, _ = jitted(loss, params, A, key=jax.random.PRNGKey(0), iters=1000, tol=0.0)
-    assert float(lam_j) == pytest.approx(float(lam), rel=1e-12)
-
-    # magnitude-largest negative -> sharpness_top recovers the top algebraic one
-    evals_neg = np.concatenate([[-6.0, 2.0], rng.uniform(-1.0, 1.0, size=10)])
-    B = jnp.asarray(Q @ np.diag(evals_neg) @ Q.T)
-    key = jax.random.PRNGKey(1)
-    lam_b, _ = th.sharpness(loss, params, B, key=key, iters=1000, tol=0.0)
-    assert float(lam_b) == pytest.approx(-6.0, rel=1e-6)
-    top, _ = th.sharpness_top(loss, params, B, key=key, iters=1000, tol=0.0)
-    assert float(top) == pytest.approx(2.0, rel=1e-6)
+    for evals in (np.concatenate([[5.0, 3.0], rng.uniform(-2.9, 2.9, size=10)]),
+                  np.concatenate([[-6.0, 2.0, 1.5], rng.uniform(-1.0, 1.0, size=9)])):
+        A = jnp.asarray(Q @ np.diag(evals) @ Q.T)
+        top = np.sort(evals)[::-1]
+        lam1, lam2, r1, _ = th.top_eigenvalues(loss, params, A, key=jax.random.PRNGKey(0), iters=12)
+        assert lam1 == pytest.approx(top[0], rel=1e-10) and lam2 == pytest.approx(top[1], rel=1e-10)
+        assert r1 < 1e-8
 
 
 def test_lanczos_resolves_nearly_equal_top_eigenvalues_and_ignores_a_larger_negative():
@@ -143,9 +130,11 @@ def test_lanczos_resolves_nearly_equal_top_eigenvalues_and_ignores_a_larger_nega
     lam1, lam2, y, r1, r2 = jax.jit(th.lanczos, static_argnums=(0, 2))(lambda v: A @ v, v0, 60)
     assert abs(float(lam1) - 8.32) < 1e-10 and abs(float(lam2) - 8.10) < 1e-10
     assert float(r1) < 1e-8 and abs(float(y @ jnp.asarray(Q[:, 0]))) == pytest.approx(1.0, abs=1e-8)
-    lam_pi, _ = th.sharpness(lambda x, A: 0.5 * x @ A @ x, jnp.asarray(v0), A,
-                             key=jax.random.PRNGKey(0), iters=200, tol=0.0)
-    assert float(lam_pi) == pytest.approx(-20.0, rel=1e-6)  # what power iteration reports
+    v = np.asarray(v0)
+    for _ in range(200):                                 # power iteration, for contrast
+        v = np.asarray(A) @ v
+        v /= np.linalg.norm(v)
+    assert v @ np.asarray(A) @ v == pytest.approx(-20.0, rel=1e-6)   # what it reports
 
 
 @pytest.mark.parametrize("act", ["tanh", "sigmoid"])
@@ -164,29 +153,6 @@ def test_top_eigenvalues_of_a_real_net_match_the_full_hessian(act):
     lam1, lam2, r1, r2 = th.top_eigenvalues(m.loss, p, X, Y, key=jax.random.PRNGKey(0), iters=57)
     assert lam1 == pytest.approx(ev[-1], rel=1e-9) and lam2 == pytest.approx(ev[-2], rel=1e-9)
     assert r1 < 1e-8 * abs(ev[-1])
-
-
-def test_sharpness_tanh_net():
-    n, h, m = 3, 5, 64
-    k = jax.random.split(jax.random.PRNGKey(0), 4)
-    X = jax.random.normal(k[0], (n, m))
-    Y = jnp.sin(X[:1] + 0.5 * X[1:2])
-    params = {
-        "W1": 0.1 * jax.random.normal(k[1], (h, n)),
-        "b1": jnp.zeros((h, 1)),
-        "W2": 0.1 * jax.random.normal(k[2], (1, h)),
-        "b2": jnp.zeros((1, 1)),
-    }
-
-    def loss(p, X, Y):
-        a1 = jnp.tanh(p["W1"] @ X + p["b1"])
-        return jnp.sum((p["W2"] @ a1 + p["b2"] - Y) ** 2) / X.shape[1]
-
-    evals = np.linalg.eigvalsh(np.asarray(th.hessian_dense(loss, params, X, Y)))
-    # top eigenvalue is the magnitude-largest, with a gap for power iteration
-    assert evals[-1] > 0 and max(abs(evals[0]), abs(evals[-2])) < 0.7 * evals[-1]
-    lam, _ = th.sharpness(loss, params, X, Y, key=k[3], iters=500, tol=1e-12)
-    assert float(lam) == pytest.approx(evals[-1], rel=1e-4)
 
 
 # ---------------------------------------------------------------- glorot
