@@ -91,9 +91,6 @@ def stack_to_mlp(p, D):
     return q
 
 
-UNIFORM_SCHEMES = ("standard", "xavier")   # U[-a, a] with a = sqrt(3 Var); the others N(0, Var)
-
-
 def uniform_draws(key, n, h, d_out, dmax, dtype):
     """One draw u ~ U(-1, 1) per weight of the padded net (primitives.uniforms: one threefry
     call), laid out for the padded stack. Every scheme is built from the same u (common random
