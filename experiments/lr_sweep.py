@@ -50,6 +50,8 @@ class Params:
     growth_window: float = 0.25  # fraction of training at its end
     track_every: int = 0         # nonlinear gd: sharpness along the bracket runs every k steps
                                  # (0: steps / 25)
+    refine_rounds: int = 3       # vectorized bisection rounds inside the coarse bracket
+    refine_tol: float = 0.002    # stop once hi / lo - 1 <= this
 
 
 def validate(cfg):
@@ -65,6 +67,12 @@ def validate(cfg):
     if not 0 < P.growth_window <= 1:
         raise UserError(f"experiment.growth_window={P.growth_window!r} is not allowed; "
                         "allowed: a number in (0, 1]")
+    if not 0 <= P.refine_rounds <= 20:
+        raise UserError(f"experiment.refine_rounds={P.refine_rounds} is not allowed; "
+                        "allowed: an int in [0, 20]")
+    if not (math.isfinite(P.refine_tol) and P.refine_tol > 0):
+        raise UserError(f"experiment.refine_tol={P.refine_tol!r} is not allowed; "
+                        "allowed: a finite number > 0")
     if P.track_every < 0 or (P.track_every and cfg.train.steps % P.track_every):
         raise UserError(f"experiment.track_every={P.track_every} is not allowed; allowed: 0 or "
                         f"an int >= 1 that divides train.steps={cfg.train.steps}")
@@ -96,6 +104,37 @@ def threshold_theory(cfg, model, seeds, iters):
     if o.name == "momentum":
         return lam, theory.momentum_threshold(lam, o.beta), kind
     return lam, None, "none"  # rmsprop / adam: no classical step-size bound
+
+
+def refine(cfg, spec, ds, grid, fixed, bracket, chunk, P):
+    """Vectorized bisection of the bracket [lo, hi]: each round trains as many lrs
+    geometrically inside it as fill the coarse sweep's compiled chunk (x the other grid axes),
+    so no round compiles again, and keeps the new bracket (largest lr where no run diverged,
+    smallest where all did). Stops after ``P.refine_rounds`` rounds, once hi / lo - 1 <=
+    ``P.refine_tol``, or when a round cannot narrow it (training too short to tell the runs
+    apart). Returns [(lo, hi) per round]."""
+    lo, hi = bracket
+    n_other = grid.size // len(grid.axes["lr"])
+    per = max(2, chunk // n_other)
+    rounds = []
+    for _ in range(P.refine_rounds):
+        if hi / lo - 1 <= P.refine_tol:
+            break
+        lrs = np.geomspace(lo, hi, per + 2)[1:-1]
+        r = sweep.run_grid(spec, ds.X, ds.Y, sweep.Grid({**grid.axes, "lr": lrs}), fixed,
+                           devices=sweep.devices_for(cfg.device), chunk_size=chunk,
+                           progress=False)
+        loss = r.metrics["loss"].reshape(len(lrs), -1, r.metrics["loss"].shape[-1])
+        diverged = diverged_mask(loss, r.metrics["final_loss"].reshape(len(lrs), -1),
+                                 r.metrics["first_nonfinite"].reshape(len(lrs), -1),
+                                 P.divergence_factor, P.growth_factor, P.growth_window)
+        _, new_lo, new_hi = measured_threshold(np.concatenate([[lo], lrs, [hi]]), np.concatenate(
+            [[0.0], diverged.mean(axis=1), [1.0]]))
+        if (new_lo, new_hi) == (lo, hi):
+            break
+        lo, hi = new_lo, new_hi
+        rounds.append((lo, hi))
+    return rounds
 
 
 def track_sharpness(cfg, model, lrs, seed, every, iters):
@@ -152,6 +191,7 @@ class Result:
     resolution: float              # quadratic: smallest (lr / threshold - 1) the growth rule sees
     best: int                      # index of the best lr (the smallest when every lr diverged)
     track: dict | None             # nonlinear gd: sharpness along the runs at the bracket
+    rounds: list                   # [(lo, hi)] the bracket after each refinement round
 
 
 def compute(cfg, run) -> Result:
@@ -174,6 +214,10 @@ def compute(cfg, run) -> Result:
     frac = diverged.mean(axis=1)
     thr_meas, lo, hi = measured_threshold(lrs, frac)
     window_steps = P.growth_window * cfg.train.steps
+    rounds = []
+    if lo and hi:
+        with run.timed("refine"):
+            rounds = refine(cfg, spec, ds, grid, fixed, (lo, hi), res.stats["chunk_size"], P)
     track = None
     if kind == "estimate" and cfg.optimizer.name == "gd" and spec.batch == ds.m and lo and hi:
         every = P.track_every or max(1, cfg.train.steps // 25)
@@ -189,7 +233,13 @@ def compute(cfg, run) -> Result:
                   thr=thr, kind=kind, thr_meas=thr_meas, bracket=[lo, hi],
                   step_ratio=hi / lo if lo and hi else None,
                   resolution=math.log(P.growth_factor) / (4 * window_steps),
-                  best=best_lr_index(final, diverged) or 0, track=track)
+                  best=best_lr_index(final, diverged) or 0, track=track, rounds=rounds)
+
+
+def refined(res) -> float | None:
+    """Geometric midpoint of the last refined bracket (the coarse one without refinement)."""
+    lo, hi = res.rounds[-1] if res.rounds else res.bracket
+    return float(np.sqrt(lo * hi)) if lo and hi else None
 
 
 # ---------------------------------------------------------------- save
@@ -202,6 +252,11 @@ def save(cfg, run, res: Result) -> dict:
             "threshold_measured": res.thr_meas, "theory_kind": res.kind,
             "threshold_bracket": res.bracket, "grid_step_ratio": res.step_ratio,
             "measured_over_theory": (res.thr_meas / res.thr) if res.thr and res.thr_meas else None,
+            "threshold_refined": refined(res), "refined_bracket": list(res.rounds[-1])
+            if res.rounds else res.bracket, "refine_rounds": len(res.rounds),
+            "refined_over_theory": (refined(res) / res.thr) if res.thr and refined(res) else None,
+            "steps_to_resolve_refine_tol": math.log(cfg.experiment.growth_factor) / (
+                4 * cfg.experiment.refine_tol * cfg.experiment.growth_window),
             "divergence_rule": {"factor": cfg.experiment.divergence_factor,
                                 "growth_factor": cfg.experiment.growth_factor,
                                 "growth_window": cfg.experiment.growth_window,
@@ -224,7 +279,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
                       title=f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name}: loss per "
                             f"lr (seed {int(res.seeds[0])})")
     final_vs_lr(lrs, res.final, res.diverged, res.thr, res.kind, res.thr_meas,
-                run.figure(figs[1]),
+                run.figure(figs[1]), s["threshold_refined"] if res.rounds else None,
                 title=f"Final loss vs learning rate ({res.final.shape[1]} runs per lr)")
     # "too small": the lr nearest best / 30; "too large": the first above best with a divergence
     small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[good] / 30))))
@@ -247,6 +302,12 @@ def present(cfg, run, res: Result, summary: dict) -> None:
              f"between {report.fmt(lo)} and {report.fmt(hi)}"],
             ["measured / theory", (res.thr_meas / res.thr) if res.thr and res.thr_meas else None,
              f"bracket ratio x{res.step_ratio:.3f}" if res.step_ratio else ""],
+            ["threshold, refined (vectorized bisection)", s["threshold_refined"],
+             f"{s['refine_rounds']} rounds, bracket {report.fmt(s['refined_bracket'][0])} - "
+             f"{report.fmt(s['refined_bracket'][1])}" if s["refined_bracket"][0] else ""],
+            ["refined / theory", s["refined_over_theory"],
+             f"resolution x{s['refined_bracket'][1] / s['refined_bracket'][0]:.4f}"
+             if s["refined_bracket"][0] and s["refined_bracket"][1] else ""],
             ["best lr (lowest median final loss)", s["best_lr"],
              f"final loss {report.fmt(float(res.med[good]))}"],
             ["runs", s["runs"], f"{s['sweep_s']:.2f} s after {s['compile_s']:.2f} s compile"]]
@@ -306,7 +367,7 @@ def loss_curves_by_lr(steps, loss, lrs, path, title="Loss per learning rate"):
     return plots.save(fig, path)
 
 
-def final_vs_lr(lrs, final, diverged, thr_theory, kind, thr_measured, path,
+def final_vs_lr(lrs, final, diverged, thr_theory, kind, thr_measured, path, thr_refined=None,
                 title="Final loss vs lr"):
     """Median and spread of ``final[lr, run]`` over the runs that did not diverge
     (``diverged[lr, run]``), per lr of ``lrs[lr]``; lrs with diverged runs marked at the top;
@@ -330,6 +391,10 @@ def final_vs_lr(lrs, final, diverged, thr_theory, kind, thr_measured, path,
     if thr_measured:
         ax.axvline(thr_measured, color="tab:red", ls=":", label=f"measured = {thr_measured:.4g}")
         ax2.axvline(thr_measured, color="tab:red", ls=":")
+    if thr_refined:
+        ax.axvline(thr_refined, color="tab:purple", ls="-.", lw=1,
+                   label=f"refined (bisection) = {thr_refined:.5g}")
+        ax2.axvline(thr_refined, color="tab:purple", ls="-.", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylabel("final training loss (log)")

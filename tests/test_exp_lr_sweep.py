@@ -173,3 +173,38 @@ def test_growth_rule_flags_a_run_still_growing_below_its_initial_loss():
     new = diverged_mask(loss, final, first_bad, 1.0, growth=2.0, window=0.25)
     assert old.tolist() == [[False, False, False]] and final[0, 0] < loss[0, 0, 0]
     assert new.tolist() == [[True, False, False]]
+
+
+@pytest.mark.parametrize("optimizer,data_cfg", [
+    ("gd", {"name": "diabetes"}), ("momentum", {"name": "diabetes"}),
+    ("gd", {"name": "synthetic", "n": 6, "m": 150, "seed": 4})])
+def test_refined_threshold_within_one_percent_without_recompiling(tmp_path, optimizer, data_cfg):
+    """After the coarse grid, vectorized bisection rounds in the same compiled function bring the
+    linear model's threshold within 1% of 2/lambda_max (numpy, float64) or the momentum bound."""
+    from bpexp import sweep
+    lr = ({"start": 0.01, "stop": 2.0, "num": 16} if optimizer == "gd"
+          else {"start": 0.2, "stop": 40.0, "num": 16})
+    tree = {"experiment": {"name": "lr_sweep"}, "model": {"name": "multivariate"},
+            "data": data_cfg, "optimizer": {"name": optimizer},
+            "train": {"steps": 300, "record_every": 5},
+            "sweep": {"lr": lr, "seeds": 2, "progress": False}}
+    cfg = build_cfg(tree)
+    run = Run(tmp_path, "lr_sweep")
+    before = sweep.COMPILES["count"]
+    res = lr_sweep.compute(cfg, run)
+    assert sweep.COMPILES["count"] - before <= 1          # the coarse grid's compile, if any
+    from bpexp import make
+    ds, (grid, fixed) = make.dataset(cfg), make.grid(cfg)
+    n = sweep.COMPILES["count"]
+    again = lr_sweep.refine(cfg, make.spec(cfg, ds), ds, grid, fixed, res.bracket,
+                            res.sweep_out.stats["chunk_size"], cfg.experiment)
+    assert again == res.rounds and sweep.COMPILES["count"] == n   # refinement never compiles
+    s = lr_sweep.save(cfg, run, res)
+    X = data.load(data_cfg["name"], **{k: v for k, v in data_cfg.items() if k != "name"},
+                  dtype=np.float64).X
+    lam = independent_lambda_max(X)
+    theory = 2 / lam if optimizer == "gd" else 2 * (1 + 0.9) / ((1 - 0.9) * lam)
+    assert s["refine_rounds"] >= 1
+    assert abs(s["threshold_refined"] / theory - 1) < 0.01, (s["threshold_refined"], theory)
+    lo, hi = s["refined_bracket"]
+    assert lo <= theory * 1.003 and hi >= theory / 1.003 and hi / lo < 1.01
