@@ -38,7 +38,6 @@ from bpexp.experiments._common import (best_lr_index, command, diverged_mask, fi
 from bpexp.plots import plt
 
 USES = ("model", "data", "optimizer", "train", "sweep")  # make.check builds them first
-INT32_MAX = 2**31 - 1
 
 
 @dataclass
@@ -54,40 +53,39 @@ class Params:
     refine_tol: float = 0.002    # stop once hi / lo - 1 <= this
 
 
+def _finite_above(lo):
+    return lambda x: math.isfinite(x) and x > lo
+
+
+# experiment key -> (test, what is allowed); inf would turn a divergence rule off
+RULES = {
+    "lanczos_iters": (lambda x: 2 <= x <= 1000, "an int in [2, 1000]"),
+    "divergence_factor": (_finite_above(0), "a finite number > 0"),
+    "growth_factor": (_finite_above(1), "a finite number > 1"),
+    "growth_window": (lambda x: 0 < x <= 1, "a number in (0, 1]"),
+    "refine_rounds": (lambda x: 0 <= x <= 20, "an int in [0, 20]"),
+    "refine_tol": (_finite_above(0), "a finite number > 0"),
+}
+
+
 def validate(cfg):
     """The shared sections (every optimizer of the table has a row here) are checked by
     config/make; these are the experiment's own keys."""
     P = cfg.experiment
-    if not 2 <= P.lanczos_iters <= 1000:
-        raise UserError(f"experiment.lanczos_iters={P.lanczos_iters} is not allowed; "
-                        "allowed: an int in [2, 1000]")
-    if not (math.isfinite(P.growth_factor) and P.growth_factor > 1):
-        raise UserError(f"experiment.growth_factor={P.growth_factor!r} is not allowed; "
-                        "allowed: a finite number > 1")
-    if not 0 < P.growth_window <= 1:
-        raise UserError(f"experiment.growth_window={P.growth_window!r} is not allowed; "
-                        "allowed: a number in (0, 1]")
-    if not 0 <= P.refine_rounds <= 20:
-        raise UserError(f"experiment.refine_rounds={P.refine_rounds} is not allowed; "
-                        "allowed: an int in [0, 20]")
-    if not (math.isfinite(P.refine_tol) and P.refine_tol > 0):
-        raise UserError(f"experiment.refine_tol={P.refine_tol!r} is not allowed; "
-                        "allowed: a finite number > 0")
+    for key, (ok, allowed) in RULES.items():
+        if not ok(getattr(P, key)):
+            raise UserError(f"experiment.{key}={getattr(P, key)!r} is not allowed; "
+                            f"allowed: {allowed}")
     if P.track_every < 0 or (P.track_every and cfg.train.steps % P.track_every):
         raise UserError(f"experiment.track_every={P.track_every} is not allowed; allowed: 0 or "
                         f"an int >= 1 that divides train.steps={cfg.train.steps}")
-    # inf would turn the rule off and 0 * inf (a zero initial loss) into NaN
-    if not (math.isfinite(P.divergence_factor) and P.divergence_factor > 0):
-        raise UserError(f"experiment.divergence_factor={P.divergence_factor!r} is not allowed; "
-                        "allowed: a finite number > 0")
 
 
-def threshold_theory(cfg, model, seeds, iters):
+def threshold_theory(cfg, model, ds, seeds, iters):
     """(lambda_max, threshold, kind), always in float64 (numpy, or JAX with x64 switched on
     for the call) whatever the run's precision; kind is exact | estimate (a lower bound) |
-    none. The data are reloaded in float64; the initial weights are the runs' (same seed,
+    none. ``ds``: the data in float64; the initial weights are the runs' (same seed,
     same draws)."""
-    ds = make.dataset(cfg, dtype_=np.float64)
     if cfg.model.name in ("univariate", "multivariate"):
         lam, kind = theory.lambda_max_quadratic(ds.X), "exact"
     else:
@@ -137,11 +135,10 @@ def refine(cfg, spec, ds, grid, fixed, bracket, chunk, P):
     return rounds
 
 
-def track_sharpness(cfg, model, lrs, seed, every, iters):
+def track_sharpness(cfg, model, ds, lrs, seed, every, iters):
     """Full-batch GD at each of ``lrs`` from the initial weights of ``seed``, in float64, with
     the top Hessian eigenvalue (Lanczos, warm-started) every ``every`` steps: ([lr, measurement]
     sharpness, [measurement] steps)."""
-    ds = make.dataset(cfg, dtype_=np.float64)
     with jax.enable_x64(True):
         p0 = make.init_params(cfg, model, ds, int(seed), dtype_=np.float64)
         one = train.gd_with_sharpness(model.loss, model.grad, lambda key: p0, cfg.train.steps,
@@ -203,8 +200,10 @@ def compute(cfg, run) -> Result:
         res = sweep.run_grid(spec, ds.X, ds.Y, grid, fixed, devices=sweep.devices_for(cfg.device),
                              chunk_size=cfg.sweep.chunk_size, progress=cfg.sweep.progress,
                              label="lr_sweep")
+    ds64 = make.dataset(cfg, dtype_=np.float64)   # theory is float64 whatever the run
     with run.timed("theory"):
-        lam, thr, kind = threshold_theory(cfg, model, grid.axes["seed"], P.lanczos_iters)
+        lam, thr, kind = threshold_theory(cfg, model, ds64, grid.axes["seed"],
+                                          P.lanczos_iters)
     lrs = grid.axes["lr"]
     loss = res.metrics["loss"].reshape(len(lrs), -1, res.metrics["loss"].shape[-1])
     final = res.metrics["final_loss"].reshape(len(lrs), -1)
@@ -224,7 +223,7 @@ def compute(cfg, run) -> Result:
         while cfg.train.steps % every:
             every -= 1
         with run.timed("track"):
-            sharp, at = track_sharpness(cfg, model, [lo, hi], grid.axes["seed"][0], every,
+            sharp, at = track_sharpness(cfg, model, ds64, [lo, hi], grid.axes["seed"][0], every,
                                         min(P.lanczos_iters, 30))
         track = {"lrs": [lo, hi], "steps": at, "sharpness": sharp}
     return Result(n=ds.n, m=ds.m, batch=spec.batch, sweep_out=res, lrs=lrs,
