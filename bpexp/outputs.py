@@ -150,8 +150,12 @@ class Run:
         write_npz(self.dir / "data.npz", X=X, Y=Y)
         return True
 
-    def save_metrics(self, **arrays) -> None:
-        write_npz(self.dir / "metrics.npz", **arrays)
+    def save_metrics(self, ds) -> None:
+        """``ds``: an ``xarray.Dataset`` with named dims and coordinates -> ``metrics.zarr``
+        (written whole, atomically; sweeps stream into it instead, see bpexp.store)."""
+        from bpexp import store
+
+        store.write_dataset(self.dir / store.STORE, ds)
 
     def save_summary(self, summary: dict) -> None:
         write_json(self.dir / "summary.json", summary)
