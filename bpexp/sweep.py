@@ -70,6 +70,15 @@ class SweepResult:
             out[f"{prefix}axis__{k}"] = np.asarray(v)
         return out
 
+    def dataset(self, prefix: str = ""):
+        """The metrics as an ``xarray.Dataset``: each array with its named dims, the grid axes
+        and ``step``/``param`` as coordinates (``run.save_metrics(r.dataset())``)."""
+        import xarray as xr
+
+        coords = {k: np.asarray(v) for k, v in {**self.axes, **self.coords}.items()}
+        return xr.Dataset({prefix + k: (self.dims[k], v) for k, v in self.metrics.items()},
+                          coords=coords)
+
     def diverged(self) -> np.ndarray:
         """Boolean grid: the run hit a non-finite loss."""
         return self.metrics["first_nonfinite"] >= 0
