@@ -14,10 +14,12 @@ import numpy as np
 from bpexp.errors import UserError
 
 NAMES = ("synthetic", "diabetes", "digits", "breast_cancer", "iris", "wine", "moons",
-         "worked_example")
+         "worked_example", "ff_factors", "sp500")
 TASKS = {"synthetic": "regression", "diabetes": "regression", "digits": "multiclass",
          "breast_cancer": "binary", "iris": "multiclass", "wine": "multiclass",
-         "moons": "binary", "worked_example": "binary"}
+         "moons": "binary", "worked_example": "binary", "ff_factors": "returns",
+         "sp500": "returns"}
+FINANCE = ("ff_factors", "sp500")  # time series (arch's bundled data): raw, in time order
 
 
 @dataclass
@@ -103,6 +105,14 @@ def _load(name, *, m, n, noise, seed, dtype) -> Dataset:
         X = np.array([[1.0], [2.0]])
         Y = np.array([[1.0]])
         return Dataset(name, X.astype(dtype), Y.astype(dtype), TASKS[name], {"source": "Lecture 5"})
+    if name in FINANCE:
+        X, Y, info = (ff_factors if name == "ff_factors" else sp500)()
+        if m and m > 0:  # time series: keep the most recent m periods, in order
+            if m > X.shape[1]:
+                raise UserError(f"data.m={m} is more than the {X.shape[1]} periods of {name}; "
+                                f"allowed: 0 (all) or 1..{X.shape[1]}")
+            X, Y, info["dates"] = X[:, -m:], Y[:, -m:], info["dates"][-m:]
+        return Dataset(name, X.astype(dtype), Y.astype(dtype), TASKS[name], info)
     if name == "moons":
         from sklearn.datasets import make_moons
         Xr, y = make_moons(n_samples=m if m and m > 0 else 200, noise=noise, random_state=seed)
@@ -125,3 +135,80 @@ def _load(name, *, m, n, noise, seed, dtype) -> Dataset:
     X, Y = _subsample(X, Y, m, seed, name)
     info = {"source": f"sklearn.datasets.load_{name}", "m_total": int(len(y))}
     return Dataset(name, X.astype(dtype), Y.astype(dtype), task, info)
+
+
+# ---------------------------------------------------------------- market data (arch, bundled)
+# Returns are decimals (0.01 = 1 %), NOT standardized: a Sharpe ratio needs the raw mean.
+SP500_LOOKBACKS = (1, 5, 20, 60)  # days of past returns averaged into each momentum feature
+SP500_TREND = 200                 # days of the moving average in the trend feature
+SP500_VOL = 20                    # days of the trailing volatility feature
+
+
+def ff_factors():
+    """Fama-French monthly factors 1926-07..2018-11 (``arch.data.frenchdata``, Ken French's
+    library). X: (3, m) excess returns of the Mkt-RF, SMB, HML portfolios; Y: (1, m) the
+    risk-free rate RF; decimals. All three are zero-cost (excess) returns, so a portfolio
+    w^T X is an excess return and its Sharpe ratio needs no RF."""
+    from arch.data import frenchdata
+
+    df = frenchdata.load()
+    # arch parses the YYYYMM integers as nanoseconds since 1970; the integer is the month
+    yyyymm = df.index.asi8
+    dates = [f"{v // 100:04d}-{v % 100:02d}" for v in yyyymm]
+    cols = ["Mkt-RF", "SMB", "HML"]
+    X = df[cols].to_numpy(np.float64).T / 100.0
+    Y = df[["RF"]].to_numpy(np.float64).T / 100.0
+    return X, Y, {"source": "arch.data.frenchdata (Ken French data library)", "names": cols,
+                  "target": "RF", "dates": dates, "frequency": "monthly",
+                  "periods_per_year": 12, "units": "decimal return per month"}
+
+
+def sp500_prices():
+    """(dates as 'YYYY-MM-DD' strings, adjusted closes) of the S&P 500, 1999-01-04..2018-12-31
+    (``arch.data.sp500``)."""
+    from arch.data import sp500 as sp
+
+    df = sp.load()
+    return [d.strftime("%Y-%m-%d") for d in df.index], df["Adj Close"].to_numpy(np.float64)
+
+
+def sp500_features(prices: np.ndarray):
+    """Strictly past features for trading on day t. prices: (N,) closes P_0..P_{N-1}.
+
+    r_t = P_t / P_{t-1} - 1 is day t's return (t = 1..N-1). Column j of X describes day
+    t = t0 + j using only r_1..r_{t-1} (equivalently P_0..P_{t-1}):
+      ret_k    = mean(r_{t-k}, ..., r_{t-1})       for k in SP500_LOOKBACKS
+      trend    = P_{t-1} / mean(P_{t-200}..P_{t-1}) - 1
+      vol_20   = std(r_{t-20}, ..., r_{t-1})
+    Y[0, j] = r_t, the return the position held on day t earns. t0 = SP500_TREND, the first
+    day with a full history. Returns X: (n, m), Y: (1, m), names, t0."""
+    P = np.asarray(prices, np.float64)
+    r = np.concatenate([[np.nan], P[1:] / P[:-1] - 1.0])          # r[t], r[0] undefined
+    t0, N = SP500_TREND, P.size
+    t = np.arange(t0, N)
+    csum_r = np.concatenate([[0.0], np.cumsum(np.nan_to_num(r))])   # csum_r[k] = sum r[:k]
+    csum_r2 = np.concatenate([[0.0], np.cumsum(np.nan_to_num(r) ** 2)])
+    csum_p = np.concatenate([[0.0], np.cumsum(P)])
+
+    def past_mean(c, k):  # mean of x[t-k], ..., x[t-1]
+        return (c[t] - c[t - k]) / k
+
+    feats = [past_mean(csum_r, k) for k in SP500_LOOKBACKS]
+    feats.append(P[t - 1] / past_mean(csum_p, SP500_TREND) - 1.0)
+    k = SP500_VOL
+    mean_k = past_mean(csum_r, k)
+    feats.append(np.sqrt(np.maximum(past_mean(csum_r2, k) - mean_k ** 2, 0.0)))
+    names = [f"ret_{k}" for k in SP500_LOOKBACKS] + [f"trend_{SP500_TREND}", f"vol_{SP500_VOL}"]
+    return np.stack(feats), r[t][None, :], names, t0
+
+
+def sp500():
+    """S&P 500 daily, 1999-2018 (``arch.data.sp500``): X: (6, m) strictly past features of
+    each trading day (sp500_features), Y: (1, m) that day's simple return; decimals."""
+    dates, P = sp500_prices()
+    X, Y, names, t0 = sp500_features(P)
+    return X, Y, {"source": "arch.data.sp500 (adjusted close)", "names": names,
+                  "target": "r_t = P_t / P_(t-1) - 1", "dates": dates[t0:],
+                  "frequency": "daily", "periods_per_year": 252,
+                  "units": "decimal return per day",
+                  "note": "column t uses only prices up to day t-1 (no look-ahead)"}

@@ -11,11 +11,13 @@ from bpexp.errors import UserError
 
 TASKS = {"synthetic": "regression", "diabetes": "regression", "digits": "multiclass",
          "breast_cancer": "binary", "iris": "multiclass", "wine": "multiclass",
-         "moons": "binary", "worked_example": "binary"}
+         "moons": "binary", "worked_example": "binary", "ff_factors": "returns",
+         "sp500": "returns"}
 # (n features, m examples, d_out) with default arguments
 SHAPES = {"synthetic": (10, 200, 1), "diabetes": (10, 442, 1), "digits": (64, 1797, 10),
           "breast_cancer": (30, 569, 1), "iris": (4, 150, 3), "wine": (13, 178, 3),
-          "moons": (2, 200, 1), "worked_example": (2, 1, 1)}
+          "moons": (2, 200, 1), "worked_example": (2, 1, 1), "ff_factors": (3, 1109, 1),
+          "sp500": (6, 4831, 1)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,7 +47,8 @@ def test_shapes_dtype_and_task(name):
     assert np.all(np.isfinite(ds.X)) and np.all(np.isfinite(ds.Y))
 
 
-@pytest.mark.parametrize("name", [n for n in data.NAMES if n != "worked_example"])
+@pytest.mark.parametrize("name", [n for n in data.NAMES
+                                  if n not in ("worked_example", *data.FINANCE)])
 def test_features_are_z_scored(name):
     X = load(name).X.astype(np.float64)
     mean, std = X.mean(axis=1), X.std(axis=1)
@@ -164,3 +167,47 @@ def test_dataset_from_cfg():
     ds = make.dataset(cfg)
     assert ds.X.shape == (3, 20) and ds.Y.shape == (3, 20) and ds.X.dtype == np.float32
     np.testing.assert_array_equal(ds.X, data.load("wine", m=20, seed=5).X[:3])
+
+
+# ---------------------------------------------------------------- market data (arch, offline)
+def test_ff_factors_are_french_monthly_decimals():
+    ds = load("ff_factors")
+    assert ds.info["names"] == ["Mkt-RF", "SMB", "HML"] and ds.info["periods_per_year"] == 12
+    d = ds.info["dates"]
+    assert len(d) == ds.m and d[0] == "1926-07" and d[-1] == "2018-11" and d == sorted(d)
+    from arch.data import frenchdata
+    raw = frenchdata.load()
+    np.testing.assert_allclose(ds.X, raw[["Mkt-RF", "SMB", "HML"]].to_numpy().T / 100, rtol=1e-6)
+    np.testing.assert_allclose(ds.Y[0], raw["RF"].to_numpy() / 100, rtol=1e-6)
+    assert 0.004 < ds.X[0].mean() < 0.01  # the equity premium, ~0.66 % a month
+
+
+def test_sp500_features_from_the_past_only():
+    dates, P = data.sp500_prices()
+    X, Y, names, t0 = data.sp500_features(P)
+    ds = load("sp500")
+    assert ds.info["dates"] == dates[t0:] and ds.info["names"] == names
+    np.testing.assert_allclose(ds.X, X, rtol=1e-6)
+    # independent loop over a few days: each feature from P[:t] alone, Y = the return of day t
+    for j in (0, 1, 777, X.shape[1] - 1):
+        t = t0 + j
+        past = P[:t]                       # P_0..P_{t-1}
+        r = past[1:] / past[:-1] - 1       # r_1..r_{t-1}
+        ref = [r[-k:].mean() for k in data.SP500_LOOKBACKS]
+        ref += [past[-1] / past[-data.SP500_TREND:].mean() - 1, r[-data.SP500_VOL:].std()]
+        np.testing.assert_allclose(X[:, j], ref, rtol=1e-7, atol=1e-12)
+        assert Y[0, j] == pytest.approx(P[t] / P[t - 1] - 1, rel=1e-12)
+    # changing any later price leaves every earlier column unchanged
+    Q = P.copy()
+    Q[t0 + 1000:] *= 1.5
+    X2, Y2, _, _ = data.sp500_features(Q)
+    np.testing.assert_array_equal(X2[:, :1001], X[:, :1001])
+    assert not np.array_equal(X2[:, 1001:], X[:, 1001:])
+
+
+def test_finance_m_keeps_the_most_recent_periods():
+    full, ds = load("ff_factors"), data.load("ff_factors", m=24)
+    np.testing.assert_array_equal(ds.X, full.X[:, -24:])
+    assert ds.info["dates"] == full.info["dates"][-24:]
+    with pytest.raises(UserError, match="data.m=5000 is more than the 1109 periods"):
+        data.load("ff_factors", m=5000)
