@@ -98,3 +98,42 @@ def mlp(p, X, Y, *, activation="sigmoid", output="identity_mse", return_deltas=F
             deltas[l - 1] = delta                    # delta_{l-1} = W_l^T delta_l * f'(z_{l-1})
     g = {k: g[k] for k in p}                         # same key order as params
     return (g, deltas) if return_deltas else g
+
+
+# ---------------------------------------------------------------- Sharpe ratio (Lecture 5, finance)
+# Returns r: (T,) per period; S = sqrt(A) mean(r) / std(r) with the population std (ddof 0) and
+# A periods per year (12 monthly, 252 daily). Portfolio: r = w^T R, R: (n, T) asset returns.
+def sharpe(r, periods=1.0):
+    """S = sqrt(A) mu / s, mu = (1/T) sum r_t, s = sqrt((1/T) sum (r_t - mu)^2)."""
+    mu = jnp.mean(r, axis=-1)
+    s = jnp.sqrt(jnp.mean((r - mu[..., None]) ** 2, axis=-1))
+    return jnp.sqrt(periods) * mu / s
+
+
+def sharpe_grad_returns(r, periods=1.0):
+    """dS/dr_t, the chain rule through a mean and a standard deviation: (T,)."""
+    T = r.shape[-1]
+    mu = jnp.mean(r, axis=-1, keepdims=True)         # dmu/dr_t = 1/T
+    d = r - mu
+    s = jnp.sqrt(jnp.mean(d ** 2, axis=-1, keepdims=True))  # ds/dr_t = (r_t - mu) / (T s)
+    # dS/dr_t = sqrt(A) [dmu/dr_t / s - mu ds/dr_t / s^2]
+    return jnp.sqrt(periods) * (1.0 / (T * s) - mu * d / (T * s ** 3))
+
+
+def neg_sharpe(p, X, Y=None, periods=1.0):
+    """Portfolio loss -S(w^T X): p = {"w": (n,)}, X: (n, T) returns; Y is unused."""
+    del Y
+    return -sharpe(p["w"] @ X, periods)
+
+
+def neg_sharpe_grad(p, X, Y=None, periods=1.0):
+    """d(-S)/dw = -R dS/dr, since dr_t/dw = R[:, t] (r = w^T R)."""
+    del Y
+    return {"w": -(X @ sharpe_grad_returns(p["w"] @ X, periods))}
+
+
+def sharpe_grad_moments(w, mu, Sigma, periods=1.0):
+    """The same gradient from the moments (REFERENCE.md): with sigma_p = sqrt(w^T Sigma w),
+    dS/dw = sqrt(A) [mu / sigma_p - (w^T mu) Sigma w / sigma_p^3]. mu: (n,), Sigma: (n, n)."""
+    sp = jnp.sqrt(w @ Sigma @ w)
+    return jnp.sqrt(periods) * (mu / sp - (w @ mu) * (Sigma @ w) / sp ** 3)
