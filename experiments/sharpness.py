@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 
 from bpexp import make, plots, report, train
 from bpexp.errors import UserError
@@ -161,13 +162,15 @@ def _first(steps, hit):
 
 # ---------------------------------------------------------------- save
 def save(cfg, run, res: Result) -> dict:
-    per = np.array(("lr", "seed", "measurement"))
-    run.save_metrics(sharpness=res.sharpness, sharpness__dims=per, second=res.second,
-                     second__dims=per, residual=res.residual, residual__dims=per,
-                     loss=res.loss, loss__dims=np.array(("lr", "seed", "step")),
-                     end_check=res.check, end_check__dims=np.array(("lr", "seed")),
-                     axis__lr=res.lrs, axis__seed=res.seeds,
-                     axis__measurement_step=res.s_steps, axis__step=res.l_steps)
+    # two step axes: the loss at every GD step (dim ``step``), the eigenvalues every
+    # ``experiment.every`` steps (dim ``measurement_step``, its coordinate the step number)
+    per, at_end = ("lr", "seed", "measurement_step"), ("lr", "seed")
+    run.save_metrics(xr.Dataset(
+        {"sharpness": (per, res.sharpness), "second": (per, res.second),
+         "residual": (per, res.residual), "loss": (("lr", "seed", "step"), res.loss),
+         "end_check": (at_end, res.check), "end_check_residual": (at_end, res.check_residual)},
+        coords={"lr": res.lrs, "seed": res.seeds, "measurement_step": res.s_steps,
+                "step": res.l_steps}))
     keys = [str(float(lr)) for lr in res.lrs]
     late = late_mask(res.s_steps, cfg.experiment.late_fraction)
     gap = (res.sharpness - res.second)[..., late] / res.sharpness[..., late]

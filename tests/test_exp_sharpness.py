@@ -14,6 +14,7 @@ import pytest
 
 import jax.flatten_util
 
+import bpexp
 from bpexp import models, theory, train
 from bpexp.errors import UserError
 from bpexp.experiments import sharpness as E
@@ -83,7 +84,24 @@ def test_cli_small_config_reaches_edge_of_stability(tmp_path):
     assert set(s["sharpness"]) == set(s["loss"]) == set(s["late_ratio_median"]) == {"0.25", "0.35"}
     assert np.shape(s["sharpness"]["0.25"]) == (2, 41) and np.shape(s["loss"]["0.25"]) == (2, 401)
     assert (run_dir / "figures" / "sharpness.png").stat().st_size > 10_000
-    assert (run_dir / "report.md").exists() and (run_dir / "metrics.npz").exists()
+    assert (run_dir / "report.md").exists()
+    # metrics.zarr: the arrays of the summary with named dims and their coordinates
+    ds = bpexp.load(run_dir)
+    per = ("lr", "seed", "measurement_step")
+    assert ds["sharpness"].dims == ds["second"].dims == ds["residual"].dims == per
+    assert ds["loss"].dims == ("lr", "seed", "step")
+    assert ds["end_check"].dims == ds["end_check_residual"].dims == ("lr", "seed")
+    assert ds["sharpness"].shape == (2, 2, 41) and ds["loss"].shape == (2, 2, 401)
+    assert ds["lr"].values.tolist() == [0.25, 0.35] and ds["seed"].values.tolist() == [0, 1]
+    assert ds["measurement_step"].values.tolist() == s["steps"]
+    assert ds["step"].values.tolist() == list(range(401))
+    for lr in s["lrs"]:
+        at = ds.sel(lr=lr)
+        np.testing.assert_array_equal(at["sharpness"].values, s["sharpness"][str(lr)])
+        np.testing.assert_array_equal(at["second"].values, s["second_eigenvalue"][str(lr)])
+        np.testing.assert_array_equal(at["loss"].values, s["loss"][str(lr)])
+        np.testing.assert_array_equal(at["end_check"].values, s["sharpness_end_check"][str(lr)])
+    assert float((ds["residual"] / abs(ds["sharpness"])).max()) == s["max_rel_residual"]
     for lr, rs in s["late_ratio"].items():
         assert all(0.9 <= r <= 1.15 for r in rs), (lr, rs)
         assert s["late_ratio_range"][lr] == [min(rs), max(rs)]
