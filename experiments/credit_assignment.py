@@ -16,11 +16,13 @@ output layer towards the input layer; widths are exactly proportional to |dL/dW|
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 from matplotlib.lines import Line2D
 from sklearn import datasets as skd
 
@@ -166,16 +168,46 @@ def compute(cfg, run) -> Result:
 
 
 # ---------------------------------------------------------------- save
-def save(cfg, run, res: Result) -> dict:
+def unit_dims(L: int) -> list[str]:
+    """The dim of each layer's units in metrics.zarr: ``feature`` (the inputs, coordinate: their
+    names), then ``unit1`` .. ``unitL`` (coordinates 0..d_l - 1; unitL is the output)."""
+    return ["feature"] + [f"unit{l}" for l in range(1, L + 1)]
+
+
+def leaf_dims(k: str, L: int) -> tuple:
+    """W_l: (unit_l, unit_{l-1}); b_l (and any other per-unit leaf of layer l, shaped (d_l, 1)):
+    (unit_l,), the trailing column of length 1 dropped."""
+    dims, l = unit_dims(L), int(re.search(r"\d+$", k)[0])
+    return (dims[l], dims[l - 1]) if k.startswith("W") else (dims[l],)
+
+
+def dataset(res: Result) -> xr.Dataset:
+    """Every array of ``res`` with named dims: the units of each layer (:func:`unit_dims`) and
+    ``example`` (the batch column); ``network`` (the units per layer) over ``layer``."""
     L = len(res.widths) - 1
-    run.save_metrics(**{f"grad_{k}": v for k, v in res.grads.items()},
-                     **{f"autodiff_{k}": v for k, v in res.autodiff.items()},
-                     **{f"param_{k}": v for k, v in res.params.items()},
-                     **{f"width_{k}": v for k, v in res.edge_widths.items()},
-                     **{f"delta{l}": res.deltas[l] for l in range(1, L + 1)},
-                     **{f"z{l}": res.zs[l - 1] for l in range(1, L + 1)},
-                     **{f"a{l}": res.acts[l] for l in range(L)},
-                     yhat=res.yhat, network=np.array(res.widths))
+    dims = unit_dims(L)
+
+    def leaves(prefix, tree):
+        return {f"{prefix}_{k}": (leaf_dims(k, L), v if k.startswith("W") else np.ravel(v))
+                for k, v in tree.items()}
+
+    def cols(l):
+        return dims[l], "example"
+
+    data = {**leaves("grad", res.grads), **leaves("autodiff", res.autodiff),
+            **leaves("param", res.params), **leaves("width", res.edge_widths),
+            **{f"delta{l}": (cols(l), res.deltas[l]) for l in range(1, L + 1)},
+            **{f"z{l}": (cols(l), res.zs[l - 1]) for l in range(1, L + 1)},
+            **{f"a{l}": (cols(l), res.acts[l]) for l in range(L)},
+            "yhat": (cols(L), res.yhat), "network": ("layer", np.array(res.widths))}
+    coords = {"feature": np.array(res.features), "example": np.arange(res.yhat.shape[1]),
+              "layer": np.arange(L + 1),
+              **{dims[l]: np.arange(res.widths[l]) for l in range(1, L + 1)}}
+    return xr.Dataset(data, coords=coords)
+
+
+def save(cfg, run, res: Result) -> dict:
+    run.save_metrics(dataset(res))
     return {"network": res.widths, "activation": cfg.model.activation,
             "output": cfg.model.output, "data": cfg.data.name, "features": res.features,
             "m": res.Y.shape[1], "loss": res.loss, "layers": res.mass, "deltas": res.delta_mean,

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import bpexp
 from bpexp import config, primitives
 from bpexp.errors import UserError
 from bpexp.experiments import credit_assignment as C
@@ -24,7 +25,7 @@ def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("credit")
     run_dir = run_experiment("credit_assignment", tmp, "data.m=16", "experiment.example=3")
     summary = json.loads((run_dir / "summary.json").read_text())
-    return run_dir, summary, np.load(run_dir / "metrics.npz")
+    return run_dir, summary, bpexp.load(run_dir)
 
 
 def test_cli_outputs_and_schema(tiny_run):
@@ -41,11 +42,34 @@ def test_cli_outputs_and_schema(tiny_run):
     assert s["features"] == ["age", "sex", "bmi", "bp", "s1"]
 
 
+def test_cli_metrics_dims_and_coordinates(tiny_run):
+    """metrics.zarr: each layer's units are a named dim (the inputs ``feature``, named), the
+    batch column is ``example``; W_l is (unit_l, unit_{l-1}), b_l (unit_l,)."""
+    _, s, M = tiny_run
+    units = ["feature", "unit1", "unit2", "unit3"]
+    assert M["feature"].values.tolist() == s["features"]
+    assert M["example"].values.tolist() == list(range(16))
+    for l in (1, 2, 3):
+        assert M[f"unit{l}"].values.tolist() == list(range(s["network"][l]))
+        for pre in ("grad", "autodiff", "param"):
+            assert M[f"{pre}_W{l}"].dims == (units[l], units[l - 1]), (pre, l)
+            assert M[f"{pre}_b{l}"].dims == (units[l],), (pre, l)
+        assert M[f"width_W{l}"].dims == (units[l], units[l - 1])
+        assert M[f"delta{l}"].dims == M[f"z{l}"].dims == (units[l], "example")
+        assert M[f"a{l - 1}"].dims == (units[l - 1], "example")
+    assert "a3" not in M and "width_b1" not in M
+    assert M["yhat"].dims == ("unit3", "example") and M["yhat"].shape == (1, 16)
+    assert M["network"].dims == ("layer",) and M["network"].values.tolist() == s["network"]
+    assert M["layer"].values.tolist() == [0, 1, 2, 3]
+
+
 def test_cli_gradient_equals_independent_numpy_backprop(tiny_run):
     run_dir, s, M = tiny_run
     D = np.load(run_dir / "data.npz")
     X, Y = D["X"].astype(np.float64), D["Y"].astype(np.float64)
-    p = {k[len("param_"):]: M[k] for k in M.files if k.startswith("param_")}
+    p = {k[len("param_"):]: M[k].values for k in M.data_vars if k.startswith("param_")}
+    p = {k: v if k.startswith("W") else v[:, None] for k, v in p.items()}   # b_l: (d_l, 1)
+    np.testing.assert_array_equal(M["a0"].values, X)                        # a_0 = X
     m = X.shape[1]
     a1 = np_sigmoid(p["W1"] @ X + p["b1"])
     a2 = np_sigmoid(p["W2"] @ a1 + p["b2"])
@@ -58,25 +82,31 @@ def test_cli_gradient_equals_independent_numpy_backprop(tiny_run):
            "b3": d3.sum(1, keepdims=True), "b2": d2.sum(1, keepdims=True),
            "b1": d1.sum(1, keepdims=True)}
     for k, v in ref.items():
-        np.testing.assert_allclose(M[f"grad_{k}"], v, rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(M[f"autodiff_{k}"], v, rtol=1e-12, atol=1e-15)
+        v = v if k.startswith("W") else v[:, 0]
+        np.testing.assert_allclose(M[f"grad_{k}"].values, v, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(M[f"autodiff_{k}"].values, v, rtol=1e-12, atol=1e-15)
     for l, d in ((1, d1), (2, d2), (3, d3)):
-        np.testing.assert_allclose(M[f"delta{l}"], d, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(M[f"delta{l}"].values, d, rtol=1e-12, atol=1e-15)
+    z1 = p["W1"] @ X + p["b1"]
+    z2 = p["W2"] @ a1 + p["b2"]
+    for name, ref_v in (("z1", z1), ("z2", z2), ("z3", z3), ("a1", a1), ("a2", a2),
+                        ("yhat", z3)):
+        np.testing.assert_allclose(M[name].values, ref_v, rtol=1e-12, atol=1e-15, err_msg=name)
         assert abs(np.mean(np.abs(d)) - s["deltas"][f"delta{l}"]) < 1e-15
 
 
 def test_cli_layer_mass_and_widths_from_saved_gradients(tiny_run):
     _, s, M = tiny_run
     for k, v in s["layers"].items():
-        g = M[f"grad_{k}"]
+        g = M[f"grad_{k}"].values
         np.testing.assert_allclose(v["grad_abs_sum"], np.sum(np.abs(g)), rtol=1e-13)
         np.testing.assert_allclose(v["grad_abs_mean"], np.sum(np.abs(g)) / g.size, rtol=1e-13)
         np.testing.assert_allclose(v["grad_norm"], np.sqrt(np.sum(g * g)), rtol=1e-13)
     # drawn widths / |dL/dW| is one constant over every weight of every layer
-    gmax = max(np.abs(M[f"grad_W{l}"]).max() for l in (1, 2, 3))
+    gmax = max(np.abs(M[f"grad_W{l}"].values).max() for l in (1, 2, 3))
     for l in (1, 2, 3):
-        np.testing.assert_allclose(M[f"width_W{l}"], 9.0 * np.abs(M[f"grad_W{l}"]) / gmax,
-                                   rtol=1e-13)
+        np.testing.assert_allclose(M[f"width_W{l}"].values,
+                                   9.0 * np.abs(M[f"grad_W{l}"].values) / gmax, rtol=1e-13)
     np.testing.assert_allclose(s["edge_width_scale"], 9.0 / gmax, rtol=1e-13)
 
 
