@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import xarray as xr
 
 from bpexp import make, optim, plots, report, sweep, train
 from bpexp.errors import UserError
@@ -214,9 +215,16 @@ def compute(cfg, run) -> Result:
 def save(cfg, run, res: Result) -> dict:
     P = cfg.experiment
     S = SIZES[P.size]
-    run.save_metrics(engine_times=np.array(res.engine_times),
-                     scaling_runs=np.array([s["runs"] for s in res.scaling]),
-                     scaling_seconds=np.array([s["seconds"] for s in res.scaling]))
+    # the timed engine calls over ``repeat``; the scaling grids over ``scaling_runs`` (the run
+    # count of each grid: select with .sel(scaling_runs=1000)), empty when scaling is []
+    sc = {k: np.array([g[k] for g in res.scaling], dtype)
+          for k, dtype in (("runs", np.int64), ("seconds", np.float64),
+                           ("runs_per_s", np.float64), ("chunks", np.int64),
+                           ("chunk_size", np.int64))}
+    run.save_metrics(xr.Dataset(
+        {"engine_times": ("repeat", np.array(res.engine_times, np.float64)),
+         **{f"scaling_{k}": ("scaling_runs", v) for k, v in sc.items() if k != "runs"}},
+        coords={"repeat": np.arange(len(res.engine_times)), "scaling_runs": sc["runs"]}))
     gflops = res.flops / res.engine_s / 1e9
     return {"backend": res.backend, "devices": res.devices, "size": P.size, "runs": res.runs,
             "steps": S["steps"], "hidden": S["hidden"], "m": res.m, "engine_s": res.engine_s,

@@ -3,9 +3,9 @@
 import json
 import os
 
-import numpy as np
 import pytest
 
+import bpexp
 from bpexp.errors import UserError
 from helpers import build_cfg, run_experiment
 
@@ -31,7 +31,14 @@ def test_bench_tiny(tmp_path):
     assert all(v > 0 for v in (s["engine_s"], s["loop_s"], s["naive_s"], s["gemm_peak_gflops"],
                                s["peak_rss_mb"]))
     assert os.path.getsize(f"{run_dir}/figures/times.png") > 5000
-    assert np.load(f"{run_dir}/metrics.npz")["scaling_runs"].tolist() == [10, 40]
+    ds = bpexp.load(run_dir)
+    assert ds["engine_times"].dims == ("repeat",) and ds["repeat"].values.tolist() == [0]
+    assert ds["engine_times"].values.tolist() == s["engine_times"]
+    assert ds["scaling_runs"].values.tolist() == [10, 40]
+    for k in ("seconds", "runs_per_s", "chunks", "chunk_size"):
+        assert ds[f"scaling_{k}"].dims == ("scaling_runs",), k
+        assert ds[f"scaling_{k}"].values.tolist() == [r[k] for r in s["scaling"]], k
+    assert float(ds["scaling_seconds"].sel(scaling_runs=40)) == s["scaling"][1]["seconds"]
 
 
 @pytest.mark.parametrize("exp", [
@@ -48,3 +55,24 @@ def test_validate_rejects_bad_experiment_values(exp):
 
 def test_validate_accepts_an_empty_scaling():
     build_cfg({"experiment": {"name": "bench", "scaling": []}})
+
+
+def test_save_without_scaling_writes_an_empty_scaling_axis(tmp_path):
+    """experiment.scaling=[]: the Dataset keeps its dims, the scaling arrays are empty."""
+    from bpexp import config, store
+    from bpexp.experiments import bench as B
+
+    class FakeRun:
+        def save_metrics(self, ds):
+            store.write_dataset(tmp_path / store.STORE, ds)
+
+    res = B.Result(backend="cpu", devices=["cpu:0"], runs=8, m=200, flops=1e9, compile_s=0.1,
+                   engine_s=0.5, engine_times=[0.5, 0.6], autodiff_s=0.7, loop_s=1.0,
+                   naive_s=2.0, naive_runs_timed=2, gemm_peak_gflops=10.0, peak_rss_mb=100.0,
+                   scaling=[])
+    s = B.save(config.Cfg(experiment=B.Params(size="tiny", scaling=[])), FakeRun(), res)
+    assert s["scaling"] == []
+    ds = bpexp.load(tmp_path)
+    assert ds["engine_times"].values.tolist() == [0.5, 0.6]
+    assert ds["repeat"].values.tolist() == [0, 1]
+    assert ds.sizes["scaling_runs"] == 0 and ds["scaling_seconds"].dims == ("scaling_runs",)
