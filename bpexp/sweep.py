@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bpexp import optim, train
 from bpexp.errors import UserError
+from bpexp.store import GridStore, Layout
 
 MEMORY_BUDGET = 128 << 20      # bytes of live per-chunk state the auto chunk size aims for;
                                # larger chunks fall out of cache
@@ -59,6 +60,7 @@ class SweepResult:
     dims: dict                       # name -> tuple of axis names
     coords: dict = field(default_factory=dict)   # extra coordinates: step, param
     stats: dict = field(default_factory=dict)    # runs, chunks, compile_s, run_s, devices
+    store: GridStore | None = None               # where the metrics are, when streamed
 
     def npz(self, prefix: str = "") -> dict:
         """Flat dict for ``np.savez``: arrays, ``<name>__dims`` and ``axis__<name>``."""
@@ -110,8 +112,24 @@ def auto_chunk(spec: train.TrainSpec, n_runs: int, n_dev: int) -> int:
     return -(-chunk // n_dev) * n_dev
 
 
+def layout(spec: train.TrainSpec, grid: Grid, chunk_size: int = 0, n_dev: int = 1) -> Layout:
+    """How ``grid`` is cut into chunks: rectangles of the grid of at most ``chunk_size`` runs
+    (0: :func:`auto_chunk`), each one compiled call and one Zarr chunk of every metric."""
+    chunk = chunk_size if chunk_size > 0 else auto_chunk(spec, grid.size, n_dev)
+    return Layout.for_chunk(grid.axes, chunk)
+
+
+def metric_shapes(spec: train.TrainSpec) -> dict:
+    """name -> (dims after the run axes, their sizes, dtype) of every recorded metric."""
+    size = {"step": spec.n_records, "param": len(train.leaf_names(spec))}
+    dtypes = {"first_nonfinite": np.dtype(np.int32)}
+    return {k: (m.dims, tuple(size[d] for d in m.dims),
+                dtypes.get(k, np.dtype(spec.dtype))) for k, m in train.METRICS.items()}
+
+
 def _compiled(spec, chunk, devices, X, Y, hp_dtypes):
-    """jit(vmap(run)) over a chunk, sharded over ``devices``; AOT-compiled once per key."""
+    """jit(vmap(run)) over a chunk, sharded over ``devices``; AOT-compiled once per key (and
+    loaded from JAX's persistent compilation cache when another process compiled it)."""
     key = (spec, chunk, tuple(devices), X.shape, str(X.dtype), Y.shape,
            tuple(sorted(hp_dtypes.items())))
     if key in _CACHE:
@@ -130,11 +148,25 @@ def _compiled(spec, chunk, devices, X, Y, hp_dtypes):
     return _CACHE[key], time.perf_counter() - t
 
 
+class Incomplete(Exception):
+    """Raised by a store's claim hook when other chunks are still missing (a shard's share is
+    done) or the run was finalized by another process: not an error."""
+
+
 def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None, *,
              devices=None, chunk_size: int = 0, progress: bool = True,
-             label: str = "sweep") -> SweepResult:
+             label: str = "sweep", store: GridStore | None = None,
+             shard: tuple[int, int] = (0, 1)) -> SweepResult:
     """Train every run of ``grid`` (numeric axes) with structure ``spec`` on ``X: (n, m)``,
-    ``Y: (d_out, m)``. ``fixed`` supplies numeric hyperparameters that are not swept."""
+    ``Y: (d_out, m)``. ``fixed`` supplies numeric hyperparameters that are not swept.
+
+    The grid is cut into rectangular chunks (:func:`layout`), one compiled call each. Without
+    ``store`` the metrics are gathered in memory and returned. With ``store`` (a
+    :class:`bpexp.store.GridStore` opened with ``layout``) each chunk goes to it as soon as
+    it is computed and nothing is kept: chunks already complete there are skipped, and with
+    ``shard=(k, n)`` only the missing chunks ``i`` with ``i % n == k`` are computed; then
+    ``store.claim()`` decides whether this process goes on (every chunk is there) or stops.
+    The result's ``metrics`` is then empty: read the store."""
     devices = list(devices or jax.devices())
     n_dev = len(devices)
     dtype = jnp.dtype(spec.dtype)
@@ -150,10 +182,8 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
     hp_all = {k: np.broadcast_to(np.asarray(fixed[k] if k not in flat else flat[k]), (n_runs,))
               for k in needed}
     hp_dtypes = {k: (np.dtype(np.int32) if k == "seed" else np.dtype(dtype)) for k in needed}
-    chunk = chunk_size if chunk_size > 0 else auto_chunk(spec, n_runs, n_dev)
-    if n_dev > 1 and chunk % n_dev:
-        chunk = (chunk // n_dev + 1) * n_dev  # every device gets the same share
-    n_chunks = -(-n_runs // chunk)
+    lay = store.layout if store is not None else layout(spec, grid, chunk_size, n_dev)
+    chunk = -(-lay.runs_per_chunk // n_dev) * n_dev   # every device gets the same share
 
     X = jnp.asarray(X, dtype)
     Y = jnp.asarray(Y, dtype)
@@ -161,30 +191,48 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
     Xd, Yd = jax.device_put(X, repl_sh), jax.device_put(Y, repl_sh)
 
     def chunk_hp(i):
-        idx = np.minimum(np.arange(i * chunk, (i + 1) * chunk), n_runs - 1)  # pad with the last run
+        idx = lay.runs(i)
+        idx = np.concatenate([idx, np.full(chunk - idx.size, idx[-1])])  # pad with the last run
         return {k: jax.device_put(np.asarray(v[idx], hp_dtypes[k]), runs_sh)
                 for k, v in hp_all.items()}
 
-    outs, t0 = [], time.perf_counter()
-    bar = _Progress(label, n_chunks, chunk, enabled=progress)
-    pending = compiled(chunk_hp(0), Xd, Yd)
-    for i in range(1, n_chunks + 1):
-        nxt = compiled(chunk_hp(i), Xd, Yd) if i < n_chunks else None  # dispatch ahead
-        outs.append(jax.tree_util.tree_map(np.asarray, pending))
+    k, n_shards = shard
+    if store is not None:
+        have = store.done()
+        todo = [i for i in range(lay.n_chunks) if not have[i] and i % n_shards == k]
+        out = None
+    else:
+        todo = list(range(lay.n_chunks))
+        shapes = metric_shapes(spec)
+        out = {name: np.empty(lay.shape + shp, dt) for name, (_, shp, dt) in shapes.items()}
+
+    t0 = time.perf_counter()
+    bar = _Progress(label, len(todo), lay.runs_per_chunk, enabled=progress)
+    pending = compiled(chunk_hp(todo[0]), Xd, Yd) if todo else None
+    for j, i in enumerate(todo):
+        nxt = compiled(chunk_hp(todo[j + 1]), Xd, Yd) if j + 1 < len(todo) else None  # ahead
+        vals = {name: np.asarray(v) for name, v in pending.items()}
+        if store is not None:
+            store.write(i, vals)
+        else:
+            region = lay.region(i)
+            shape = tuple(s.stop - s.start for s in region)
+            n = int(np.prod(shape))
+            for name, v in vals.items():
+                out[name][region] = v[:n].reshape(shape + v.shape[1:])
         bar.advance(time.perf_counter() - t0)
         pending = nxt
     bar.close()
     run_s = time.perf_counter() - t0
-
-    metrics = {k: np.concatenate([o[k] for o in outs])[:n_runs] for k in outs[0]}
-    shape = grid.shape
-    metrics = {k: v.reshape(shape + v.shape[1:]) for k, v in metrics.items()}
+    stats = {"runs": n_runs, "chunks": lay.n_chunks, "chunk_size": chunk,
+             "chunks_computed": len(todo), "runs_computed": len(todo) * lay.runs_per_chunk,
+             "layout": lay.describe(), "devices": [str(d) for d in devices],
+             "compile_s": compile_s, "run_s": run_s,
+             "runs_per_s": len(todo) * lay.runs_per_chunk / max(run_s, 1e-9)}
+    if store is not None:
+        store.claim()
     dims = train.metric_dims(tuple(grid.axes))
-    coords = record_coords(spec)
-    stats = {"runs": n_runs, "chunks": n_chunks, "chunk_size": chunk,
-             "devices": [str(d) for d in devices],
-             "compile_s": compile_s, "run_s": run_s, "runs_per_s": n_runs / max(run_s, 1e-9)}
-    return SweepResult(dict(grid.axes), metrics, dims, coords, stats)
+    return SweepResult(dict(grid.axes), out or {}, dims, record_coords(spec), stats, store)
 
 
 def run_fused(specs: dict, lrs: dict, seeds, fixed: dict, X, Y) -> dict:
