@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import xarray as xr
 from jax import lax
 from matplotlib.lines import Line2D
 
@@ -302,19 +303,48 @@ def compute(cfg, run) -> Result:
 
 
 # ---------------------------------------------------------------- save
+def dataset(res: Result) -> xr.Dataset:
+    """Both problems' arrays, every optimizer and implementation in one array per quantity.
+
+    Layout: each optimizer sweeps its OWN lr grid (same length for all), so the arrays are
+    stacked along ``optimizer`` and ``impl`` with the grid position ``lr_index`` as the lr dim and
+    ``lr`` a 2-D coordinate over (optimizer, lr_index): one variable per quantity reads better
+    than one per optimizer and impl, each with an lr dim of its own. To select by lr:
+    ``ds.net_loss.sel(optimizer="adam", impl="manual").swap_dims(lr_index="lr")``.
+    The network (``net_*``, the sweep engine's metrics): dims (optimizer, impl, lr_index, seed)
+    then step / param as in bpexp.sweep. The quadratic (``quad_*``): its own lr grids
+    (``quad_lr_index``, ``quad_lr``) and steps (``quad_step``, 0..quad_steps), ``w`` = (w1, w2);
+    ``quad_H`` its Hessian over (w_row, w_col)."""
+    names = res.names
+    first = res.sweeps[(names[0], "manual")]
+
+    def stack(get):  # [optimizer, impl, ...]
+        return np.stack([np.stack([get(n, i) for i in IMPLS]) for n in names])
+
+    data = {f"net_{k}": (("optimizer", "impl", "lr_index", *dims[1:]),   # dims: (lr, seed, ...)
+                         stack(lambda n, i, k=k: res.sweeps[(n, i)].metrics[k]))
+            for k, dims in first.dims.items()}
+    q = ("optimizer", "impl", "quad_lr_index", "quad_step")
+    data["quad_path"] = ((*q, "w"), stack(lambda n, i: res.paths[(n, i)][0]))
+    data["quad_loss"] = (q, stack(lambda n, i: res.paths[(n, i)][1]))
+    data["quad_H"] = (("w_row", "w_col"), np.asarray(res.H))
+    w = np.array(["w1", "w2"])
+    coords = {"optimizer": np.array(names), "impl": np.array(IMPLS),
+              "lr_index": np.arange(len(first.axes["lr"])),
+              "lr": (("optimizer", "lr_index"), np.stack([res.net[n].lrs for n in names])),
+              "seed": np.asarray(first.axes["seed"]),
+              **{k: np.asarray(v) for k, v in first.coords.items()},        # step, param
+              "quad_lr_index": np.arange(len(res.quad[names[0]].lrs)),
+              "quad_lr": (("optimizer", "quad_lr_index"),
+                          np.stack([res.quad[n].lrs for n in names])),
+              "quad_step": np.arange(data["quad_loss"][1].shape[-1]),
+              "w": w, "w_row": w, "w_col": w}
+    return xr.Dataset(data, coords=coords)
+
+
 def save(cfg, run, res: Result) -> dict:
     P = cfg.experiment
-    arrays = {}
-    for (n, i), r in res.sweeps.items():
-        arrays.update(r.npz(prefix=f"digits__{n}__{i}__"))
-    for (n, i), (path, loss) in res.paths.items():
-        arrays[f"quadratic__{n}__{i}__path"] = path
-        arrays[f"quadratic__{n}__{i}__path__dims"] = np.array(("lr", "step", "coord"))
-        arrays[f"quadratic__{n}__{i}__loss"] = loss
-        arrays[f"quadratic__{n}__{i}__loss__dims"] = np.array(("lr", "step"))
-        arrays[f"quadratic__{n}__axis__lr"] = res.quad[n].lrs
-    arrays["quadratic__H"] = res.H
-    run.save_metrics(**arrays)
+    run.save_metrics(dataset(res))
 
     def entry(f: Fit, extra):
         return {"best_lr": f.best_lr, "final_loss": f.final_loss, "steps_to_tol": f.steps_to_tol,

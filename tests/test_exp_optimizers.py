@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import bpexp
 from bpexp import config, optim, sweep, theory, train
 from bpexp.errors import UserError
 from bpexp.experiments import optimizers as E
@@ -204,9 +205,56 @@ def _check(run_dir, s, names, rel_tol):
     for f in ("loss_at_best_lr.png", "final_loss_vs_lr.png", "quadratic_paths.png"):
         assert (run_dir / "figures" / f).stat().st_size > 10_000, f
     assert (run_dir / "report.md").exists()
-    m = np.load(run_dir / "metrics.npz")
-    assert m["digits__adam__optax__loss"].shape == (3, 1, 20)
-    assert m["quadratic__gd__manual__path"].shape == (24, 301, 2)
+    _check_metrics(run_dir, s, names)
+
+
+def _finite_or_none(a):
+    """The summary's JSON writes a non-finite number as null."""
+    return [float(x) if np.isfinite(x) else None for x in np.asarray(a, np.float64)]
+
+
+def _check_metrics(run_dir, s, names):
+    """metrics.zarr: one array per quantity stacked over optimizer x impl, each optimizer's own
+    lr grid as the 2-D coordinate lr (quad_lr) over (optimizer, lr_index (quad_lr_index))."""
+    ds = bpexp.load(run_dir)
+    net = ("optimizer", "impl", "lr_index", "seed")
+    assert ds["net_loss"].dims == ds["net_param_norm"].dims == (*net, "step")
+    assert ds["net_grad_norm"].dims == (*net, "step", "param")
+    assert ds["net_final_loss"].dims == ds["net_first_nonfinite"].dims == net
+    assert ds["net_loss"].shape == (len(names), 2, 3, 1, 20)
+    assert ds["optimizer"].values.tolist() == names
+    assert ds["impl"].values.tolist() == ["manual", "optax"]
+    assert ds["seed"].values.tolist() == s["seeds"] == [0]
+    assert ds["step"].values.tolist() == list(range(20))
+    assert ds["param"].values.tolist() == ["W1", "W2", "b1", "b2"]
+    assert ds["lr"].dims == ("optimizer", "lr_index")
+    quad = ("optimizer", "impl", "quad_lr_index", "quad_step")
+    assert ds["quad_path"].dims == (*quad, "w") and ds["quad_loss"].dims == quad
+    assert ds["quad_path"].shape == (len(names), 2, 24, 301, 2)
+    assert ds["quad_lr"].dims == ("optimizer", "quad_lr_index")
+    assert ds["quad_step"].values.tolist() == list(range(301))
+    assert ds["w"].values.tolist() == ["w1", "w2"]
+    assert ds["quad_H"].dims == ("w_row", "w_col")
+    np.testing.assert_allclose(ds["quad_H"].values,
+                               theory.ill_conditioned_quadratic(50.0, 30.0)[2], rtol=1e-15)
+    np.testing.assert_array_equal(ds["quad_path"].isel(quad_step=0).values,
+                                  np.broadcast_to([2.5, 2.0], (len(names), 2, 24, 2)))
+    P = E.Params()
+    for n in names:
+        digits, q = s["problems"]["digits"][n], s["problems"]["quadratic"][n]
+        at = ds.sel(optimizer=n)
+        assert at["lr"].values.tolist() == digits["lrs"]
+        np.testing.assert_allclose(at["lr"].values, np.geomspace(*P.lr_range[n], 3), rtol=1e-15)
+        assert at["quad_lr"].values.tolist() == q["lrs"]
+        np.testing.assert_allclose(at["quad_lr"].values, np.geomspace(*P.quad_lr_range[n], 24),
+                                   rtol=1e-15)
+        manual = at.sel(impl="manual")
+        final = manual["net_final_loss"].values                      # [lr_index, seed]
+        assert _finite_or_none(E.finite_median(final, axis=1)) == digits["final_loss_median"]
+        assert _finite_or_none(manual["quad_loss"].values[:, -1]) == q["final_loss_per_lr"]
+        # select by lr: the best lr's final loss is the summary's
+        by_lr = manual["net_final_loss"].swap_dims(lr_index="lr")
+        assert float(by_lr.sel(lr=digits["best_lr"]).median()) == digits["final_loss"]
 
 
 def test_cli_tiny_float32(tmp_path):
