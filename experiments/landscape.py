@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 from matplotlib import colors as mcolors
 from matplotlib import ticker
 
@@ -362,6 +363,7 @@ class Result:
     random: Plane             # random filter-normalized directions (Li et al.)
     pca: Plane                # the trajectory's top-2 principal directions
     pca_var: np.ndarray       # (2,) variance share of PC1, PC2
+    shapes: dict              # leaf -> shape: the layout of a parameter vector (sorted leaves)
 
 
 def compute(cfg, run) -> Result:
@@ -434,23 +436,52 @@ def compute(cfg, run) -> Result:
                      float(np.linalg.norm(c_rand[:1] @ D_rand) / gap)),
         pca=Plane(a_p, b_p, L_p[:G * G].reshape(G, G), D_pca, c_pca, L_p[G * G:],
                   float(np.linalg.norm(c_pca[:1] @ D_pca) / gap)),
-        pca_var=pca_var)
+        pca_var=pca_var, shapes=shapes)
 
 
 # ---------------------------------------------------------------- save
+def dataset(res: Result) -> xr.Dataset:
+    """The three parts' arrays with named dims. Each part has its own axes, so each gets dims
+    of its own name rather than a shared ``lr`` / ``step`` with different values:
+    (a) ``convex_point`` / ``nonconvex_point`` (critical points sorted by f) x ``w`` (w1, w2);
+    (b) ``toy_lr`` x ``toy_step`` (0..toy_steps) x ``w``;
+    (c) ``step`` (train_loss: the loss before each step), ``trajectory_step`` (the recorded
+    parameter vectors' steps), ``theta`` (entry of the flat parameter vector, leaves in sorted
+    order; the coordinate ``theta_leaf`` names each entry's leaf), ``direction`` (d1, d2) and
+    the grid of each plane: ``slice_a`` x ``slice_b`` (random directions), ``pca_a`` x ``pca_b``
+    (the trajectory's top-2 principal components)."""
+    data, coords = {}, {"w": np.array(["w1", "w2"]), "direction": np.array(["d1", "d2"])}
+    for k in ("convex", "nonconvex"):
+        pts, dim = res.crit[k], f"{k}_point"
+        data[f"{k}_points"] = ((dim, "w"), np.array([q["w"] for q in pts], np.float64)
+                               .reshape(len(pts), 2))
+        data[f"{k}_kinds"] = (dim, np.array([q["kind"] for q in pts], dtype=str))
+        data[f"{k}_values"] = (dim, np.array([q["value"] for q in pts], np.float64))
+        coords[dim] = np.arange(len(pts))
+    toy = ("toy_lr", "toy_step")
+    data.update(toy_paths=((*toy, "w"), res.toy_paths), toy_loss=(toy, res.toy_loss),
+                toy_closed_form=((*toy, "w"), res.toy_closed))
+    coords.update(toy_lr=res.toy_lrs, toy_step=np.arange(res.toy_paths.shape[1]))
+    traj = ("trajectory_step", "theta")
+    data.update(train_loss=("step", res.train_loss), trajectory=(traj, res.thetas))
+    leaves = sorted(res.shapes)
+    coords.update(step=np.arange(res.train_loss.shape[0]), trajectory_step=res.steps,
+                  theta=np.arange(res.thetas.shape[1]),
+                  theta_leaf=("theta", np.repeat(np.array(leaves, dtype=str),
+                                                 [int(np.prod(res.shapes[k])) for k in leaves])))
+    for name, pl in (("slice", res.random), ("pca", res.pca)):
+        data.update({f"{name}_loss": ((f"{name}_a", f"{name}_b"), pl.loss),
+                     f"{name}_dirs": (("direction", "theta"), pl.dirs),
+                     f"{name}_traj_coeffs": (("trajectory_step", "direction"), pl.coeffs),
+                     f"{name}_traj_loss": ("trajectory_step", pl.traj_loss)})
+        coords.update({f"{name}_a": pl.a, f"{name}_b": pl.b})
+    data["pca_explained_variance"] = ("direction", res.pca_var)
+    return xr.Dataset(data, coords=coords)
+
+
 def save(cfg, run, res: Result) -> dict:
     P, crit, r, p = cfg.experiment, res.crit, res.random, res.pca
-    run.save_metrics(
-        convex_points=np.array([q["w"] for q in crit["convex"]]),
-        nonconvex_points=np.array([q["w"] for q in crit["nonconvex"]]),
-        nonconvex_kinds=np.array([q["kind"] for q in crit["nonconvex"]]),
-        toy_lrs=res.toy_lrs, toy_paths=res.toy_paths, toy_closed_form=res.toy_closed,
-        toy_paths__dims=np.array(["lr", "step", "w"]),
-        train_loss=res.train_loss, trajectory=res.thetas, trajectory_steps=res.steps,
-        slice_a=r.a, slice_b=r.b, slice_loss=r.loss, slice_dirs=r.dirs,
-        slice_traj_coeffs=r.coeffs, slice_traj_loss=r.traj_loss,
-        pca_a=p.a, pca_b=p.b, pca_loss=p.loss, pca_dirs=p.dirs, pca_traj_coeffs=p.coeffs,
-        pca_traj_loss=p.traj_loss)
+    run.save_metrics(dataset(res))
 
     def points(k):  # the bowl lists its minima only
         return {kk: v for kk, v in by_kind(crit[k]).items() if k == "nonconvex" or kk == "minima"}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+import bpexp
 from bpexp.errors import UserError
 from bpexp.experiments import landscape as L
 from helpers import build_cfg, run_experiment
@@ -42,7 +43,7 @@ def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("landscape")
     run_dir = run_experiment("landscape", tmp, *TINY)
     summary = json.loads((run_dir / "summary.json").read_text())
-    return run_dir, summary, np.load(run_dir / "metrics.npz")
+    return run_dir, summary, bpexp.load(run_dir)
 
 
 def test_cli_outputs_and_schema(tiny_run):
@@ -57,6 +58,53 @@ def test_cli_outputs_and_schema(tiny_run):
         assert set(v) >= {"final", "diverged", "theory_diverges", "factors"}
     assert s["slice"]["grid"] == 11
     assert set(s["slice"]) >= {"center_loss", "min_loss", "trained_loss", "final_projection"}
+
+
+def test_cli_metrics_dims_and_coordinates(tiny_run):
+    """metrics.zarr: each part's axes are dims of their own, with the configured values."""
+    _, s, M = tiny_run
+    assert M["w"].values.tolist() == ["w1", "w2"]
+    assert M["direction"].values.tolist() == ["d1", "d2"]
+    # (a) critical points, sorted by f as in the summary
+    nc = [p for kind in ("minima", "saddles", "maxima", "degenerate")
+          for p in s["nonconvex"][kind]]
+    nc.sort(key=lambda p: p["value"])
+    assert M["nonconvex_points"].dims == ("nonconvex_point", "w")
+    assert M["nonconvex_kinds"].dims == M["nonconvex_values"].dims == ("nonconvex_point",)
+    assert M["nonconvex_points"].values.tolist() == [p["w"] for p in nc]
+    assert M["nonconvex_kinds"].values.tolist() == [p["kind"] for p in nc]
+    assert M["nonconvex_values"].values.tolist() == [p["value"] for p in nc]
+    assert M["convex_points"].dims == ("convex_point", "w")
+    assert M["convex_points"].values.tolist() == [p["w"] for p in s["convex"]["minima"]]
+    assert M["convex_kinds"].values.tolist() == ["minimum"]
+    # (b) toy GD
+    for k in ("toy_paths", "toy_closed_form"):
+        assert M[k].dims == ("toy_lr", "toy_step", "w")
+    assert M["toy_loss"].dims == ("toy_lr", "toy_step")
+    assert M["toy_lr"].values.tolist() == [0.15, 0.4, 0.49, 0.52]
+    assert M["toy_step"].values.tolist() == list(range(21))
+    # (c) the trained model: 40 steps recorded every 5, 4 x 64 + 4 + 4 + 1 parameters
+    assert M["train_loss"].dims == ("step",) and M["step"].values.tolist() == list(range(40))
+    assert M["trajectory"].dims == ("trajectory_step", "theta")
+    assert M["trajectory_step"].values.tolist() == list(range(0, 41, 5))
+    n = M["trajectory"].shape[1]
+    assert M["theta"].values.tolist() == list(range(n))
+    sizes = {"W1": n - 9, "W2": 4, "b1": 4, "b2": 1}
+    assert M["theta_leaf"].dims == ("theta",)
+    assert M["theta_leaf"].values.tolist() == [k for k in sorted(sizes) for _ in range(sizes[k])]
+    for name in ("slice", "pca"):
+        assert M[f"{name}_loss"].dims == (f"{name}_a", f"{name}_b")
+        assert M[f"{name}_dirs"].dims == ("direction", "theta")
+        assert M[f"{name}_traj_coeffs"].dims == ("trajectory_step", "direction")
+        assert M[f"{name}_traj_loss"].dims == ("trajectory_step",)
+    np.testing.assert_allclose(M["slice_a"].values, np.linspace(-1, 1, 11), rtol=1e-15)
+    np.testing.assert_array_equal(M["slice_b"].values, M["slice_a"].values)
+    assert [M["pca_a"].values[-1], M["pca_b"].values[-1]] == s["slice"]["pca"]["span"]
+    assert M["pca_explained_variance"].values.tolist() == s["slice"]["pca"]["explained_variance"]
+    # the random directions carry no bias component (bias_dirs=zero)
+    assert not np.any(M["slice_dirs"].where(M["theta_leaf"].isin(["b1", "b2"]), 0).values)
+    mid = M["slice_loss"].sel(slice_a=0.0, slice_b=0.0, method="nearest")
+    assert float(mid) == s["slice"]["center_loss"]
 
 
 def test_cli_critical_points(tiny_run):
@@ -84,7 +132,10 @@ def test_cli_critical_points(tiny_run):
 
 def test_cli_toy_gd_matches_closed_form_and_theory(tiny_run):
     _, s, M = tiny_run
-    lrs, paths = M["toy_lrs"], M["toy_paths"]
+    lrs, paths = M["toy_lr"].values, M["toy_paths"].values
+    np.testing.assert_allclose(M["toy_closed_form"].values, paths, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(M["toy_loss"].values,
+                               0.5 * paths[..., 0] ** 2 + 2 * paths[..., 1] ** 2, rtol=1e-12)
     t = np.arange(paths.shape[1])
     for lr, path in zip(lrs, paths):
         # (1 - lr h)^t w0
@@ -102,10 +153,11 @@ def test_cli_slice_center_projection_and_grid(tiny_run):
     assert abs(sl["center_loss"] - sl["trained_loss"]) <= 1e-12 * sl["trained_loss"]
     assert sl["min_loss"] <= sl["center_loss"] + 1e-15
     np.testing.assert_allclose(sl["final_projection"], [0, 0], atol=1e-10)
-    np.testing.assert_allclose(M["slice_traj_coeffs"][-1], [0, 0], atol=1e-10)
+    np.testing.assert_allclose(M["slice_traj_coeffs"].values[-1], [0, 0], atol=1e-10)
     G = 11
     assert M["slice_loss"].shape == (G, G)
     assert M["trajectory"].shape == (40 // 5 + 1, M["trajectory"].shape[1])
+    M = {k: v.values for k, v in M.variables.items()}
     # one corner of the grid recomputed in numpy from the saved weights, directions and data
     D = np.load(run_dir / "data.npz")
     X, Y = D["X"].astype(np.float64), D["Y"].astype(np.float64)
