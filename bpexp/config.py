@@ -44,6 +44,8 @@ class ModelCfg:
     output: str = "identity_mse"
     init: str = "standard"        # standard | xavier | he | normal
     init_scale: float = 1.0       # multiplies every init scheme
+    residual: bool = False        # mlp: hidden layers of equal width add their input
+    norm: str = "none"            # mlp: none | batch (batch norm of z_l before f, batch stats)
 
 
 @dataclass
@@ -116,6 +118,7 @@ SECTIONS = {"model": ModelCfg, "data": DataCfg, "optimizer": OptimizerCfg, "trai
 CHOICES = {
     "model.name": models.NAMES, "model.activation": tuple(models.ACTIVATIONS),
     "model.output": tuple(models.OUTPUTS), "model.init": tuple(models.INITS),
+    "model.norm": models.NORMS,
     "data.name": data.NAMES, "optimizer.name": optim.NAMES, "optimizer.impl": optim.IMPLS,
     "train.grad": ("manual", "autodiff"), "precision": ("float32", "float64"),
     "device": ("auto", "cpu", "gpu"),

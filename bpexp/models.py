@@ -13,6 +13,7 @@ one example it is the lecture's ``(y - a)^2``); cross-entropies are means over t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,13 +21,14 @@ import jax.numpy as jnp
 
 from bpexp import grads
 from bpexp.errors import UserError
-from bpexp.primitives import activate, bce_from_logits, init_weights, mse, n_layers, output, sigmoid
-from bpexp.primitives import ACTIVATIONS, INITS, OUTPUTS  # noqa: F401  (the models' options)
+from bpexp.primitives import (activate, batch_norm, bce_from_logits, init_weights, is_residual,
+                              mse, n_layers, output, sigmoid)
+from bpexp.primitives import ACTIVATIONS, INITS, NORMS, OUTPUTS  # noqa: F401  (the options)
 
 NAMES = ("univariate", "multivariate", "two_layer_linear", "two_layer_sigmoid", "logistic", "mlp")
 HPARAMS = {"two_layer_linear": ("hidden",), "two_layer_sigmoid": ("hidden",),
            "mlp": ("hidden", "depth")}  # structural keywords of init besides init, scale, dtype
-OPTIONS = {"mlp": ("activation", "output")}  # structural choices models.get takes
+OPTIONS = {"mlp": ("activation", "output", "residual", "norm")}  # structural choices of get
 
 
 def init_weight(key, shape, scheme: str = "standard", scale=1.0, dtype=jnp.float32):
@@ -91,22 +93,33 @@ def mlp_widths(n, d_out, hidden, depth):
 
 
 def mlp_init(key, n, d_out, *, hidden=32, depth=2, init="standard", init_scale=1.0,
-             dtype=jnp.float32):
-    """W_l: (h_l, h_{l-1}), b_l: (h_l, 1) for l = 1..depth+1; ``depth`` counts hidden layers."""
+             dtype=jnp.float32, norm="none"):
+    """W_l: (h_l, h_{l-1}), b_l: (h_l, 1) for l = 1..depth+1; ``depth`` counts hidden layers.
+    ``norm="batch"`` adds gamma_l = 1, beta_l = 0: (h_l, 1) for each hidden layer l <= depth
+    (``init_scale`` scales the weights only)."""
     widths = mlp_widths(n, d_out, hidden, depth)
     shapes = [(widths[l], widths[l - 1]) for l in range(1, len(widths))]
     Ws = init_weights(key, shapes, init, init_scale, dtype)
     p = {}
     for l, W in enumerate(Ws, 1):
         p[f"W{l}"], p[f"b{l}"] = W, jnp.zeros((widths[l], 1), dtype)
+        if norm == "batch" and l < len(Ws):
+            p[f"gamma{l}"], p[f"beta{l}"] = (jnp.ones((widths[l], 1), dtype),
+                                             jnp.zeros((widths[l], 1), dtype))
     return p
 
 
-def mlp_logits(p, X, activation="sigmoid"):
-    """z_l = W_l a_{l-1} + b_l, a_l = f(z_l) for hidden layers; returns z_L."""
+def mlp_logits(p, X, activation="sigmoid", residual=False, norm="none"):
+    """Hidden layers l < L: z_l = W_l a_{l-1} + b_l; y_l = BN(z_l) = gamma_l zhat_l + beta_l
+    with norm="batch" (else y_l = z_l); a_l = f(y_l), plus a_{l-1} when residual and the
+    width is kept. Returns z_L = W_L a_{L-1} + b_L."""
     L, a = n_layers(p), X
     for l in range(1, L):
-        a = activate(activation, p[f"W{l}"] @ a + p[f"b{l}"])
+        z = p[f"W{l}"] @ a + p[f"b{l}"]
+        if norm == "batch":
+            z = batch_norm(z, p[f"gamma{l}"], p[f"beta{l}"])[0]
+        f = activate(activation, z)
+        a = a + f if is_residual(residual, a.shape[0], f.shape[0]) else f
     return p[f"W{L}"] @ a + p[f"b{L}"]
 
 
@@ -155,11 +168,16 @@ def get(name: str, **options) -> Model:
         return Model(name, logistic_init, lambda p, X: sigmoid(logistic_logits(p, X)),
                      lambda p, X, Y: bce_from_logits(logistic_logits(p, X), Y), grads.logistic,
                      logistic_logits, ())
-    options = {"activation": "sigmoid", "output": "identity_mse", **options}
-    activation, out = options["activation"], output(options["output"])
+    options = {"activation": "sigmoid", "output": "identity_mse", "residual": False,
+               "norm": "none", **options}
+    activation, out, norm = options["activation"], output(options["output"]), options["norm"]
     activate(activation, jnp.zeros(()))  # an unknown activation fails here, not when traced
-    logits = lambda p, X: mlp_logits(p, X, activation)  # noqa: E731
-    return Model(name, mlp_init, lambda p, X: out.value(logits(p, X)),
+    _check(norm in NORMS, f"model.norm={norm!r} is not allowed; choose one of {', '.join(NORMS)}")
+    _check(isinstance(options["residual"], bool),
+           f"model.residual={options['residual']!r} must be true or false")
+    residual = options["residual"]
+    logits = lambda p, X: mlp_logits(p, X, activation, residual, norm)  # noqa: E731
+    return Model(name, functools.partial(mlp_init, norm=norm), lambda p, X: out.value(logits(p, X)),
                  lambda p, X, Y: out.loss(logits(p, X), Y),
                  lambda p, X, Y: grads.mlp(p, X, Y, **options),
                  logits, HPARAMS[name], options)

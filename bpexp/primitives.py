@@ -3,7 +3,9 @@
 Three tables, read everywhere else:
 - ``ACTIVATIONS``: f(z) beside f'(z) (written with the cached a = f(z), as backprop uses it);
 - ``OUTPUTS``: each output/loss pair's value, loss (from logits) and delta_L = dL/dz_L;
-- ``INITS``: each initialization scheme's map from u ~ U(-1, 1) beside its Var(W).
+- ``INITS``: each initialization scheme's map from u ~ U(-1, 1) beside its Var(W);
+and the mlp's layer variants: ``NORMS`` (batch normalization's forward, whose backward is in
+grads.py) and the residual rule (:func:`is_residual`).
 Shapes: ``Z, Y: (d_out, m)``; examples are columns, ``m = Y.shape[-1]``.
 This module imports only jax and numpy.
 """
@@ -124,6 +126,30 @@ OUTPUTS = {
 
 def output(name: str) -> Output:
     return choose(OUTPUTS, "model.output", name)
+
+
+# ---------------------------------------------------------------- layer variants of the mlp
+BN_EPS = 1e-5       # batch norm's eps: zhat = (z - mu) / sqrt(var + eps)
+NORMS = ("none", "batch")
+
+
+def batch_norm(z, gamma, beta, eps=BN_EPS):
+    """Batch normalization over the m examples (columns), training mode (the batch's own
+    statistics, no running averages): z, y: (h, m); gamma, beta: (h, 1).
+    Returns (y, zhat, inv_std) with y = gamma zhat + beta; zhat and inv_std are what the
+    backward pass needs. At m = 1 every z - mu is exactly 0: zhat = 0, y = beta."""
+    mu = jnp.mean(z, axis=1, keepdims=True)               # mu = z 1 / m
+    zc = z - mu
+    var = jnp.mean(zc * zc, axis=1, keepdims=True)        # var = (z - mu)^2 1 / m
+    inv_std = 1.0 / jnp.sqrt(var + eps)                   # (var + eps)^(-1/2)
+    zhat = zc * inv_std                                   # zhat = (z - mu) / sqrt(var + eps)
+    return gamma * zhat + beta, zhat, inv_std             # y = gamma zhat + beta
+
+
+def is_residual(residual: bool, n_in: int, n_out: int) -> bool:
+    """Whether a hidden layer adds its input (a_l = a_{l-1} + f(...)): only with the option on
+    and when the layer keeps the width (the first/last layers that change it stay plain)."""
+    return bool(residual) and n_in == n_out
 
 
 # ---------------------------------------------------------------- initialization

@@ -1,8 +1,8 @@
 """Are the hand-derived gradients of grads.py right, for every model?
 
 Question: does each backward pass written by hand (the CS230 section equations and the
-Lecture 5 delta recursion) equal the gradient that autodiff computes, and the slope that
-finite differences measure?
+Lecture 5 delta recursion, with residual and batch-normalized layers) equal the gradient that
+autodiff computes, and the slope that finite differences measure?
 Theory: they are the same function, so in float64 the manual and autodiff gradients agree to
 rounding (~1e-16 relative) and central differences agree to O(eps^2) + O(1e-16 / eps).
 Expected: every model below 1e-10 vs jax.grad and below 1e-6 vs finite differences.
@@ -73,8 +73,20 @@ def cases(depths, all_combinations=False):
     # appears, without the full product
     combos = ([(a, o, d) for d in depths for a, o in pairs] if all_combinations
               else [(a, o, depths[j % len(depths)]) for j, (a, o) in enumerate(pairs)])
-    for act, o, depth in combos:
-        out.append((f"mlp_{act}_{o}_d{depth}", models.get("mlp", activation=act, output=o),
+    combos = [(a, o, d, False, "none") for a, o, d in combos]
+    # residual and batch-norm layers (hidden widths are equal, so every hidden-to-hidden layer
+    # is residual): the full product, or by default each activation once per variant with the
+    # outputs and depths cycling
+    variants = [(True, "none"), (False, "batch"), (True, "batch")]
+    acts, outs = list(models.ACTIVATIONS), list(models.OUTPUTS)
+    combos += ([(a, o, d, r, nm) for r, nm in variants for d in depths for a, o in pairs]
+               if all_combinations else
+               [(a, outs[(i + j) % len(outs)], depths[(i + 2 * j) % len(depths)], r, nm)
+                for j, (r, nm) in enumerate(variants) for i, a in enumerate(acts)])
+    for act, o, depth, res, norm in combos:
+        tag = ("_res" if res else "") + ("_bn" if norm == "batch" else "")
+        out.append((f"mlp_{act}_{o}_d{depth}{tag}",
+                    models.get("mlp", activation=act, output=o, residual=res, norm=norm),
                     {"hidden": None, "depth": depth}, kinds[o]))
     return out
 

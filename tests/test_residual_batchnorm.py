@@ -1,0 +1,253 @@
+"""Residual and batch-normalized mlp layers: the hand-derived backward pass (grads.mlp with
+residual=True / norm="batch") against jax.grad (rel 1e-10, float64), against central finite
+differences of an independent numpy forward pass, the degenerate batch sizes m = 1 and m = 2,
+and the sweep engine training them vmapped over lr, seed and init_scale."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_trees_all_close, build_cfg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.flatten_util import ravel_pytree
+
+from bpexp import grads, make, models, primitives, sweep, train
+from bpexp.errors import UserError
+
+TOL_AUTODIFF, TOL_FD, TOL_NUMPY = 1e-10, 1e-6, 1e-12
+EPS = primitives.BN_EPS
+
+
+# ---------------------------------------------------------------- independent numpy reference
+def np_act(name, z):
+    return {"sigmoid": lambda v: 0.5 * (1 + np.tanh(0.5 * v)), "tanh": np.tanh,
+            "relu": lambda v: np.maximum(v, 0.0)}[name](z)
+
+
+def np_loss(p, X, Y, act, out, residual, norm):
+    """The mlp loss in numpy float64, written from the README's equations."""
+    L = sum(k.startswith("W") for k in p)
+    a = X
+    for l in range(1, L):
+        z = p[f"W{l}"] @ a + p[f"b{l}"]
+        if norm == "batch":
+            mu = z.mean(axis=1, keepdims=True)
+            var = ((z - mu) ** 2).mean(axis=1, keepdims=True)
+            z = p[f"gamma{l}"] * (z - mu) / np.sqrt(var + EPS) + p[f"beta{l}"]
+        f = np_act(act, z)
+        a = a + f if residual and a.shape[0] == f.shape[0] else f
+    z = p[f"W{L}"] @ a + p[f"b{L}"]
+    m = Y.shape[1]
+    if out == "identity_mse":
+        return np.sum((z - Y) ** 2) / m
+    if out == "sigmoid_mse":
+        return np.sum((np_act("sigmoid", z) - Y) ** 2) / m
+    if out == "sigmoid_ce":
+        return np.sum(np.logaddexp(0, z) - Y * z) / m
+    zs = z - z.max(axis=0, keepdims=True)
+    return -np.sum(Y * (zs - np.log(np.exp(zs).sum(axis=0, keepdims=True)))) / m
+
+
+def problem(rng, out, n, m, d, hidden, depth, model):
+    d = 1 if out.startswith("sigmoid") else max(d, 2)
+    X = rng.standard_normal((n, m))
+    if out == "identity_mse":
+        Y = rng.standard_normal((d, m))
+    elif out == "softmax_ce":
+        Y = np.eye(d)[:, rng.integers(0, d, m)]
+    else:
+        Y = (rng.uniform(size=(d, m)) > 0.5).astype(np.float64)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), n, d, hidden=hidden,
+                                               depth=depth, dtype=jnp.float64))
+    p = {k: rng.standard_normal(v.shape) for k, v in shapes.items()}  # gamma, beta random too
+    return p, X, Y
+
+
+def rel(a, b):
+    a, b = ravel_pytree(a)[0], ravel_pytree(b)[0]
+    nb = float(jnp.linalg.norm(b))
+    return float(jnp.linalg.norm(a - b)) / (nb if nb > 0 else 1.0)
+
+
+def fd_check(p, X, Y, g, args, rng, n_dirs=6, h=1e-5):
+    """Central differences of the numpy loss along random unit directions vs g . u."""
+    flat, unravel = ravel_pytree(p)
+    gflat = np.asarray(ravel_pytree(g)[0])
+    errs = []
+    for _ in range(n_dirs):
+        u = rng.standard_normal(flat.shape)
+        u /= np.linalg.norm(u)
+        def at(t):
+            return np_loss({k: np.asarray(v) for k, v in unravel(flat + t * u).items()}, X, Y,
+                           *args)
+        fd = (at(h) - at(-h)) / (2 * h)
+        errs.append(abs(fd - gflat @ u) / max(np.linalg.norm(gflat), 1e-12))
+    return max(errs)
+
+
+# ---------------------------------------------------------------- gradients
+@settings(max_examples=12, deadline=None)
+@given(act=st.sampled_from(list(models.ACTIVATIONS)), out=st.sampled_from(list(models.OUTPUTS)),
+       residual=st.booleans(), norm=st.sampled_from(list(models.NORMS)),
+       depth=st.integers(1, 4), n=st.integers(1, 4), m=st.integers(1, 6), d=st.integers(1, 3),
+       data=st.data(), seed=st.integers(0, 2**31 - 1))
+def test_grad_matches_autodiff_numpy_and_fd(act, out, residual, norm, depth, n, m, d, data,
+                                            seed):
+    """Every activation x output x residual x norm x depth, random widths (equal or not, so
+    some layers are residual and some plain), m = 1.. 6: manual == jax.grad to rel 1e-10, the
+    loss equals the numpy reference, finite differences agree to 1e-6."""
+    hidden = data.draw(st.one_of(st.integers(1, 4),
+                                 st.lists(st.integers(1, 4), min_size=depth,
+                                          max_size=depth).map(tuple)))
+    rng = np.random.default_rng(seed)
+    model = models.get("mlp", activation=act, output=out, residual=residual, norm=norm)
+    p, X, Y = problem(rng, out, n, m, d, hidden, depth, model)
+    g, ga, loss, zs = jax.jit(  # one compile per example (eager ops would each compile)
+        lambda p: (model.grad(p, X, Y), jax.grad(model.loss)(p, X, Y), model.loss(p, X, Y),
+                   preacts(p, X, act, residual, norm)), compiler_options=make.FAST_COMPILE)(p)
+    assert rel(g, ga) < TOL_AUTODIFF
+    scale = float(jnp.linalg.norm(ravel_pytree(ga)[0]))
+    assert_trees_all_close(g, ga, rtol=1e-8, atol=1e-12 * max(scale, 1.0))
+    args = (act, out, residual, norm)
+    ref = np_loss(p, X, Y, *args)
+    np.testing.assert_allclose(float(loss), ref, rtol=TOL_NUMPY, atol=1e-13)
+    # finite differences only away from the relu kinks
+    if act == "relu" and min([float(jnp.min(jnp.abs(z))) for z in zs], default=1) < 1e-3:
+        return
+    assert fd_check(p, X, Y, g, args, rng) < TOL_FD
+
+
+def preacts(p, X, act, residual, norm):
+    """The input of every hidden activation (after batch norm when on)."""
+    bn = {}
+    zs, _ = grads.mlp_forward_cache(p, X, act, residual, norm, bn)
+    return [bn[l]["y"] if norm == "batch" else zs[l - 1] for l in range(1, len(zs))]
+
+
+def test_batch_norm_m1_only_the_last_beta_and_the_output_layer_learn():
+    """m = 1: z - mu = 0 exactly, zhat = 0, y = beta: a batch-normalized layer outputs f(beta)
+    whatever its input, so the gradients of every W_l, b_l, gamma_l are exactly 0 (by hand and
+    by jax.grad), and so are those of beta_l below the last normalized layer; only beta_D and
+    the output layer learn. With residual layers the identity path lets the lower betas
+    through again."""
+    rng = np.random.default_rng(0)
+    for residual in (False, True):
+        model = models.get("mlp", activation="tanh", output="softmax_ce", norm="batch",
+                           residual=residual)
+        p, X, Y = problem(rng, "softmax_ce", 3, 1, 3, 4, 3, model)
+        g, ga = model.grad(p, X, Y), jax.grad(model.loss)(p, X, Y)
+        for l in (1, 2, 3):
+            for k in (f"W{l}", f"b{l}", f"gamma{l}") + ((f"beta{l}",) if l < 3 and not residual
+                                                         else ()):
+                assert np.all(np.asarray(g[k]) == 0) and np.all(np.asarray(ga[k]) == 0), k
+        for k in ("beta3", "W4", "b4") + (("beta1", "beta2") if residual else ()):
+            assert np.linalg.norm(g[k]) > 1e-3, k
+        assert rel(g, ga) < TOL_AUTODIFF
+    # the loss is the same whatever W1 is
+    q = dict(p, W1=p["W1"] + rng.standard_normal(p["W1"].shape))
+    assert float(model.loss(q, X, Y)) == float(model.loss(p, X, Y))
+
+
+def test_batch_norm_m2_zhat_is_a_sign_and_w_gradients_shrink_by_eps():
+    """m = 2: zhat = +-d / sqrt(d^2 + eps) with d = (z_1 - z_2)/2, i.e. +-1 up to eps/(2 d^2):
+    the layer outputs almost only the sign of z_1 - z_2, so dL/dW of a batch-normalized layer
+    is suppressed by about eps / d^2 (d zhat / d d = eps / (d^2 + eps)^(3/2)); manual still
+    equals jax.grad to 1e-10 of the whole gradient."""
+    rng = np.random.default_rng(1)
+    model = models.get("mlp", activation="sigmoid", output="identity_mse", norm="batch")
+    p, X, Y = problem(rng, "identity_mse", 3, 2, 2, 4, 1, model)
+    z = p["W1"] @ X + p["b1"]
+    dd = (z[:, 0] - z[:, 1]) / 2
+    _, zhat, _ = primitives.batch_norm(jnp.asarray(z), jnp.ones((4, 1)), jnp.zeros((4, 1)))
+    np.testing.assert_allclose(zhat[:, 0], dd / np.sqrt(dd ** 2 + EPS), rtol=1e-12)
+    np.testing.assert_allclose(zhat[:, 1], -zhat[:, 0], rtol=1e-12)
+    g, ga = model.grad(p, X, Y), jax.grad(model.loss)(p, X, Y)
+    assert rel(g, ga) < TOL_AUTODIFF
+    # closed form: dL/dW1[i] = (dzhat_i1 - dzhat_i2) s'(d_i) (x_1 - x_2)^T / 2 with
+    # s(d) = d / sqrt(d^2 + eps), s'(d) = eps / (d^2 + eps)^(3/2), dzhat = gamma dL/dy
+    y = p["gamma1"] * np.asarray(zhat) + p["beta1"]
+    a = np_act("sigmoid", y)
+    dz2 = (2 / 2) * (p["W2"] @ a + p["b2"] - Y)      # (2/m)(yhat - y), m = 2
+    dzhat = p["gamma1"] * (p["W2"].T @ dz2) * a * (1 - a)
+    sprime = EPS / (dd ** 2 + EPS) ** 1.5
+    closed = ((dzhat[:, 0] - dzhat[:, 1]) * sprime)[:, None] * (X[:, 0] - X[:, 1])[None, :] / 2
+    np.testing.assert_allclose(g["W1"], closed, rtol=1e-6, atol=1e-15)
+    big = dd ** 2 > 100 * EPS      # units far from the tie: s' < 1e-2 / |d|, W1 rows suppressed
+    assert big.any() and np.all(sprime[big] < 1e-2 / np.abs(dd[big]))
+
+
+def test_residual_identity_path_carries_the_signal():
+    """With every hidden-to-hidden W_l = 0 (so W_l^T dL/dz_l = 0) the residual net still passes
+    dL/da_L unchanged down to a_1: delta_1 = dL/da_1 * f'(z_1) equals W_L^T delta_L * f'(z_1);
+    the plain net's delta_1 is exactly 0."""
+    from bpexp import grads
+    rng = np.random.default_rng(2)
+    model = models.get("mlp", activation="sigmoid", output="softmax_ce", residual=True)
+    p, X, Y = problem(rng, "softmax_ce", 3, 5, 3, 4, 4, model)
+    for l in (2, 3, 4):
+        p[f"W{l}"] = np.zeros_like(p[f"W{l}"])
+    _, deltas = grads.mlp(p, X, Y, activation="sigmoid", output="softmax_ce", residual=True,
+                          return_deltas=True)
+    zs, _ = grads.mlp_forward_cache(p, X, "sigmoid", True)
+    expect = (p["W5"].T @ deltas[5]) * np.asarray(primitives.sigmoid_prime(zs[0]))
+    np.testing.assert_allclose(deltas[1], expect, rtol=1e-12)
+    _, d_plain = grads.mlp(p, X, Y, activation="sigmoid", output="softmax_ce",
+                           return_deltas=True)
+    assert np.all(np.asarray(d_plain[1]) == 0)
+
+
+# ---------------------------------------------------------------- config and the engine
+def test_config_passes_residual_and_norm_and_rejects_bad_values():
+    cfg = build_cfg({"model": {"name": "mlp", "residual": True, "norm": "batch"},
+                     "experiment": {"name": "gradcheck"}})
+    m = make.model(cfg)
+    assert m.options["residual"] is True and m.options["norm"] == "batch"
+    p = jax.eval_shape(lambda: m.init(jax.random.PRNGKey(0), 4, 3, hidden=5, depth=2))
+    assert {k: v.shape for k, v in p.items()} == {
+        "W1": (5, 4), "b1": (5, 1), "gamma1": (5, 1), "beta1": (5, 1),
+        "W2": (5, 5), "b2": (5, 1), "gamma2": (5, 1), "beta2": (5, 1),
+        "W3": (3, 5), "b3": (3, 1)}
+    with pytest.raises(UserError, match="model.norm='layer'"):
+        build_cfg({"model": {"name": "mlp", "norm": "layer"}, "experiment": {"name": "gradcheck"}})
+    with pytest.raises(UserError, match="model.residual"):
+        build_cfg({"model": {"name": "mlp", "residual": "yes"},
+                   "experiment": {"name": "gradcheck"}})
+    with pytest.raises(UserError, match="model.norm"):
+        models.get("mlp", norm="layer")
+
+
+@pytest.mark.parametrize("residual,norm", [(True, "none"), (False, "batch"), (True, "batch")])
+def test_sweep_engine_trains_them_vmapped(residual, norm):
+    """run_grid over lr x seed x init_scale (one compile) gives, run by run, the loss curve of
+    a plain Python loop of w -= lr * model.grad from the same initial parameters."""
+    rng = np.random.default_rng(3)
+    n, d, m, steps = 4, 3, 10, 6
+    X = rng.standard_normal((n, m))
+    Y = np.eye(d)[:, rng.integers(0, d, m)]
+    opts = (("activation", "sigmoid"), ("norm", norm), ("output", "softmax_ce"),
+            ("residual", residual))
+    spec = train.TrainSpec(model="mlp", n=n, d_out=d, m=m, steps=steps, model_options=opts,
+                           model_hparams=(("depth", 3), ("hidden", 5), ("init", "standard")),
+                           dtype="float64")
+    grid = sweep.Grid({"lr": np.array([0.1, 0.5]), "seed": np.array([0, 7]),
+                       "init_scale": np.array([0.5, 2.0])})
+    before = sweep.COMPILES["count"]
+    r = sweep.run_grid(spec, X, Y, grid, progress=False)
+    assert sweep.COMPILES["count"] - before <= 1
+    model = spec.get_model()
+    assert model.options["residual"] is residual and model.options["norm"] == norm
+    loss, grad = jax.jit(model.loss), jax.jit(model.grad)
+    for i, lr in enumerate(grid.axes["lr"]):
+        for j, seed in enumerate(grid.axes["seed"]):
+            for k, s in enumerate(grid.axes["init_scale"]):
+                p = model.init(train.run_keys(int(seed))[0], n, d, hidden=5, depth=3,
+                               init_scale=s, dtype=jnp.float64)
+                curve = []
+                for _ in range(steps):
+                    curve.append(float(loss(p, X, Y)))
+                    p = jax.tree.map(lambda w, g: w - lr * g, p, grad(p, X, Y))
+                np.testing.assert_allclose(r.metrics["loss"][i, j, k], curve, rtol=1e-10)
+                np.testing.assert_allclose(r.metrics["final_loss"][i, j, k],
+                                           float(loss(p, X, Y)), rtol=1e-10)
+    if norm == "batch":
+        assert "gamma1" in r.coords["param"] and "beta3" in r.coords["param"]
