@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpexp import gradcheck, models, plots, report
+from bpexp import gradcheck, grads, models, plots, report
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
 from bpexp.plots import plt
@@ -65,7 +65,8 @@ def cases(depths, all_combinations=False):
            ("multivariate", models.get("multivariate"), {}, "regression"),
            ("two_layer_linear", models.get("two_layer_linear"), two_layer, "multi_regression"),
            ("two_layer_sigmoid", models.get("two_layer_sigmoid"), two_layer, "multi_regression"),
-           ("logistic", models.get("logistic"), {}, "binary")]
+           ("logistic", models.get("logistic"), {}, "binary"),
+           ("sharpe_portfolio", SHARPE, {}, "returns")]
     kinds = {"identity_mse": "multi_regression", "sigmoid_mse": "binary",
              "sigmoid_ce": "binary", "softmax_ce": "multiclass"}
     pairs = [(a, o) for a in models.ACTIVATIONS for o in models.OUTPUTS]
@@ -91,11 +92,21 @@ def cases(depths, all_combinations=False):
     return out
 
 
+# the finance experiment's loss: -Sharpe of a portfolio w^T X, X: (n assets, m periods) returns
+SHARPE = models.Model("sharpe_portfolio",
+                      lambda key, n, d_out, dtype=jnp.float32: {"w": jnp.zeros((n,), dtype)},
+                      lambda p, X: p["w"] @ X, grads.neg_sharpe, grads.neg_sharpe_grad,
+                      lambda p, X: p["w"] @ X, ())
+
+
 def random_problem(rng, kind, P):
     """Random shapes, inputs X: (n, m) and targets Y: (d, m) of the right kind, float64
     (numpy: no compiles)."""
     n = 1 if kind == "one_feature" else int(rng.integers(1, P.max_features + 1))
     m = int(rng.integers(1, P.max_examples + 1))
+    if kind == "returns":  # a standard deviation needs >= 2 periods; mean 0.5 keeps S away from 0
+        m = max(m, 3)
+        return 0.5 + rng.standard_normal((n, m)), np.zeros((1, m))
     d = {"one_feature": 1, "regression": 1, "binary": 1}.get(kind, int(rng.integers(2, 5)))
     X = rng.standard_normal((n, m))
     if kind == "binary":
