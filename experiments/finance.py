@@ -387,11 +387,12 @@ def lookahead_check(theta, days, cut_fraction=0.5, seed=0):
 
 
 def _strategy_fd(theta, Z, r, cost, eps, h=1e-6):
-    g = np.asarray(jax.grad(strategy_loss)(jnp.asarray(theta), Z, jnp.asarray(r), cost, eps))
-    E = np.eye(theta.size)
-    fd = np.array([(float(strategy_loss(jnp.asarray(theta + h * e), Z, r, cost, eps))
-                    - float(strategy_loss(jnp.asarray(theta - h * e), Z, r, cost, eps))) / (2 * h)
-                   for e in E])
+    g = np.asarray(jax.jit(jax.grad(strategy_loss))(jnp.asarray(theta), Z, jnp.asarray(r),
+                                                     cost, eps))
+    E = h * np.eye(theta.size)
+    loss = jax.jit(jax.vmap(strategy_loss, (0, None, None, None, None)))
+    fd = (np.asarray(loss(theta + E, Z, r, cost, eps))
+          - np.asarray(loss(theta - E, Z, r, cost, eps))) / (2 * h)
     return gradcheck.rel_err(g, fd)
 
 
