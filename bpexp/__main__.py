@@ -16,6 +16,8 @@ import importlib
 import os
 import pkgutil
 import re
+import shlex
+import signal
 import sys
 import types
 
@@ -121,6 +123,11 @@ def setup_jax(tree: dict, module) -> None:
                  f"{jax.default_backend()} (use device=auto or cpu)")
     if jax.default_backend() == "gpu" and x64:
         jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 in checks
+    cache = (tree.get("outputs") or {}).get("compile_cache")
+    if isinstance(cache, str) and cache:
+        # a rerun, a resumed run or another shard loads the executable instead of compiling
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def execute(module, cfg: config.Cfg, run: outputs.Run) -> dict:
@@ -134,10 +141,60 @@ def execute(module, cfg: config.Cfg, run: outputs.Run) -> dict:
     return summary
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm's time limit, ``kill``): handled like Ctrl-C, the run stays resumable."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("SIGTERM")
+
+
+def resume_command(run_id: str) -> str:
+    """The exact command that continues this run: this job's overrides and its run_id."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        task = list(HydraConfig.get().overrides.task)
+    except ValueError:
+        task = sys.argv[1:]
+    task = [o for o in task if not re.match(r"^\+{0,2}run_id=", o)]
+    return "python -m bpexp " + " ".join(shlex.quote(o) for o in task + [f"run_id={run_id}"])
+
+
+def check_continuation(module, cfg: config.Cfg, config_yaml: str) -> dict | None:
+    """With run_id: the existing run folder's env.json (None if new), after checking that it
+    is this experiment with this config and, for a streamed grid, this chunking. Reads only."""
+    if cfg.run_id is None:
+        return None
+    env = outputs.existing_run(cfg.outputs.root, cfg.experiment.name, cfg.run_id, config_yaml)
+    if env is None or not getattr(module, "STREAMS", False):
+        return env
+    from bpexp import make, store
+
+    path = os.path.join(cfg.outputs.root, cfg.experiment.name, cfg.run_id, store.STORE)
+    try:
+        have = store.read_layout(path)
+    except store.StoreMismatch as e:
+        raise UserError(f"run_id={cfg.run_id}: {e}; remove it or choose another run_id") from None
+    want = make.layout(cfg).describe()
+    if have is not None and have != want:
+        key = next(k for k in want if have.get(k) != want[k])
+        raise UserError(f"sweep.chunk_size={cfg.sweep.chunk_size}: the store {path} was written "
+                        f"with {key}={have.get(key)!r}, this config gives {want[key]!r} (runs "
+                        f"per chunk {have.get('runs_per_chunk')}); rerun with "
+                        f"sweep.chunk_size={have.get('runs_per_chunk')}")
+    return env
+
+
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> None:
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        pass
     tree = OmegaConf.to_container(dcfg, resolve=True)
     exp = (tree.get("experiment") or {}).get("name")
+    config_yaml = OmegaConf.to_yaml(dcfg, resolve=True)
     try:
         if exp is None:
             raise config.ConfigError("experiment is not set; run with +experiment=NAME, one of "
@@ -148,27 +205,44 @@ def main(dcfg: DictConfig) -> None:
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         setup_jax(tree, module)
         cfg = config.build(tree, module)
+        previous = check_continuation(module, cfg, config_yaml)
     except UserError as e:
         _die(str(e))
     name = cfg.experiment.name
+    if previous is not None and previous.get("status") == "finished":
+        where = os.path.join(cfg.outputs.root, name, cfg.run_id)
+        print(f"run {cfg.run_id} is already finished (see its summary.json); nothing to do")
+        print(f"run dir: {where}")
+        return
+    shard = ((cfg.sweep.shard, cfg.sweep.num_shards) if cfg.sweep.shard is not None else None)
     bad_value, run = None, None
     try:
-        with outputs.open_run(cfg.outputs.root, name, OmegaConf.to_yaml(dcfg, resolve=True)) as run:
+        with outputs.open_run(cfg.outputs.root, name, config_yaml, run_id=cfg.run_id,
+                              shard=shard) as run:
+            run.command = resume_command(run.id)
+            if run.resumed:
+                print(f"continuing run {run.id} in {run.dir}")
             with run.timed("experiment"):  # compute / save / present add finer timings
                 summary = execute(module, cfg, run)
             run.save_summary(summary)
             run.finish("finished", summary)
+    except outputs.Stopped as e:
+        print(str(e))
+        print(f"run dir: {run.dir}")
+        return
     except UserError as e:
         # bad input that only showed while running (open_run recorded it failed): one line
         bad_value = e
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if run is not None:
-            print(f"\ninterrupted\nrun dir: {run.dir}")
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            print(f"\n{what}; resume with:\n  {run.command}\nrun dir: {run.dir}")
         raise
     except BaseException as e:
         if run is not None:
             print(f"error: a bug in bpexp ({type(e).__name__}: {_first_line(e)}); traceback in "
                   f"{run.dir / 'error.txt'}", file=sys.stderr)
+            print(f"resume with:\n  {run.command}")
             print(f"run dir: {run.dir}")
             sys.exit(1)
         raise
@@ -239,6 +313,8 @@ def cli() -> None:
     config.register_schemas()
     try:
         main()
+    except Terminated:
+        sys.exit(143)
     except KeyboardInterrupt:
         sys.exit(130)
 

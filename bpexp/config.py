@@ -92,11 +92,14 @@ class SweepCfg:
     hparams: Any = field(default_factory=dict)
     chunk_size: int = 0           # runs per compiled call; 0 = chosen from memory estimate
     progress: bool = True
+    num_shards: int = 1           # split the grid's chunks over this many processes
+    shard: Any = None             # this process's share (0 <= shard < num_shards); needs run_id
 
 
 @dataclass
 class OutputsCfg:
     root: str = "outputs"
+    compile_cache: Any = None     # JAX's persistent compilation cache folder; null = off
 
 
 @dataclass
@@ -111,6 +114,7 @@ class Cfg:
     seed: int = 0
     precision: str = "float32"    # float32 | float64
     device: str = "auto"          # auto | cpu | gpu
+    run_id: Any = None            # names the run folder; an existing one is continued
 
 
 SECTIONS = {"model": ModelCfg, "data": DataCfg, "optimizer": OptimizerCfg, "train": TrainCfg,
@@ -222,6 +226,7 @@ def validate(cfg: Cfg) -> Cfg:
     for key in sorted(NONNEGATIVE):
         if not _get(cfg, key) >= 0:
             raise ConfigError(f"{key}={_get(cfg, key)!r} must be >= 0")
+    _check_run(cfg)
     if not 0 <= cfg.seed <= MAX_SEED:
         raise ConfigError(f"seed={cfg.seed} must be in [0, {MAX_SEED}]")
     for name in optim.RANGES:
@@ -241,6 +246,31 @@ def validate(cfg: Cfg) -> Cfg:
     return cfg
 
 
+def _check_run(cfg: Cfg) -> None:
+    """run_id, shards and the compile cache."""
+    from bpexp import outputs
+
+    rid, sw = cfg.run_id, cfg.sweep
+    if rid is not None and (not isinstance(rid, str) or not outputs.RUN_ID.match(rid)
+                            or rid in outputs.RESERVED):
+        raise ConfigError(f"run_id={rid!r} is not a safe folder name; allowed: 1-100 of "
+                          "A-Z a-z 0-9 . _ - starting with a letter or digit, not "
+                          + " or ".join(outputs.RESERVED))
+    if not sw.num_shards >= 1:
+        raise ConfigError(f"sweep.num_shards={sw.num_shards} must be an int >= 1")
+    if sw.shard is not None:
+        if isinstance(sw.shard, bool) or not isinstance(sw.shard, int) or not (
+                0 <= sw.shard < sw.num_shards):
+            raise ConfigError(f"sweep.shard={sw.shard!r} is not allowed; allowed: an int in "
+                              f"[0, sweep.num_shards={sw.num_shards})")
+        if rid is None:
+            raise ConfigError(f"sweep.shard={sw.shard} needs run_id=NAME: the shards of one "
+                              "grid write into one named run folder")
+    cc = cfg.outputs.compile_cache
+    if cc is not None and not (isinstance(cc, str) and cc):
+        raise ConfigError(f"outputs.compile_cache={cc!r} must be a folder path or null (off)")
+
+
 def build(tree: dict, module) -> Cfg:
     """Plain dict (``OmegaConf.to_container(cfg, resolve=True)``) and the chosen experiment's
     module -> validated :class:`Cfg`. This is the whole validation phase: the shared sections,
@@ -255,5 +285,9 @@ def build(tree: dict, module) -> Cfg:
         setattr(top, k, v)
     validate(top)
     module.validate(top)
+    if top.sweep.shard is not None and not getattr(module, "STREAMS", False):
+        raise ConfigError(f"sweep.shard={top.sweep.shard} is not allowed for experiment "
+                          f"{params.name}: it does not stream a grid; allowed for experiments "
+                          "that do (lr_sweep)")
     make.check(top, module.USES)
     return top

@@ -169,3 +169,11 @@ def check(cfg, uses) -> None:
     jax.eval_shape(lambda: init_params(cfg, m, ds, 0))
     if "train" in uses:
         spec(cfg, ds)
+
+
+def layout(cfg):
+    """The chunk layout of the config's grid (sweep.chunk_size, or the memory estimate over
+    the devices of ``device``): what a streamed sweep's store is cut by."""
+    grid_, _ = grid(cfg)
+    devices = sweep.devices_for(cfg.device)
+    return sweep.layout(spec(cfg, dataset(cfg)), grid_, cfg.sweep.chunk_size, len(devices))

@@ -128,6 +128,22 @@ class StoreMismatch(ValueError):
     """An existing store does not match the sweep asked of it (one line)."""
 
 
+def read_layout(path) -> dict | None:
+    """The chunk layout recorded in a grid store (None if there is no store yet)."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        layout = dict(zarr.open_group(path, mode="r").attrs).get("bpexp_layout")
+    except Exception as e:
+        raise StoreMismatch(f"{path} is not a readable Zarr store ({type(e).__name__})") from None
+    if not isinstance(layout, dict):
+        raise StoreMismatch(f"{path} is not a bpexp grid store (no bpexp_layout)")
+    return layout
+
+
 DONE = "chunk_done"   # int8 [chunk]: 1 once every metric of the chunk is written
 
 
@@ -197,7 +213,7 @@ class GridStore:
             g = zarr.open_group(self.path, mode="r")
             have = dict(g.attrs).get("bpexp_layout")
             names = set(g.array_keys())
-        except Exception as e:  # noqa: BLE001 - any unreadable store is reported as such
+        except Exception as e:
             raise StoreMismatch(f"{self.path} is not a readable Zarr store "
                                 f"({type(e).__name__})") from None
         want = self.layout.describe()
@@ -242,6 +258,12 @@ class GridStore:
         self._array(DONE)[i] = 1
         if self.on_progress is not None:
             self.on_progress(self)
+
+    def write_region(self, name: str, values, **index) -> None:
+        """``values`` into ``name`` at ``index`` (axis name -> slice); for derived variables
+        written by the one process that finalizes the run."""
+        a = self._array(name)
+        a[tuple(index.get(d, slice(None)) for d in a.attrs["_ARRAY_DIMENSIONS"])] = values
 
     def claim(self) -> None:
         """After a process's chunks: hand over to the owner's hook (finalize or stop)."""

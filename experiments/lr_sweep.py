@@ -33,11 +33,13 @@ import numpy as np
 
 from bpexp import make, plots, report, sweep, theory, train
 from bpexp.errors import UserError
-from bpexp.experiments._common import (best_lr_index, command, diverged_mask, finite_median,
-                                       load_data, question)
+from bpexp.experiments._common import (command, diverged_mask, finite_median, load_data,
+                                       question)
 from bpexp.plots import plt
 
 USES = ("model", "data", "optimizer", "train", "sweep")  # make.check builds them first
+STREAMS = True   # the grid streams into metrics.zarr chunk by chunk: resumable, shardable
+SUMMARY_BUDGET = 64 << 20   # bytes of loss curves read at once while summarizing the store
 
 
 @dataclass
@@ -170,15 +172,16 @@ class Result:
     n: int                         # features of the dataset trained on
     m: int                         # examples
     batch: int                     # examples per step (m: full batch)
-    sweep_out: sweep.SweepResult   # the engine's arrays, e.g. loss[lr, seed, (...), record]
+    stats: dict                    # the engine's: runs, chunks, layout, compile_s, run_s ...
+    runs_per_lr: int               # runs at each lr (the other grid axes pooled)
     lrs: np.ndarray                # [lr]
     seeds: np.ndarray              # [seed]
     steps: np.ndarray              # [record] the step of each recorded loss
-    loss: np.ndarray               # [lr, run, record] the other grid axes pooled as runs
-    final: np.ndarray              # [lr, run] full-data loss after training
-    diverged: np.ndarray           # [lr, run] bool
+    curves: np.ndarray             # [lr, record] loss of the first run at each lr
+    three: dict                    # "too small / good / too large": idx [3], loss [3][run, record]
     frac: np.ndarray               # [lr] fraction of runs that diverged
     med: np.ndarray                # [lr] median final loss (a diverged run counts as +inf)
+    conv: np.ndarray               # [3, lr] min, median, max final loss over converged runs
     lam: float                     # lambda_max of the loss Hessian (exact or estimated)
     thr: float | None              # theory threshold (None: rmsprop / adam)
     kind: str                      # exact | estimate | none
@@ -191,26 +194,64 @@ class Result:
     rounds: list                   # [(lo, hi)] the bracket after each refinement round
 
 
+def summarize(st, P, budget: int = SUMMARY_BUDGET) -> dict:
+    """Per-lr statistics of a complete grid store, read in blocks of learning rates (bounded
+    memory whatever the grid size); writes each run's ``diverged`` flag into the store."""
+    lay = st.layout
+    n_lr = lay.shape[0]
+    n_rec = st.read("step").size
+    per_lr = int(np.prod(lay.shape[1:]))
+    rows = max(1, budget // max(1, per_lr * n_rec * 8))
+    out = {k: np.full(n_lr, np.nan) for k in ("frac", "med", "cmin", "cmed", "cmax")}
+    out["any"] = np.zeros(n_lr, bool)
+    out["curves"] = np.full((n_lr, n_rec), np.nan)
+    for sl in st.blocks("lr", rows):
+        b = sl.stop - sl.start
+        loss = st.read("loss", lr=sl).reshape(b, per_lr, n_rec)
+        final = st.read("final_loss", lr=sl).reshape(b, per_lr)
+        bad = st.read("first_nonfinite", lr=sl).reshape(b, per_lr)
+        div = diverged_mask(loss, final, bad, P.divergence_factor, P.growth_factor,
+                            P.growth_window)
+        st.write_region("diverged", div.reshape((b,) + lay.shape[1:]), lr=sl)
+        out["frac"][sl], out["any"][sl] = div.mean(axis=1), div.any(axis=1)
+        out["med"][sl] = finite_median(final, axis=1)
+        conv = np.where(div, np.nan, plots.positive(final))
+        ok = ~np.all(np.isnan(conv), axis=1)
+        for k, f in (("cmin", np.nanmin), ("cmed", np.nanmedian), ("cmax", np.nanmax)):
+            out[k][sl.start + np.flatnonzero(ok)] = f(conv[ok], axis=1)
+        out["curves"][sl] = loss[:, 0]
+    return out
+
+
+def curves_at(st, i: int, limit: int = 64) -> np.ndarray:
+    """[run, record] the loss curves of the first ``limit`` runs at lr index ``i``."""
+    loss = st.read("loss", lr=slice(i, i + 1))
+    return loss.reshape(-1, loss.shape[-1])[:limit]
+
+
 def compute(cfg, run) -> Result:
     P = cfg.experiment
     ds = load_data(cfg, run)
     model, spec = make.model(cfg), make.spec(cfg, ds)
     grid, fixed = make.grid(cfg)
-    with run.timed("sweep"):
-        res = sweep.run_grid(spec, ds.X, ds.Y, grid, fixed, devices=sweep.devices_for(cfg.device),
-                             chunk_size=cfg.sweep.chunk_size, progress=cfg.sweep.progress,
-                             label="lr_sweep")
+    devices = sweep.devices_for(cfg.device)
+    lay = sweep.layout(spec, grid, cfg.sweep.chunk_size, len(devices))
+    st = run.grid_store(lay, {**sweep.metric_shapes(spec),
+                              "diverged": ((), (), np.dtype(bool))},   # written when summarized
+                        sweep.record_coords(spec), attrs={"experiment": "lr_sweep"})
+    shard = ((cfg.sweep.shard, cfg.sweep.num_shards) if cfg.sweep.shard is not None
+             else (0, 1))
+    with run.timed("sweep"):   # returns once every chunk is in the store (else: Stopped)
+        res = sweep.run_grid(spec, ds.X, ds.Y, grid, fixed, devices=devices, progress=cfg.sweep
+                             .progress, label="lr_sweep", store=st, shard=shard)
     ds64 = make.dataset(cfg, dtype_=np.float64)   # theory is float64 whatever the run
     with run.timed("theory"):
         lam, thr, kind = threshold_theory(cfg, model, ds64, grid.axes["seed"],
                                           P.lanczos_iters)
     lrs = grid.axes["lr"]
-    loss = res.metrics["loss"].reshape(len(lrs), -1, res.metrics["loss"].shape[-1])
-    final = res.metrics["final_loss"].reshape(len(lrs), -1)
-    first_bad = res.metrics["first_nonfinite"].reshape(len(lrs), -1)
-    diverged = diverged_mask(loss, final, first_bad, P.divergence_factor, P.growth_factor,
-                             P.growth_window)
-    frac = diverged.mean(axis=1)
+    with run.timed("summarize"):
+        agg = summarize(st, P)
+    frac = agg["frac"]
     thr_meas, lo, hi = measured_threshold(lrs, frac)
     window_steps = P.growth_window * cfg.train.steps
     rounds = []
@@ -226,13 +267,22 @@ def compute(cfg, run) -> Result:
             sharp, at = track_sharpness(cfg, model, ds64, [lo, hi], grid.axes["seed"][0], every,
                                         min(P.lanczos_iters, 30))
         track = {"lrs": [lo, hi], "steps": at, "sharpness": sharp}
-    return Result(n=ds.n, m=ds.m, batch=spec.batch, sweep_out=res, lrs=lrs,
-                  seeds=grid.axes["seed"], steps=res.coords["step"], loss=loss, final=final,
-                  diverged=diverged, frac=frac, med=finite_median(final, axis=1), lam=lam,
-                  thr=thr, kind=kind, thr_meas=thr_meas, bracket=[lo, hi],
+    med_ok = np.where(agg["any"], np.inf, agg["med"])
+    best = int(np.argmin(med_ok)) if np.isfinite(med_ok).any() else 0
+    # "too small": the lr nearest best / 30; "too large": the first above best with a divergence
+    small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[best] / 30))))
+    above = np.nonzero((frac > 0) & (lrs > lrs[best]))[0]
+    large = int(above[0]) if above.size else len(lrs) - 1
+    idx = [small, best, large]
+    return Result(n=ds.n, m=ds.m, batch=spec.batch, stats=res.stats,
+                  runs_per_lr=grid.size // len(lrs), lrs=lrs, seeds=grid.axes["seed"],
+                  steps=res.coords["step"], curves=agg["curves"],
+                  three={"idx": idx, "loss": [curves_at(st, i) for i in idx]}, frac=frac,
+                  med=agg["med"], conv=np.stack([agg["cmin"], agg["cmed"], agg["cmax"]]),
+                  lam=lam, thr=thr, kind=kind, thr_meas=thr_meas, bracket=[lo, hi],
                   step_ratio=hi / lo if lo and hi else None,
                   resolution=math.log(P.growth_factor) / (4 * window_steps),
-                  best=best_lr_index(final, diverged) or 0, track=track, rounds=rounds)
+                  best=best, track=track, rounds=rounds)
 
 
 def refined(res) -> float | None:
@@ -243,9 +293,8 @@ def refined(res) -> float | None:
 
 # ---------------------------------------------------------------- save
 def save(cfg, run, res: Result) -> dict:
-    g = res.sweep_out
-    run.save_metrics(**g.npz(), diverged=res.diverged.reshape(g.metrics["final_loss"].shape),
-                     diverged__dims=np.array(g.dims["final_loss"]))
+    """The grid is already in metrics.zarr (streamed; ``diverged`` added by summarize)."""
+    g = res.stats
     return {"lrs": res.lrs, "diverged_fraction": res.frac, "final_loss_median": res.med,
             "lambda_max": res.lam, "threshold_theory": res.thr,
             "threshold_measured": res.thr_meas, "theory_kind": res.kind,
@@ -266,26 +315,24 @@ def save(cfg, run, res: Result) -> dict:
                 "final_over_2_over_lr": dict(zip(("lo", "hi"), [
                     float(sh[-1] * lr / 2) for sh, lr in zip(res.track["sharpness"],
                                                              res.track["lrs"])]))},
-            "best_lr": float(res.lrs[res.best]), "runs": g.stats["runs"],
-            "sweep_s": g.stats["run_s"], "compile_s": g.stats["compile_s"]}
+            "best_lr": float(res.lrs[res.best]), "runs": g["runs"], "chunks": g["chunks"],
+            "runs_per_chunk": g["layout"]["runs_per_chunk"],
+            "chunks_computed_by_finalizer": g["chunks_computed"],
+            "sweep_s": g["run_s"], "compile_s": g["compile_s"]}
 
 
 # ---------------------------------------------------------------- present
 def present(cfg, run, res: Result, summary: dict) -> None:
     s, lrs, good = summary, res.lrs, res.best
     figs = ["loss_curves.png", "final_loss_vs_lr.png", "too_small_good_too_large.png"]
-    loss_curves_by_lr(res.steps, res.loss[:, 0], lrs, run.figure(figs[0]),
+    loss_curves_by_lr(res.steps, res.curves, lrs, run.figure(figs[0]),
                       title=f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name}: loss per "
                             f"lr (seed {int(res.seeds[0])})")
-    final_vs_lr(lrs, res.final, res.diverged, res.thr, res.kind, res.thr_meas,
+    final_vs_lr(lrs, res.conv, res.frac, res.thr, res.kind, res.thr_meas,
                 run.figure(figs[1]), s["threshold_refined"] if res.rounds else None,
-                title=f"Final loss vs learning rate ({res.final.shape[1]} runs per lr)")
-    # "too small": the lr nearest best / 30; "too large": the first above best with a divergence
-    small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[good] / 30))))
-    above = np.nonzero((res.frac > 0) & (lrs > lrs[good]))[0]
-    large = int(above[0]) if above.size else len(lrs) - 1
-    three_lrs(res.steps, [res.loss[small], res.loss[good], res.loss[large]],
-              [lrs[small], lrs[good], lrs[large]], res.thr, run.figure(figs[2]))
+                title=f"Final loss vs learning rate ({res.runs_per_lr} runs per lr)")
+    three_lrs(res.steps, res.three["loss"], [lrs[i] for i in res.three["idx"]], res.thr,
+              run.figure(figs[2]))
 
     if res.track is not None:
         figs.append("sharpness_at_bracket.png")
@@ -322,7 +369,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
         "Learning-rate sweep", question(__doc__), command(cfg),
         [("Setup", f"model `{cfg.model.name}`, data `{cfg.data.name}` (n={res.n}, m={res.m}), "
                    f"optimizer `{cfg.optimizer.name}` ({cfg.optimizer.impl}), {cfg.train.steps} "
-                   f"steps, {len(lrs)} learning rates x {res.final.shape[1]} runs, batch {batch}, "
+                   f"steps, {len(lrs)} learning rates x {res.runs_per_lr} runs, batch {batch}, "
                    f"{cfg.precision} (theory always float64). A run diverged if its loss became "
                    "non-finite, ended above "
                    f"{cfg.experiment.divergence_factor:g} x its initial loss, or grew by more "
@@ -366,21 +413,18 @@ def loss_curves_by_lr(steps, loss, lrs, path, title="Loss per learning rate"):
     return plots.save(fig, path)
 
 
-def final_vs_lr(lrs, final, diverged, thr_theory, kind, thr_measured, path, thr_refined=None,
+def final_vs_lr(lrs, conv, frac, thr_theory, kind, thr_measured, path, thr_refined=None,
                 title="Final loss vs lr"):
-    """Median and spread of ``final[lr, run]`` over the runs that did not diverge
-    (``diverged[lr, run]``), per lr of ``lrs[lr]``; lrs with diverged runs marked at the top;
-    vertical lines at the theoretical and measured thresholds; the diverged fraction below."""
+    """Median and spread (``conv[0|1|2, lr]``: min, median, max) of the final loss over the
+    runs that did not diverge, per lr of ``lrs[lr]``; lrs with diverged runs (``frac[lr]`` >
+    0) marked at the top; vertical lines at the theoretical and measured thresholds; the
+    diverged fraction below."""
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7.5, 5.5), sharex=True, height_ratios=[3, 1])
-    fin = np.where(diverged, np.nan, plots.positive(final))
-    ok = ~np.all(np.isnan(fin), axis=1)
-    lo, hi = np.full(len(lrs), np.nan), np.full(len(lrs), np.nan)
-    med = np.full(len(lrs), np.nan)
-    lo[ok], hi[ok], med[ok] = np.nanmin(fin[ok], 1), np.nanmax(fin[ok], 1), np.nanmedian(fin[ok], 1)
+    lo, med, hi = conv
+    ok = np.isfinite(med)
     ax.fill_between(lrs, lo, hi, alpha=0.2, color="tab:blue", label="min-max over converged runs")
     ax.plot(lrs, med, "o-", ms=3, color="tab:blue", label="median final loss (converged runs)")
     top = np.nanmax(hi) * 2 if np.any(ok) else 1.0
-    frac = np.mean(diverged, axis=1)
     bad = frac > 0
     ax.plot(lrs[bad], np.full(bad.sum(), top), "x", color="tab:red", label="lr with diverged runs")
     if thr_theory:

@@ -47,9 +47,16 @@ def test_measured_threshold_within_one_grid_step(tmp_path, optimizer, lrs, steps
     assert abs(np.log(s["threshold_measured"] / theory)) <= np.log(step) + 1e-12
     frac = np.array(s["diverged_fraction"])
     assert np.all(frac[lr < theory / step] == 0) and np.all(frac[lr > theory * step] == 1)
-    m = np.load(d / "metrics.npz")
-    assert list(m["loss__dims"]) == ["lr", "seed", "step"]
+    import xarray as xr
+    m = xr.open_zarr(d / "metrics.zarr")             # readable without bpexp
+    assert m["loss"].dims == ("lr", "seed", "step")
     assert m["loss"].shape == (24, 2, steps // 10)
+    np.testing.assert_allclose(m["lr"].values, lr, rtol=1e-12)
+    np.testing.assert_array_equal(m["seed"].values, [0, 1])
+    np.testing.assert_array_equal(m["step"].values, np.arange(0, steps, 10))
+    assert m["grad_norm"].dims == ("lr", "seed", "step", "param")
+    assert m["chunk_done"].values.all()
+    np.testing.assert_allclose(m["diverged"].values.mean(axis=1), frac, rtol=0, atol=1e-12)
     for f in ("loss_curves.png", "final_loss_vs_lr.png", "too_small_good_too_large.png"):
         assert (d / "figures" / f).stat().st_size > 10_000
     assert "Theory vs measurement" in (d / "report.md").read_text()
@@ -69,14 +76,16 @@ TINY = {"experiment": {"name": "lr_sweep"}, "model": {"name": "multivariate"},
 
 
 def test_compute_and_save_without_the_cli(tmp_path):
-    """compute -> save on a tiny grid: compute writes only data.npz, save the metrics, and the
-    summary's threshold is 2/lambda_max of H = (2/m) Xt Xt^T computed here with numpy."""
+    """compute -> save on a tiny grid: compute streams the grid into metrics.zarr (and writes
+    data.npz), save adds nothing but the summary, whose threshold is 2/lambda_max of
+    H = (2/m) Xt Xt^T computed here with numpy."""
     cfg = build_cfg(TINY)
     run = Run(tmp_path, "lr_sweep")
     res = lr_sweep.compute(cfg, run)
-    assert sorted(p.name for p in run.dir.iterdir()) == ["config.yaml", "data.npz", "env.json",
-                                                          "figures"]
-    assert res.loss.shape == (3, 2, 4) and res.final.shape == res.diverged.shape == (3, 2)
+    assert sorted(p.name for p in run.dir.iterdir() if not p.name.startswith(".")) == [
+        "config.yaml", "data.npz", "env.json", "figures", "metrics.zarr"]
+    assert res.curves.shape == (3, 4) and res.frac.shape == res.med.shape == (3,)
+    assert res.runs_per_lr == 2 and [x.shape for x in res.three["loss"]] == [(2, 4)] * 3
     s = lr_sweep.save(cfg, run, res)
     assert not any((run.dir / "figures").iterdir()) and not (run.dir / "report.md").exists()
 
@@ -93,9 +102,12 @@ def test_compute_and_save_without_the_cli(tmp_path):
     assert s["threshold_measured"] == pytest.approx(np.sqrt(0.1 * 1.0))
     assert s["threshold_bracket"] == [0.1, 1.0] and s["grid_step_ratio"] == pytest.approx(10.0)
     assert s["runs"] == 6
-    mz = np.load(run.dir / "metrics.npz")
-    assert list(mz["loss__dims"]) == ["lr", "seed", "step"] and mz["loss"].shape == (3, 2, 4)
-    assert mz["diverged"].shape == (3, 2) and mz["diverged"][2].all()
+    import bpexp
+    mz = bpexp.load(run.dir)
+    assert mz["loss"].dims == ("lr", "seed", "step") and mz["loss"].shape == (3, 2, 4)
+    assert mz["diverged"].shape == (3, 2) and mz["diverged"].values[2].all()
+    assert not mz["diverged"].values[:2].any()
+    assert "config" in mz.attrs and "summary" in mz.attrs
 
 
 @pytest.mark.parametrize("key,value", [("lanczos_iters", 1), ("lanczos_iters", 2**31),
@@ -197,7 +209,7 @@ def test_refined_threshold_within_one_percent_without_recompiling(tmp_path, opti
     ds, (grid, fixed) = make.dataset(cfg), make.grid(cfg)
     n = sweep.COMPILES["count"]
     again = lr_sweep.refine(cfg, make.spec(cfg, ds), ds, grid, fixed, res.bracket,
-                            res.sweep_out.stats["chunk_size"], cfg.experiment)
+                            res.stats["chunk_size"], cfg.experiment)
     assert again == res.rounds and sweep.COMPILES["count"] == n   # refinement never compiles
     s = lr_sweep.save(cfg, run, res)
     X = data.load(data_cfg["name"], **{k: v for k, v in data_cfg.items() if k != "name"},

@@ -69,9 +69,13 @@ def test_save_files_readable_without_bpexp(tmp_path):
         np.testing.assert_array_equal(z["X"], X)
         np.testing.assert_array_equal(z["Y"], Y)
         assert z["X"].dtype == np.float32
-    run.save_metrics(loss=np.linspace(1, 0, 7).reshape(7, 1), lr=np.array([0.1]))
-    with np.load(run.dir / "metrics.npz", allow_pickle=False) as z:
-        assert z["loss"].shape == (7, 1) and z["lr"][0] == 0.1
+    import xarray as xr
+
+    run.save_metrics(xr.Dataset({"loss": (("step", "lr"), np.linspace(1, 0, 7).reshape(7, 1))},
+                                coords={"lr": [0.1]}))
+    z = xr.open_zarr(run.dir / "metrics.zarr")
+    assert z["loss"].dims == ("step", "lr") and z["loss"].shape == (7, 1)
+    assert z["lr"].values[0] == 0.1
     run.save_summary({"a": 1, "b": [1.5, 2], "c": {"d": "e"}})
     assert strict_json(run.dir / "summary.json") == {"a": 1, "b": [1.5, 2], "c": {"d": "e"}}
     run.save_report("# Title\n\ntext\n")
