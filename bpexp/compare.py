@@ -2,8 +2,9 @@
 
     python -m bpexp.compare [--experiment lr_sweep] [--root outputs] [--last 10] [--status finished]
 
-reads ``<root>/index.jsonl`` and prints one row per run with the scalar entries of its
-summary. After a Hydra multirun (``python -m bpexp -m ...``) the same table is printed and
+reads ``<root>/index.jsonl`` and prints one row per run (a run continued or sharded over
+several processes has several lines: its latest status is shown) with the scalar entries of
+its summary. After a Hydra multirun (``python -m bpexp -m ...``) the same table is printed and
 written to ``<sweep dir>/comparison.md`` by :class:`MultirunTable`.
 """
 
@@ -41,6 +42,18 @@ def table(rows: list[dict], extra: dict | None = None) -> tuple[list[str], list[
     return header, out
 
 
+def latest(rows: list[dict]) -> list[dict]:
+    """One row per run folder (``dir``, else ``id``): its last line, in order of first
+    appearance; a finished line is never replaced by a later failure of a late process."""
+    out: dict = {}
+    for r in rows:
+        key = r.get("dir") or r["id"]
+        if out.get(key, {}).get("status") == "finished" and r["status"] != "finished":
+            continue
+        out[key] = r
+    return list(out.values())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bpexp.compare",
                                  description=__doc__.splitlines()[0])
@@ -54,7 +67,7 @@ def main(argv=None) -> int:
         print(f"error: --root={a.root!r} has no index.jsonl; run an experiment first",
               file=sys.stderr)
         return 2
-    rows = [r for r in outputs.read_index(Path(a.root), a.experiment)
+    rows = [r for r in latest(outputs.read_index(Path(a.root), a.experiment))
             if a.status in (None, r["status"])]
     if a.last > 0:
         rows = rows[-a.last:]
@@ -80,7 +93,7 @@ class MultirunTable(Callback):
         infos = [json.loads(p.read_text()) for p in jobs]
         by_id = {Path(i["run_dir"]).name: i for i in infos}
         root = Path(config.outputs.root)
-        rows = [r for r in outputs.read_index(root) if r["id"] in by_id]
+        rows = [r for r in latest(outputs.read_index(root)) if r["id"] in by_id]
         header, body = table(rows, {k: v["overrides"] for k, v in by_id.items()})
         report.print_table(f"multirun {sweep_dir}", header, body)
         outputs.write_text(sweep_dir / "comparison.md",

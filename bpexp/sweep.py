@@ -201,7 +201,7 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
         have = store.done()
         todo = [i for i in range(lay.n_chunks) if not have[i] and i % n_shards == k]
         out = None
-        if have.any() and progress:
+        if have.any():
             print(f"{label}: {int(have.sum())} of {lay.n_chunks} chunks already in the store; "
                   f"computing {len(todo)}" + (f" (shard {k} of {n_shards})" if n_shards > 1
                                               else ""))

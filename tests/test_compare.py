@@ -32,6 +32,22 @@ def test_compare_filters_and_prints(tmp_path, capsys):
     assert compare.main(["--root", str(tmp_path / "nope")]) == 2
 
 
+def test_each_run_once_with_its_latest_status(tmp_path, capsys):
+    """A run interrupted, then continued by two shards (one finishing it) has four lines; the
+    table shows it once, finished; a later failure of a late process does not undo that."""
+    d = str(tmp_path / "lr_sweep" / "big")
+    for st in ("interrupted", "failed", "finished", "failed"):
+        outputs.append_index(tmp_path, {"id": "big", "experiment": "lr_sweep", "dir": d,
+                                        "status": st, "summary": {}})
+    outputs.append_index(tmp_path, {"id": "other", "experiment": "lr_sweep",
+                                    "dir": str(tmp_path / "lr_sweep" / "other"),
+                                    "status": "interrupted", "summary": {}})
+    rows = compare.latest(outputs.read_index(tmp_path))
+    assert [(r["id"], r["status"]) for r in rows] == [("big", "finished"), ("other", "interrupted")]
+    assert compare.main(["--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("big") == 1
+
+
 def test_multirun_writes_comparison(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     p = subprocess.run([sys.executable, "-m", "bpexp", "-m", "+experiment=worked_example",

@@ -1,0 +1,257 @@
+"""run_id, resume and shards through the CLI, in real processes: kill -9 at several points and
+resume to bitwise-equal metrics; concurrent shards finalize once; the submitit local launcher;
+config mismatch and every bad input leave the folder untouched."""
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from bpexp import compare, outputs
+
+# 32 lrs x 4 seeds in chunks of 8 runs (2 lrs x 4 seeds): 16 chunks, each a few hundred ms
+GRID = ["+experiment=lr_sweep", "train.steps=1500", "train.record_every=50",
+        "sweep.lr={start: 0.01, stop: 2.0, num: 32}", "sweep.seeds=4", "sweep.chunk_size=8",
+        "sweep.progress=false", "experiment.refine_rounds=1"]
+N_CHUNKS = 16
+
+
+def env():
+    return {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+
+
+def cli(root, *args, timeout=600, flags=()):
+    return subprocess.run([sys.executable, "-m", "bpexp", *flags, *GRID, f"outputs.root={root}",
+                           *args],
+                          cwd=root, capture_output=True, text=True, env=env(), timeout=timeout)
+
+
+def start(root, *args):
+    return subprocess.Popen([sys.executable, "-m", "bpexp", *GRID, f"outputs.root={root}",
+                             *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env())
+
+
+def chunks_done(run_dir) -> int:
+    d = Path(run_dir) / "metrics.zarr" / "chunk_done"
+    return sum(n.isdigit() for n in os.listdir(d)) if d.is_dir() else 0
+
+
+def wait_for(cond, proc, timeout=300):
+    t = time.time()
+    while not cond():
+        assert proc.poll() is None, "the process ended before the kill point"
+        assert time.time() - t < timeout
+        time.sleep(0.02)
+
+
+def metrics(run_dir) -> dict:
+    ds = xr.open_zarr(Path(run_dir) / "metrics.zarr")
+    return {k: ds[k].values for k in ds.data_vars}
+
+
+def assert_bitwise(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)   # NaN == NaN here
+
+
+def snapshot(folder) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted single-process run (same chunking) every test compares with."""
+    root = tmp_path_factory.mktemp("ref")
+    p = cli(root, "run_id=ref")
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = root / "lr_sweep" / "ref"
+    return {"dir": d, "metrics": metrics(d),
+            "summary": json.loads((d / "summary.json").read_text())}
+
+
+def test_kill_9_at_three_points_then_resume_is_bitwise_equal(tmp_path, reference):
+    """SIGKILL while compiling (no chunk yet), mid-grid, and after the last chunk but before
+    the summary; each rerun of the same command continues; the end equals the reference."""
+    d = tmp_path / "lr_sweep" / "k"
+    points = [lambda: (d / "env.json").exists(),                      # starting up
+              lambda: chunks_done(d) >= N_CHUNKS // 2,                   # mid-grid
+              lambda: chunks_done(d) == N_CHUNKS]                        # before finalizing
+    seen = []
+    for cond in points:
+        p = start(tmp_path, "run_id=k")
+        wait_for(cond, p)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert not (d / "summary.json").exists(), "killed too late: the run had finished"
+        seen.append(chunks_done(d))
+        assert json.loads((d / "env.json").read_text())["status"] == "running"  # no goodbye
+    assert seen[1] >= N_CHUNKS // 2 and seen[2] == N_CHUNKS
+    p = cli(tmp_path, "run_id=k")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "continuing run k" in p.stdout
+    assert_bitwise(metrics(d), reference["metrics"])
+    s = json.loads((d / "summary.json").read_text())
+    assert s["threshold_refined"] == reference["summary"]["threshold_refined"]
+    assert s["chunks_computed_by_finalizer"] == 0 and s["chunks"] == N_CHUNKS
+    e = json.loads((d / "env.json").read_text())
+    assert e["status"] == "finished" and e["chunks_done"] == e["chunks_total"] == N_CHUNKS
+    assert len(e["processes"]) == 4 and e["processes"][-1]["status"] == "finished"
+    rows = compare.latest(outputs.read_index(tmp_path))
+    assert [(r["id"], r["status"]) for r in rows] == [("k", "finished")]
+    # a rerun of a finished run does nothing and says so
+    again = cli(tmp_path, "run_id=k")
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert again.stdout.strip().splitlines()[-1] == f"run dir: {d}"
+
+
+def test_sigterm_records_interrupted_and_prints_the_resume_command(tmp_path, reference):
+    d = tmp_path / "lr_sweep" / "t"
+    p = start(tmp_path, "run_id=t")
+    wait_for(lambda: chunks_done(d) >= 2, p)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err[-2000:]
+    assert "terminated (SIGTERM); resume with:" in out
+    cmd = out.split("resume with:")[1].strip().splitlines()[0]
+    assert cmd.startswith("python -m bpexp ") and "run_id=t" in cmd
+    assert json.loads((d / "env.json").read_text())["status"] == "interrupted"
+    assert outputs.read_index(tmp_path)[-1]["status"] == "interrupted"
+    args = shlex.split(cmd)[3:]   # the printed command, as a shell would run it
+    r = subprocess.run([sys.executable, "-m", "bpexp", *args],
+                       cwd=tmp_path, capture_output=True, text=True, env=env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_bitwise(metrics(d), reference["metrics"])
+
+
+def test_three_concurrent_shards_finalize_once(tmp_path, reference):
+    procs = [start(tmp_path, "run_id=s", "sweep.num_shards=3", f"sweep.shard={k}")
+             for k in range(3)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-2000:] for _, e in outs]
+    d = tmp_path / "lr_sweep" / "s"
+    finalized = [o for o, _ in outs if "lr_sweep: theory vs measurement" in o]
+    assert len(finalized) == 1
+    others = [o for o, _ in outs if o not in finalized]
+    assert all(("chunks are still missing" in o or "finished by another process" in o)
+               and o.strip().splitlines()[-1] == f"run dir: {d}" for o in others)
+    assert_bitwise(metrics(d), reference["metrics"])
+    lines = outputs.read_index(tmp_path)                     # valid JSON lines
+    assert [r["status"] for r in lines] == ["finished"]
+    e = json.loads((d / "env.json").read_text())
+    assert e["status"] == "finished" and len(e["processes"]) == 3
+    assert sorted(p["shard"][0] for p in e["processes"]) == [0, 1, 2]
+    assert sum(p.get("chunks_computed", 0) for p in e["processes"]) == N_CHUNKS
+    assert os.readlink(tmp_path / "lr_sweep" / "latest") == "s"
+
+
+def test_a_missing_shard_is_computed_by_a_rerun_without_shard(tmp_path, reference):
+    p = cli(tmp_path, "run_id=h", "sweep.num_shards=2", "sweep.shard=0")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "shard 0 of 2 computed 8 chunks; 8 of 16 chunks are still missing" in p.stdout
+    assert "python -m bpexp" in p.stdout and not (tmp_path / "lr_sweep/h/summary.json").exists()
+    p = cli(tmp_path, "run_id=h")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "8 of 16 chunks already in the store; computing 8" in p.stdout
+    assert_bitwise(metrics(tmp_path / "lr_sweep" / "h"), reference["metrics"])
+
+
+def test_submitit_local_launcher_shards(tmp_path, reference):
+    """Hydra multirun with the submitit launcher: one process per shard, one finished run."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    p = cli(tmp_path, "hydra/launcher=local", "run_id=sub", "sweep.num_shards=2",
+            "sweep.shard=range(2)", flags=["-m"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = tmp_path / "lr_sweep" / "sub"
+    assert_bitwise(metrics(d), reference["metrics"])
+    assert [r["status"] for r in outputs.read_index(tmp_path)] == ["finished"]
+    procs = json.loads((d / "env.json").read_text())["processes"]
+    assert sorted(p["shard"][0] for p in procs) == [0, 1] and len({p["pid"] for p in procs}) == 2
+
+
+def test_config_mismatch_and_bad_folders_exit_2_touching_nothing(tmp_path, reference):
+    root = reference["dir"].parent.parent
+    before = snapshot(reference["dir"])
+    cases = [
+        (["run_id=ref", "train.steps=1000"], "train.steps (1500 there, 1000 now)"),
+        (["run_id=ref", "sweep.chunk_size=16"], "sweep.chunk_size (8 there, 16 now)"),
+        (["run_id=ref", "seed=3"], "seed (0 there, 3 now)"),
+    ]
+    for args, expect in cases:
+        p = cli(root, *args)
+        assert p.returncode == 2, (args, p.stderr)
+        line = p.stderr.strip()
+        assert "\n" not in line and expect in line and "run_id=ref" in line, line
+    assert snapshot(reference["dir"]) == before
+    # progress and the shard count do not change results: they may differ on a rerun
+    assert outputs.config_diff("sweep:\n  progress: true\n  num_shards: 1\n",
+                               "sweep:\n  progress: false\n  num_shards: 4\n") == []
+
+    exp = tmp_path / "lr_sweep"
+    (exp / "foreign").mkdir(parents=True)
+    (exp / "foreign" / "notes.txt").write_text("mine")
+    (exp / "other").mkdir()
+    (exp / "other" / "env.json").write_text(json.dumps({"experiment": "depth_sweep",
+                                                        "schema_version": 1}))
+    (exp / "other" / "config.yaml").write_text("a: 1\n")
+    import shutil
+    shutil.copytree(reference["dir"], exp / "broken")
+    shutil.rmtree(exp / "broken" / "metrics.zarr" / "loss")
+    (exp / "broken" / "metrics.zarr" / ".zattrs").write_text("{not json")
+    shutil.copytree(reference["dir"], exp / "layout")
+    env_ = json.loads((exp / "layout" / "env.json").read_text())
+    env_["status"] = "interrupted"
+    (exp / "layout" / "env.json").write_text(json.dumps(env_))
+    for f in (".zattrs", ".zmetadata"):   # a store cut differently than this config cuts it
+        path = exp / "layout" / "metrics.zarr" / f
+        path.write_text(path.read_text().replace('"block": 2', '"block": 1'))
+    (exp / "broken" / "env.json").write_text(json.dumps(env_))
+    snaps = {n: snapshot(exp / n) for n in ("foreign", "other", "broken", "layout")}
+    for run_id, expect in [("foreign", "not a readable bpexp run folder"),
+                           ("other", "holds a run of 'depth_sweep'"),
+                           ("broken", "not a readable Zarr store"),
+                           ("layout", "sweep.chunk_size=8: the store")]:
+        p = cli(tmp_path, f"run_id={run_id}")
+        assert p.returncode == 2, (run_id, p.stdout[-500:], p.stderr[-2000:])
+        line = p.stderr.strip()
+        assert "\n" not in line and expect in line, line
+        assert snapshot(exp / run_id) == snaps[run_id]
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["sweep.num_shards=2", "sweep.shard=0"], "sweep.shard=0 needs run_id=NAME"),
+    (["run_id=x", "sweep.num_shards=2", "sweep.shard=2"],
+     "sweep.shard=2 is not allowed; allowed: an int in [0, sweep.num_shards=2)"),
+    (["run_id=x", "sweep.num_shards=2", "sweep.shard=-1"], "sweep.shard=-1 is not allowed"),
+    (["run_id=x", "sweep.num_shards=0"], "sweep.num_shards=0 must be an int >= 1"),
+    (["run_id=a/b"], "run_id='a/b' is not a safe folder name"),
+    (["run_id=..", ], "run_id='..' is not a safe folder name"),
+    (["run_id=latest"], "run_id='latest' is not a safe folder name"),
+    (["run_id=.hidden"], "run_id='.hidden' is not a safe folder name"),
+])
+def test_bad_run_and_shard_values_are_one_line(tmp_path, args, expect):
+    p = cli(tmp_path, *args)
+    assert p.returncode == 2, p.stdout[-500:]
+    line = p.stderr.strip()
+    assert "\n" not in line and expect in line, line
+    assert not (tmp_path / "lr_sweep").exists() and not (tmp_path / "index.jsonl").exists()
+
+
+def test_shards_need_an_experiment_that_streams(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=worked_example",
+                        f"outputs.root={tmp_path}", "run_id=w", "sweep.num_shards=2",
+                        "sweep.shard=1"], cwd=tmp_path, capture_output=True, text=True,
+                       env=env(), timeout=300)
+    assert p.returncode == 2
+    assert "sweep.shard=1 is not allowed for experiment worked_example" in p.stderr
