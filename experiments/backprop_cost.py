@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 from jax.flatten_util import ravel_pytree
 
-from bpexp import gradcheck, make, models, plots, report
+from bpexp import gradcheck, models, plots, report
 from bpexp.errors import UserError
 from bpexp.experiments._common import command, question
 from bpexp.plots import plt
@@ -173,17 +173,28 @@ def slope(x, y) -> float:
     return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0]) if ok.sum() >= 2 else math.nan
 
 
-def problem(model, key, h, d_out, m, depth):
-    """X: (h, m), Y: (d_out, m) ~ N(0, 1) and an mlp with ``depth`` hidden layers of width h
-    (xavier init), float32, drawn in one compiled call (eager draws compile op by op)."""
-
-    def draw(key):
-        kx, ky, kp = jax.random.split(key, 3)
-        return (jax.random.normal(kx, (h, m), jnp.float32),
-                jax.random.normal(ky, (d_out, m), jnp.float32),
-                model.init(kp, h, d_out, hidden=h, depth=depth, init="xavier"))
-
-    return jax.jit(draw).lower(key).compile(make.FAST_COMPILE)(key)  # runs once: compile fast
+def problems(model, key, specs):
+    """specs: [(h, d_out, m, depth)] -> [(X: (h, m), Y: (d_out, m), params)], float32: X, Y ~
+    N(0, 1), W_l ~ N(0, 2 / (fan_in + fan_out)) (Glorot normal), b_l = 0; all from ONE
+    jax.random draw sliced in numpy (a draw per shape would compile once per shape)."""
+    shapes = [jax.eval_shape(lambda h=h, d=d, depth=depth: model.init(
+        jax.random.PRNGKey(0), h, d, hidden=h, depth=depth)) for h, d, _, depth in specs]
+    sizes = [(h + d) * m + sum(v.size for k, v in sh.items() if k.startswith("W"))
+             for (h, d, m, _), sh in zip(specs, shapes)]
+    buf = np.asarray(jax.random.normal(key, (sum(sizes),), jnp.float32))
+    out, o = [], 0
+    for (h, d, m, _), sh in zip(specs, shapes):
+        X, Y = buf[o:o + h * m].reshape(h, m), buf[o + h * m:o + (h + d) * m].reshape(d, m)
+        o += (h + d) * m
+        p = {}
+        for k, v in sh.items():
+            if k.startswith("W"):
+                p[k] = buf[o:o + v.size].reshape(v.shape) * np.sqrt(2.0 / sum(v.shape))
+                o += v.size
+            else:
+                p[k] = np.zeros(v.shape, np.float32)
+        out.append((jnp.asarray(X), jnp.asarray(Y), {k: jnp.asarray(v) for k, v in p.items()}))
+    return out
 
 
 # ---------------------------------------------------------------- Q4: all the gradients
@@ -234,9 +245,8 @@ def run_q4(P, R, key) -> Q4:
     widths = np.array(R["widths"])
     n_params, secs, fl = [], np.full((4, len(widths)), np.nan), np.full((4, len(widths)), np.nan)
     fm_err = fd_err = 0.0
-    for j, h in enumerate(widths):
-        key, sub = jax.random.split(key)
-        X, Y, p = problem(model, sub, int(h), 1, P.batch, P.depth)
+    probs = problems(model, key, [(int(h), 1, P.batch, P.depth) for h in widths])
+    for j, (h, (X, Y, p)) in enumerate(zip(widths, probs)):
         theta, fns, pieces = q4_functions(model, p, X, Y, P.chunk)
         size = theta.size
         n_params.append(size)
@@ -263,8 +273,8 @@ def run_q4(P, R, key) -> Q4:
 # ---------------------------------------------------------------- Q8: store vs recompute
 def stacked(p, L):
     """{W1..WL, b1..bL} (all h x h) -> W: (L, h, h), b: (L, h, 1)."""
-    return (jnp.stack([p[f"W{l}"] for l in range(1, L + 1)]),
-            jnp.stack([p[f"b{l}"] for l in range(1, L + 1)]))
+    return (jnp.asarray(np.stack([p[f"W{l}"] for l in range(1, L + 1)])),  # numpy: no compile
+            jnp.asarray(np.stack([p[f"b{l}"] for l in range(1, L + 1)])))
 
 
 def checkpoint_grad(activation, out):
@@ -336,10 +346,9 @@ def run_q8(P, R, key) -> Q8:
     secs = np.zeros((3, len(depths)))
     err = 0.0
     ck, rc = checkpoint_grad(P.activation, out), recompute_grad(P.activation, out)
-    for j, L in enumerate(depths):
+    probs = problems(model, key, [(h, h, m, int(L) - 1) for L in depths])
+    for j, (L, (X, Y, p)) in enumerate(zip(depths, probs)):
         L = int(L)
-        key, sub = jax.random.split(key)
-        X, Y, p = problem(model, sub, h, h, m, L - 1)
         W, b = stacked(p, L)
         fns = {"store": (jax.jit(model.grad), (p, X, Y)),
                "checkpoint": (jax.jit(ck), (W, b, X, Y)),
@@ -351,11 +360,9 @@ def run_q8(P, R, key) -> Q8:
             mem[i, j] = compiled.memory_analysis().temp_size_in_bytes
             secs[i, j] = best_time(compiled, args, P.repeats, P.min_seconds)
             g = compiled(*args)
-            res[name] = (np.asarray(jnp.concatenate([g[0].ravel(), g[1].ravel()]))
-                         if name != "store" else
-                         np.asarray(jnp.concatenate([g[f"W{l}"].ravel() for l in range(1, L + 1)]
-                                                    + [g[f"b{l}"].ravel()
-                                                       for l in range(1, L + 1)])))
+            parts = (list(g) if name != "store" else  # (dW, db) stacked, or per layer
+                     [g[f"{k}{l}"] for k in "Wb" for l in range(1, L + 1)])
+            res[name] = np.concatenate([np.asarray(x).ravel() for x in parts])  # numpy
         for name in ("checkpoint", "recompute"):
             err = max(err, gradcheck.rel_err(res[name], res["store"]))
     Ls = depths.astype(np.float64)
@@ -408,6 +415,11 @@ def q8_table(q8: Q8) -> dict:
                               for i, k in enumerate(Q8_METHODS)},
             "slope_time_last_half": {k: slope(q8.depths[len(q8.depths) // 2:],
                                               q8.seconds[i, len(q8.depths) // 2:])
+                                     for i, k in enumerate(Q8_METHODS)},
+            # at the deepest net: time / the stored backward's time, measured and counted
+            "time_ratio_deepest": {k: float(q8.seconds[i, -1] / q8.seconds[0, -1])
+                                   for i, k in enumerate(Q8_METHODS)},
+            "matmul_ratio_deepest": {k: float(q8.layer_evals[i, -1] / q8.layer_evals[0, -1])
                                      for i, k in enumerate(Q8_METHODS)}}
 
 
@@ -450,6 +462,8 @@ def save(cfg, run, res: Result) -> dict:
                "bytes_per_layer": t8["bytes_per_layer"],
                "slope_time": t8["slope_time"],
                "slope_time_last_half": t8["slope_time_last_half"],
+               "time_ratio_deepest": t8["time_ratio_deepest"],
+               "matmul_ratio_deepest": t8["matmul_ratio_deepest"],
                "grad_rel_err_vs_store": q8.err,
                "theory": {"bytes_per_layer_store_z_and_a": 2 * m * h * 4,
                           "bytes_per_layer_checkpoint_a_and_dW": (m * h + h * h) * 4,
@@ -483,6 +497,19 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     rows_s.append(["backprop vs forward mode, rel err", s4["backprop_vs_forward_mode_rel_err"],
                    "", "float32 rounding"])
     report.print_table("Q4: fitted log-log slope of forward-pass equivalents vs P", hdr_s, rows_s)
+    ran = np.flatnonzero(np.isfinite(q4.seconds[2]))
+    j = int(ran[-1]) if ran.size else 0
+    note4 = (f"Backprop costs {min(fpe_f['backprop']):.2f}..{max(fpe_f['backprop']):.2f} forward "
+             f"passes in FLOPs over P = {q4.params[0]}..{q4.params[-1]} (fitted slope "
+             f"{s4['slope_flops']['backprop']:.3f}); forward mode and central differences grow "
+             f"like P (slopes {s4['slope_flops']['forward_mode']:.3f} and "
+             f"{s4['slope_flops']['finite_differences']:.3f}). In wall time the largest P run "
+             f"both ways (P = {q4.params[j]}) gives forward mode {fpe_t['forward_mode'][j]:.3g} "
+             f"fpe vs {fpe_f['forward_mode'][j]:.3g} in FLOPs: there time tracks FLOPs. At small "
+             f"P one forward pass takes {1e6 * q4.seconds[0, 0]:.1f} us, mostly per-operation "
+             "overhead, while the P directions run as a few large batched operations, so the "
+             "time ratios there fall below P and the fitted time slopes exceed 1.")
+    print(note4)
     hdr8 = ["depth L", *[f"{k} temp MB" for k in Q8_METHODS], *[f"{k} ms" for k in Q8_METHODS]]
     rows8 = [[int(L), *[q8.temp_bytes[i, j] / 1e6 for i in range(3)],
               *[1e3 * q8.seconds[i, j] for i in range(3)]] for j, L in enumerate(q8.depths)]
@@ -493,9 +520,23 @@ def present(cfg, run, res: Result, summary: dict) -> None:
                s8["slope_time"][k], th["slope_time"][k]]
               for k, suffix in zip(Q8_METHODS, ("store_z_and_a", "checkpoint_a_and_dW",
                                                 "recompute"))]
+    for r, k in zip(rows_t, Q8_METHODS):
+        r += [s8["time_ratio_deepest"][k], s8["matmul_ratio_deepest"][k]]
     hdr_t = ["method", "temp bytes / layer", "theory", "time slope vs L",
-             "theory (counted matmuls)"]
+             "theory (counted matmuls)", f"time / store's at L={int(q8.depths[-1])}",
+             "theory (counted)"]
     report.print_table("Q8: theory vs measurement", hdr_t, rows_t)
+    Lmax = int(q8.depths[-1])
+    note8 = (f"At L = {Lmax} the stored backward needs {q8.temp_bytes[0, -1] / 1e6:.2f} MB of "
+             f"temp memory ({s8['bytes_per_layer']['store'] / 1e3:.0f} kB a layer, theory "
+             f"{th['bytes_per_layer_store_z_and_a'] / 1e3:.0f}), the recomputing one "
+             f"{q8.temp_bytes[2, -1] / 1e6:.2f} MB whatever the depth, but it takes "
+             f"{s8['time_ratio_deepest']['recompute']:.1f}x the time (counted "
+             f"{s8['matmul_ratio_deepest']['recompute']:.1f}x); checkpointing takes "
+             f"{s8['time_ratio_deepest']['checkpoint']:.2f}x (counted "
+             f"{s8['matmul_ratio_deepest']['checkpoint']:.2f}x) for "
+             f"{s8['bytes_per_layer']['checkpoint'] / 1e3:.0f} kB a layer.")
+    print(note8)
     run.save_report(report.report(
         "Backprop cost (Q4) and store vs recompute (Q8)", question(__doc__), command(cfg),
         [("Q4: all gradients vs parameter count",
@@ -505,7 +546,8 @@ def present(cfg, run, res: Result, summary: dict) -> None:
           f"as FLOPs from XLA's cost analysis (one direction's FLOPs x P for forward mode and "
           f"finite differences). Forward mode and finite differences run up to P = "
           f"{res.resolved['max_params_forward']}; beyond, their FLOPs are counted only.\n\n"
-          + report.markdown_table(hdr4, rows4) + "\n" + report.markdown_table(hdr_s, rows_s)),
+          + report.markdown_table(hdr4, rows4) + "\n" + report.markdown_table(hdr_s, rows_s)
+          + "\n" + note4),
          ("Q8: store vs recompute",
           f"Depth-L MLP, every layer {P.q8_width} x {P.q8_width}, batch {P.q8_batch}. Temp "
           "memory is the compiled executable's `memory_analysis().temp_size_in_bytes` "
@@ -514,7 +556,8 @@ def present(cfg, run, res: Result, summary: dict) -> None:
           "through a lax.scan of jax.checkpoint layers (it also stacks the per-layer dW, h^2 x "
           "4 B a layer); the recomputing one is the same delta recursion with nothing "
           "stored (a_{l-1} recomputed from X for each l).\n\n"
-          + report.markdown_table(hdr8, rows8) + "\n" + report.markdown_table(hdr_t, rows_t))],
+          + report.markdown_table(hdr8, rows8) + "\n" + report.markdown_table(hdr_t, rows_t)
+          + "\n" + note8)],
         figs))
 
 
