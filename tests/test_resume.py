@@ -18,8 +18,8 @@ import xarray as xr
 
 from bpexp import compare, outputs
 
-# 32 lrs x 4 seeds in chunks of 8 runs (2 lrs x 4 seeds): 16 chunks, each a few hundred ms
-GRID = ["+experiment=lr_sweep", "train.steps=1500", "train.record_every=50",
+# 32 lrs x 4 seeds in chunks of 8 runs (2 lrs x 4 seeds): 16 chunks, ~0.1 s each
+GRID = ["+experiment=lr_sweep", "train.steps=800", "train.record_every=50",
         "sweep.lr={start: 0.01, stop: 2.0, num: 32}", "sweep.seeds=4", "sweep.chunk_size=8",
         "sweep.progress=false", "experiment.refine_rounds=1"]
 N_CHUNKS = 16
@@ -180,23 +180,52 @@ def test_submitit_local_launcher_shards(tmp_path, reference):
     assert sorted(p["shard"][0] for p in procs) == [0, 1] and len({p["pid"] for p in procs}) == 2
 
 
-def test_config_mismatch_and_bad_folders_exit_2_touching_nothing(tmp_path, reference):
-    root = reference["dir"].parent.parent
-    before = snapshot(reference["dir"])
-    cases = [
-        (["run_id=ref", "train.steps=1000"], "train.steps (1500 there, 1000 now)"),
-        (["run_id=ref", "sweep.chunk_size=16"], "sweep.chunk_size (8 there, 16 now)"),
-        (["run_id=ref", "seed=3"], "seed (0 there, 3 now)"),
-    ]
-    for args, expect in cases:
-        p = cli(root, *args)
-        assert p.returncode == 2, (args, p.stderr)
-        line = p.stderr.strip()
-        assert "\n" not in line and expect in line and "run_id=ref" in line, line
-    assert snapshot(reference["dir"]) == before
+def _continue(run_dir, root, **change):
+    """The entry point's check before a run folder is touched, in-process: the reference's
+    resolved config (with ``change`` applied) against the folder ``run_dir``."""
+    import yaml
+
+    from bpexp.__main__ import check_continuation, experiment_module
+    from helpers import build_cfg
+
+    tree = yaml.safe_load((run_dir / "config.yaml").read_text())
+    tree["outputs"]["root"], tree["run_id"] = str(root), run_dir.name
+    for dotted, v in change.items():
+        node = tree
+        *path, last = dotted.split("__")
+        for k in path:
+            node = node[k]
+        node[last] = v
+    module = experiment_module("lr_sweep")
+    return check_continuation(module, build_cfg(tree), yaml.safe_dump(tree))
+
+
+def test_config_mismatch_exits_2_naming_the_keys_touching_nothing(tmp_path, reference):
+    from bpexp.errors import UserError
+
+    d = reference["dir"]
+    root = d.parent.parent
+    before = snapshot(d)
+    assert _continue(d, root)["status"] == "finished"      # same config: continues
+    for change, expect in [({"train__steps": 1000}, "train.steps (800 there, 1000 now)"),
+                           ({"sweep__chunk_size": 16}, "sweep.chunk_size (8 there, 16 now)"),
+                           ({"seed": 3, "optimizer__lr": 0.5}, "seed (0 there, 3 now)")]:
+        with pytest.raises(UserError) as e:
+            _continue(d, root, **change)
+        assert "\n" not in str(e.value) and expect in str(e.value), str(e.value)
     # progress and the shard count do not change results: they may differ on a rerun
-    assert outputs.config_diff("sweep:\n  progress: true\n  num_shards: 1\n",
-                               "sweep:\n  progress: false\n  num_shards: 4\n") == []
+    assert _continue(d, root, sweep__progress=True, sweep__num_shards=4) is not None
+    # through the CLI: exit 2, one line, nothing in the folder touched
+    p = cli(root, "run_id=ref", "train.steps=1000")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "run_id=ref" in p.stderr and "train.steps (800 there, 1000 now)" in p.stderr
+    assert snapshot(d) == before
+
+
+def test_foreign_broken_and_other_layout_folders_exit_2_touching_nothing(tmp_path, reference):
+    import shutil
+
+    from bpexp.errors import UserError
 
     exp = tmp_path / "lr_sweep"
     (exp / "foreign").mkdir(parents=True)
@@ -205,53 +234,76 @@ def test_config_mismatch_and_bad_folders_exit_2_touching_nothing(tmp_path, refer
     (exp / "other" / "env.json").write_text(json.dumps({"experiment": "depth_sweep",
                                                         "schema_version": 1}))
     (exp / "other" / "config.yaml").write_text("a: 1\n")
-    import shutil
-    shutil.copytree(reference["dir"], exp / "broken")
+    env_ = json.loads((reference["dir"] / "env.json").read_text())
+    env_["status"] = "interrupted"
+    for name in ("broken", "layout"):
+        shutil.copytree(reference["dir"], exp / name)
+        (exp / name / "env.json").write_text(json.dumps(env_))
     shutil.rmtree(exp / "broken" / "metrics.zarr" / "loss")
     (exp / "broken" / "metrics.zarr" / ".zattrs").write_text("{not json")
-    shutil.copytree(reference["dir"], exp / "layout")
-    env_ = json.loads((exp / "layout" / "env.json").read_text())
-    env_["status"] = "interrupted"
-    (exp / "layout" / "env.json").write_text(json.dumps(env_))
     for f in (".zattrs", ".zmetadata"):   # a store cut differently than this config cuts it
         path = exp / "layout" / "metrics.zarr" / f
         path.write_text(path.read_text().replace('"block": 2', '"block": 1'))
-    (exp / "broken" / "env.json").write_text(json.dumps(env_))
     snaps = {n: snapshot(exp / n) for n in ("foreign", "other", "broken", "layout")}
     for run_id, expect in [("foreign", "not a readable bpexp run folder"),
                            ("other", "holds a run of 'depth_sweep'"),
                            ("broken", "not a readable Zarr store"),
                            ("layout", "sweep.chunk_size=8: the store")]:
-        p = cli(tmp_path, f"run_id={run_id}")
-        assert p.returncode == 2, (run_id, p.stdout[-500:], p.stderr[-2000:])
-        line = p.stderr.strip()
-        assert "\n" not in line and expect in line, line
+        with pytest.raises(UserError) as e:
+            if run_id in ("broken", "layout"):
+                _continue(exp / run_id, tmp_path)
+            else:
+                _continue_raw(tmp_path, run_id)
+        assert "\n" not in str(e.value) and expect in str(e.value), str(e.value)
+        assert run_id in str(e.value)
         assert snapshot(exp / run_id) == snaps[run_id]
+    p = cli(tmp_path, "run_id=broken")                      # the same through the CLI
+    assert p.returncode == 2 and "not a readable Zarr store" in p.stderr, p.stderr
+    assert snapshot(exp / "broken") == snaps["broken"]
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["sweep.num_shards=2", "sweep.shard=0"], "sweep.shard=0 needs run_id=NAME"),
-    (["run_id=x", "sweep.num_shards=2", "sweep.shard=2"],
+def _continue_raw(root, run_id):
+    return outputs.existing_run(root, "lr_sweep", run_id, "a: 1\n")
+
+
+@pytest.mark.parametrize("change,expect", [
+    ({"sweep": {"num_shards": 2, "shard": 0}}, "sweep.shard=0 needs run_id=NAME"),
+    ({"run_id": "x", "sweep": {"num_shards": 2, "shard": 2}},
      "sweep.shard=2 is not allowed; allowed: an int in [0, sweep.num_shards=2)"),
-    (["run_id=x", "sweep.num_shards=2", "sweep.shard=-1"], "sweep.shard=-1 is not allowed"),
-    (["run_id=x", "sweep.num_shards=0"], "sweep.num_shards=0 must be an int >= 1"),
-    (["run_id=a/b"], "run_id='a/b' is not a safe folder name"),
-    (["run_id=..", ], "run_id='..' is not a safe folder name"),
-    (["run_id=latest"], "run_id='latest' is not a safe folder name"),
-    (["run_id=.hidden"], "run_id='.hidden' is not a safe folder name"),
+    ({"run_id": "x", "sweep": {"num_shards": 2, "shard": -1}}, "sweep.shard=-1 is not allowed"),
+    ({"run_id": "x", "sweep": {"num_shards": 2, "shard": True}}, "sweep.shard=True is not"),
+    ({"run_id": "x", "sweep": {"num_shards": 0}}, "sweep.num_shards=0 must be an int >= 1"),
+    ({"run_id": "a/b"}, "run_id='a/b' is not a safe folder name"),
+    ({"run_id": ".."}, "run_id='..' is not a safe folder name"),
+    ({"run_id": "latest"}, "run_id='latest' is not a safe folder name"),
+    ({"run_id": ".hidden"}, "run_id='.hidden' is not a safe folder name"),
+    ({"run_id": "x" * 101}, "is not a safe folder name"),
+    ({"outputs": {"compile_cache": 3}}, "outputs.compile_cache=3 must be a folder path"),
 ])
-def test_bad_run_and_shard_values_are_one_line(tmp_path, args, expect):
-    p = cli(tmp_path, *args)
-    assert p.returncode == 2, p.stdout[-500:]
-    line = p.stderr.strip()
-    assert "\n" not in line and expect in line, line
-    assert not (tmp_path / "lr_sweep").exists() and not (tmp_path / "index.jsonl").exists()
+def test_bad_run_and_shard_values_are_one_line(change, expect):
+    from bpexp.errors import UserError
+    from helpers import build_cfg
+
+    tree = {"experiment": {"name": "lr_sweep"}, "model": {"name": "multivariate"},
+            "data": {"name": "diabetes"}, **change}
+    with pytest.raises(UserError) as e:
+        build_cfg(tree)
+    assert "\n" not in str(e.value) and expect in str(e.value), str(e.value)
 
 
-def test_shards_need_an_experiment_that_streams(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "bpexp", "+experiment=worked_example",
-                        f"outputs.root={tmp_path}", "run_id=w", "sweep.num_shards=2",
-                        "sweep.shard=1"], cwd=tmp_path, capture_output=True, text=True,
-                       env=env(), timeout=300)
-    assert p.returncode == 2
-    assert "sweep.shard=1 is not allowed for experiment worked_example" in p.stderr
+def test_bad_values_through_the_cli_write_nothing(tmp_path):
+    for args, expect in [(["sweep.num_shards=2", "sweep.shard=0"], "needs run_id=NAME"),
+                         (["run_id=a/b"], "run_id='a/b' is not a safe folder name")]:
+        p = cli(tmp_path, *args)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and expect in p.stderr, p.stderr
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_shards_need_an_experiment_that_streams():
+    from bpexp.errors import UserError
+    from helpers import build_cfg
+
+    with pytest.raises(UserError, match="sweep.shard=1 is not allowed for experiment "
+                                        "worked_example"):
+        build_cfg({"experiment": {"name": "worked_example"}, "run_id": "w",
+                   "sweep": {"num_shards": 2, "shard": 1}})
