@@ -1,0 +1,263 @@
+"""Does a sweep stay in bounded memory as the grid grows, and what does streaming it cost?
+
+Question: run lr_sweep (multivariate regression on diabetes, 100 steps, a loss record every
+10 steps) with 10^4, 10^5 and 10^6 runs, each in its own process streaming into its
+metrics.zarr: how do peak memory, throughput and store size scale? What does writing each
+chunk to the store cost against keeping the grid in memory, what does skipping completed chunks
+cost on a resume, and what does JAX's persistent compilation cache save a second process?
+Theory: the engine holds one chunk of runs at a time (sweep.MEMORY_BUDGET sizes it) and the
+summary reads the store in blocks of learning rates, so peak memory is the process's fixed cost
+(JAX, the data, one chunk, one block) whatever the number of runs, while a grid kept in memory
+would grow by the stored bytes per run. Time and store size grow linearly with the runs.
+Expected: peak RSS flat (within ~10%) from 10^4 to 10^6 runs; streaming within ~10% of the
+in-memory engine; skipping a complete chunk costs a directory listing, not a computation; a
+warm cache turns seconds of compilation into a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bpexp import data, plots, report, sweep, train
+from bpexp.errors import UserError
+from bpexp.experiments._common import command, question
+from bpexp.plots import plt
+from bpexp.store import GridStore
+
+USES = ()  # the child runs are configured below; this process reads no shared section
+
+
+@dataclass
+class Params:
+    name: str = "scale"
+    runs: list = field(default_factory=lambda: [10_000, 100_000, 1_000_000])  # grid sizes
+    lrs: int = 1000               # learning rates per grid (runs = lrs x seeds)
+    steps: int = 100
+    record_every: int = 10
+    overhead_runs: int = 100_000  # in-process: streamed vs in-memory engine on this many runs
+    repeats: int = 3              # median of this many timings (after a warm-up)
+    keep_stores: bool = False     # keep the child runs' metrics.zarr (10^6 runs: ~100 MB)
+
+
+def validate(cfg):
+    P = cfg.experiment
+    if not (isinstance(P.runs, list) and P.runs and all(
+            isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in P.runs)):
+        raise UserError(f"experiment.runs={P.runs!r} is not allowed; allowed: a non-empty list "
+                        "of run counts (ints >= 1)")
+    for key in ("lrs", "steps", "record_every", "overhead_runs", "repeats"):
+        if getattr(P, key) < 1:
+            raise UserError(f"experiment.{key}={getattr(P, key)!r} is not allowed; "
+                            "allowed: an int >= 1")
+    bad = [r for r in P.runs if r % P.lrs]
+    if bad:
+        raise UserError(f"experiment.runs={P.runs!r} is not allowed with experiment.lrs="
+                        f"{P.lrs}: every run count must be a multiple of lrs (runs = lrs x "
+                        "seeds)")
+    if P.steps % P.record_every:
+        raise UserError(f"experiment.record_every={P.record_every} is not allowed; allowed: a "
+                        f"divisor of experiment.steps={P.steps}")
+
+
+def child_args(P, n_runs: int, root: Path, cache: Path, run_id: str) -> list[str]:
+    return ["+experiment=lr_sweep", f"outputs.root={root}", f"outputs.compile_cache={cache}",
+            f"run_id={run_id}", f"train.steps={P.steps}", f"train.record_every={P.record_every}",
+            f"sweep.lr={{start: 0.001, stop: 10.0, num: {P.lrs}}}",
+            f"sweep.seeds={n_runs // P.lrs}", "sweep.progress=false"]
+
+
+def run_child(args: list[str], cwd) -> dict:
+    """``python -m bpexp ARGS`` in a fresh process: its exit status, wall seconds and peak
+    resident memory (the kernel's ru_maxrss of that one child, via wait4)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    t = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        p = subprocess.Popen([sys.executable, "-m", "bpexp", *args], cwd=cwd, env=env,
+                             stdout=out, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t
+        out.seek(0)
+        log = out.read()
+    if p.returncode != 0:
+        raise RuntimeError(f"child lr_sweep failed ({p.returncode}): {log[-2000:]}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}   # Linux: KiB
+
+
+def folder_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2**20
+
+
+def streaming_overhead(P, work: Path) -> dict:
+    """In this process, the same grid (``overhead_runs``) through the engine with the metrics
+    gathered in memory and streamed into a Zarr store: medians of ``repeats`` after one
+    warm-up, the results compared bitwise; then the cost of a rerun that finds every chunk
+    complete (what a resume pays per skipped chunk)."""
+    ds = data.load("diabetes", dtype=np.float32)
+    spec = train.TrainSpec(model="multivariate", n=ds.n, d_out=ds.d_out, m=ds.m,
+                           steps=P.steps, record_every=P.record_every, opt_hparams=("lr",))
+    seeds = max(1, P.overhead_runs // P.lrs)
+    grid = sweep.Grid({"lr": np.geomspace(1e-3, 10, P.lrs), "seed": np.arange(seeds)})
+    lay = sweep.layout(spec, grid)
+
+    def new_store(i):
+        path = work / f"overhead_{i}.zarr"
+        return GridStore.open(path, lay, sweep.metric_shapes(spec), sweep.record_coords(spec))
+
+    def in_memory():
+        return sweep.run_grid(spec, ds.X, ds.Y, grid, progress=False)
+
+    mem = in_memory()                                           # warm-up: compile
+    t_mem, t_store, stores = [], [], []
+    for i in range(P.repeats):
+        t = time.perf_counter()
+        in_memory()
+        t_mem.append(time.perf_counter() - t)
+        st = new_store(i)
+        t = time.perf_counter()
+        sweep.run_grid(spec, ds.X, ds.Y, grid, progress=False, store=st)
+        t_store.append(time.perf_counter() - t)
+        stores.append(st)
+    ds_store = stores[-1].dataset()
+    equal = all(np.array_equal(ds_store[k].values, v, equal_nan=True)
+                for k, v in mem.metrics.items())
+    t = time.perf_counter()
+    for _ in range(P.repeats):                                 # every chunk already complete
+        sweep.run_grid(spec, ds.X, ds.Y, grid, progress=False, store=stores[-1])
+    skip = (time.perf_counter() - t) / P.repeats
+    return {"runs": grid.size, "chunks": lay.n_chunks, "runs_per_chunk": lay.runs_per_chunk,
+            "in_memory_s": statistics.median(t_mem), "streamed_s": statistics.median(t_store),
+            "overhead": statistics.median(t_store) / statistics.median(t_mem) - 1,
+            "streamed_equals_in_memory": bool(equal), "resume_skip_all_s": skip,
+            "resume_skip_per_chunk_ms": 1e3 * skip / lay.n_chunks,
+            "store_mb": folder_mb(stores[-1].path),
+            "in_memory_mb": sum(v.nbytes for v in mem.metrics.values()) / 2**20}
+
+
+@dataclass
+class Result:
+    grids: list          # one dict per grid size
+    cache: dict          # cold / warm compile seconds
+    overhead: dict
+
+
+def compute(cfg, run) -> Result:
+    P = cfg.experiment
+    root = run.path("runs")               # the child runs' outputs root (own index.jsonl)
+    cache = run.path("jax_cache")         # fresh: the first child compiles cold
+    grids = []
+    for n in P.runs:
+        rid = f"runs_{n}"
+        meas = run_child(child_args(P, n, root, cache, rid), run.dir)
+        d = root / "lr_sweep" / rid
+        s = json.loads((d / "summary.json").read_text())
+        env = json.loads((d / "env.json").read_text())
+        grids.append({"runs": s["runs"], **meas, "sweep_s": s["sweep_s"],
+                      "compile_s": s["compile_s"], "runs_per_s": s["runs"] / s["sweep_s"],
+                      "chunks": s["chunks"], "runs_per_chunk": s["runs_per_chunk"],
+                      "store_mb": folder_mb(d / "metrics.zarr"),
+                      "timings": env.get("timings", {}),
+                      "threshold_refined": s["threshold_refined"],
+                      "threshold_theory": s["threshold_theory"]})
+        if not P.keep_stores:
+            shutil.rmtree(d / "metrics.zarr")
+    # the smallest grid again in a new process: its executable comes from the cache
+    warm = run_child(child_args(P, P.runs[0], root, cache, "warm"), run.dir)
+    s_warm = json.loads((root / "lr_sweep" / "warm" / "summary.json").read_text())
+    if not P.keep_stores:
+        shutil.rmtree(root / "lr_sweep" / "warm" / "metrics.zarr")
+    cache_info = {"cold_compile_s": grids[0]["compile_s"], "warm_compile_s": s_warm["compile_s"],
+                  "cold_wall_s": grids[0]["wall_s"], "warm_wall_s": warm["wall_s"],
+                  "cache_mb": folder_mb(cache)}
+    with tempfile.TemporaryDirectory(dir=run.dir) as work:
+        overhead = streaming_overhead(P, Path(work))
+    return Result(grids, cache_info, overhead)
+
+
+def save(cfg, run, res: Result) -> dict:
+    import xarray as xr
+
+    g = res.grids
+    runs = [x["runs"] for x in g]
+    keys = ("peak_rss_mb", "wall_s", "sweep_s", "compile_s", "runs_per_s", "store_mb")
+    run.save_metrics(xr.Dataset({k: (("runs",), np.array([x[k] for x in g], float))
+                                 for k in keys}, coords={"runs": np.array(runs)}))
+    rss = [x["peak_rss_mb"] for x in g]
+    return {"grids": g, "peak_rss_mb": rss, "rss_max_over_min": max(rss) / min(rss),
+            "bytes_per_run_stored": [x["store_mb"] * 2**20 / x["runs"] for x in g],
+            "compile_cache": res.cache, "streaming": res.overhead,
+            "streaming_overhead": res.overhead["overhead"],
+            "resume_skip_per_chunk_ms": res.overhead["resume_skip_per_chunk_ms"],
+            "largest_runs": max(runs), "largest_runs_per_s": g[-1]["runs_per_s"]}
+
+
+def present(cfg, run, res: Result, summary: dict) -> None:
+    g, o, c = res.grids, res.overhead, res.cache
+    rows = [[x["runs"], x["peak_rss_mb"], x["wall_s"], x["sweep_s"], x["runs_per_s"],
+             x["store_mb"], f"{x['chunks']} x {x['runs_per_chunk']}"] for x in g]
+    header = ["runs", "peak RSS (MB)", "wall (s)", "sweep (s)", "runs/s", "store (MB)",
+              "chunks x runs"]
+    report.print_table("scale: one lr_sweep process per grid size", header, rows)
+    other = [["peak RSS max / min over the grid sizes", summary["rss_max_over_min"],
+              "flat: bounded by the chunk, not the grid"],
+             [f"streamed / in-memory engine - 1 ({o['runs']} runs)", o["overhead"],
+              f"{o['streamed_s']:.2f} s vs {o['in_memory_s']:.2f} s; bitwise equal: "
+              f"{o['streamed_equals_in_memory']}"],
+             ["resume: skip one complete chunk (ms)", o["resume_skip_per_chunk_ms"],
+              f"{o['chunks']} chunks skipped in {o['resume_skip_all_s']:.3f} s"],
+             ["compile, cold cache (s)", c["cold_compile_s"], "first process"],
+             ["compile, warm cache (s)", c["warm_compile_s"],
+              f"second process; cache {c['cache_mb']:.1f} MB"]]
+    report.print_table("scale: streaming, resume and compile cache",
+                       ["quantity", "value", "note"], other)
+    fig_scale(g, o, run.figure("scale.png"))
+    run.save_report(report.report(
+        "Scale: memory, throughput and store size vs the number of runs", question(__doc__),
+        command(cfg),
+        [("Setup", f"Each grid is `lr_sweep` (multivariate on diabetes, {cfg.experiment.steps} "
+                   f"steps, record every {cfg.experiment.record_every}) with "
+                   f"{cfg.experiment.lrs} learning rates x (runs / {cfg.experiment.lrs}) seeds, "
+                   "run as its own process streaming into its metrics.zarr; peak RSS is the "
+                   "kernel's ru_maxrss of that process. The child runs are in `runs/` (their "
+                   "stores deleted after measuring unless experiment.keep_stores=true)."),
+         ("Grid sizes", report.markdown_table(header, rows)),
+         ("Streaming, resume, compile cache",
+          report.markdown_table(["quantity", "value", "note"], other))],
+        ["scale.png"]))
+
+
+def fig_scale(grids, overhead, path):
+    """Peak RSS (measured, streamed) beside what keeping the grid in memory would add, and
+    throughput, against the number of runs."""
+    runs = np.array([x["runs"] for x in grids], float)
+    rss = np.array([x["peak_rss_mb"] for x in grids])
+    per_run = overhead["in_memory_mb"] / overhead["runs"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax.plot(runs, rss, "o-", color="tab:blue", label="measured peak RSS (streamed to Zarr)")
+    ax.plot(runs, rss[0] + per_run * (runs - runs[0]), "s--", color="tab:gray",
+            label=f"+ the grid kept in memory ({per_run * 2**20:.0f} B/run)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("runs in the grid (log)")
+    ax.set_ylabel("peak resident memory, MB (log)")
+    ax.set_title("Memory stays flat: one chunk at a time", fontsize=10)
+    ax.legend(fontsize=8)
+    ax2.plot(runs, [x["runs_per_s"] for x in grids], "o-", color="tab:green")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("runs in the grid (log)")
+    ax2.set_ylabel("runs per second (sweep only)")
+    ax2.set_title(f"Throughput; streaming overhead {100 * overhead['overhead']:+.1f}% "
+                  f"({overhead['runs']} runs)", fontsize=10)
+    ax2.set_ylim(bottom=0)
+    return plots.save(fig, path)
