@@ -71,7 +71,7 @@ class Params:
     depths: list = field(default_factory=list)   # layers L ([] = preset)
     q8_width: int = 64           # every layer h x h (inputs and targets h too)
     q8_batch: int = 256          # m > h: the activations dominate the memory
-    repeats: int = 3             # timings: best of this many
+    repeats: int = 5             # timings: best of this many
     min_seconds: float = 0.02    # each timing repeats a call until it lasts this long
 
 

@@ -520,8 +520,12 @@ def present(cfg, run, res: Result, summary: dict) -> None:
 
     hdr = ["quantity", "measured", "theory / reference"]
     rows_pf = [
-        ["tangency Sharpe S(w*) (grads.sharpe)", pf["tangency_sharpe_of_weights"],
-         f"closed form sqrt(12 mu'Σ^-1 mu) = {pf['tangency_sharpe_closed_form']:.10f}"],
+        ["tangency Sharpe S(w*) (grads.sharpe)", f"{pf['tangency_sharpe_of_weights']:.12f}",
+         f"closed form sqrt(12 mu'Σ^-1 mu) = {pf['tangency_sharpe_closed_form']:.12f}"],
+        *[[f"GD lr = {f:g} x 2/λmax: steps to |S - S*| < 1e-6 (median / max)",
+           f"{md:g} / {mx}", "more as lr grows past the edge (|w| grows)"]
+          for f, md, mx in zip(gd["lr_times_lambda_max_over_2"], gd["steps_to_1e-6_median"],
+                               gd["steps_to_1e-6_max"])],
         *[[f"GD lr = {f:g} x 2/λmax: max |S_T - S*|", g, f"< {TOL_SHARPE:g}"]
           for f, g in zip(gd["lr_times_lambda_max_over_2"], gd["final_sharpe_gap_max"])],
         *[[f"GD lr = {f:g} x 2/λmax: min cos(w_T, w*)", c, "1"]
