@@ -15,9 +15,14 @@ The contract. A module ``NAME.py`` with ``conf/experiment/NAME.yaml`` exports:
     PRECISION = "float64"        optional: always run with jax_enable_x64.
     validate(cfg) -> None        every rule of its own, raising errors.UserError with one line
                                  (key, value, what is allowed); computes nothing.
-    compute(cfg, run) -> Result  the numbers: JAX and numpy work, no files but data.npz.
-    save(cfg, run, res) -> dict  arrays to metrics.npz; returns the summary (summary.json,
-                                 schema in the README).
+    STREAMS = True               optional: its grid streams into the run's metrics.zarr
+                                 (run.grid_store + sweep.run_grid(store=...)), so the run can
+                                 be resumed chunk by chunk and sharded (sweep.shard).
+    compute(cfg, run) -> Result  the numbers: JAX and numpy work, no files but data.npz (and
+                                 the streamed store).
+    save(cfg, run, res) -> dict  arrays to metrics.zarr (run.save_metrics(xarray.Dataset) with
+                                 named dims and coordinates); returns the summary
+                                 (summary.json, schema in the README).
     present(cfg, run, res, summary) -> None
                                  the terminal table, figures/*.png and report.md, drawn from
                                  ``res`` and ``summary`` alone.
