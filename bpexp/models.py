@@ -9,6 +9,11 @@ one example it is the lecture's ``(y - a)^2``); cross-entropies are means over t
     m = models.get("mlp", activation="tanh", output="softmax_ce")
     p = m.init(key, n, d_out, hidden=32, depth=3, init="xavier")
     m.loss(p, X, Y); m.grad(p, X, Y)  # == jax.grad(m.loss)(p, X, Y)
+
+``models.get("mlp", residual=True, norm="batch")``: hidden layers that keep the width add their
+input (a_l = a_{l-1} + f(.)), and z_l is batch-normalized over the m columns before f with the
+batch's own statistics (training mode: no running averages, so a network's output on one column
+depends on the others in its batch), learned gamma_l (init 1), beta_l (init 0).
 """
 
 from __future__ import annotations
@@ -150,8 +155,8 @@ def _mse_model(name, init, forward, grad):
 
 def get(name: str, **options) -> Model:
     """The model called ``name``; ``options`` are its structural choices (OPTIONS: ``mlp``
-    takes ``activation`` and ``output``). Unknown name or option -> UserError (a ValueError)
-    listing the known ones."""
+    takes ``activation``, ``output``, ``residual``, ``norm``). Unknown name or option ->
+    UserError (a ValueError) listing the known ones."""
     _check(name in NAMES, f"model.name={name!r} is not a model; choose one of {', '.join(NAMES)}")
     unknown = sorted(set(options) - set(OPTIONS.get(name, ())))
     _check(not unknown, f"model {name} takes no option {unknown[0] if unknown else ''}; "

@@ -138,3 +138,27 @@ def test_cli_tiny(tmp_path):
             assert d["epochs_to_target"] == pytest.approx(np.median(st) * int(b) / 128)
     assert s["b_noise"]["init"] == pytest.approx(float(ds["b_noise"].values[0]))
     assert s["b_noise"]["values"][0] > 0 and len(s["b_noise"]["values"]) == 7
+
+
+@pytest.mark.slow
+def test_default_run_theory_vs_measurement(tmp_path):
+    """The README's run (~40 s): steps to the target never grow with B, epochs grow, the best lr
+    never falls; the fitted critical batch lies between B_noise at init and at the target, and
+    the geometric mean of B_noise on the way is within x3 of it."""
+    run_dir = run_experiment("minibatch", tmp_path, "sweep.progress=false")
+    s = json.loads((run_dir / "summary.json").read_text())
+    per = [s["per_batch"][str(b)] for b in s["batch_sizes"]]
+    steps = [d["steps_to_target"] for d in per]
+    assert all(x is not None for x in steps)
+    assert all(a >= b for a, b in zip(steps, steps[1:]))
+    epochs = [d["epochs_to_target"] for d in per]
+    assert all(a < b for a, b in zip(epochs, epochs[1:]))
+    lrs = [d["best_lr"] for d in per]
+    assert all(a <= b for a, b in zip(lrs, lrs[1:]))
+    bn, fit = s["b_noise"], s["fit"]
+    assert fit["b_crit_between_init_and_target"] is True
+    assert bn["init"] < fit["b_crit"] < bn["at_target"]
+    assert 1 / 3 < bn["geomean_to_target"] / fit["b_crit"] < 3
+    # the fitted curve reproduces the measured steps within 15%
+    for b, d in zip(s["batch_sizes"], per):
+        assert fit["steps"][str(b)] == pytest.approx(d["steps_to_target"], rel=0.15)
