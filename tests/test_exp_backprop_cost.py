@@ -18,7 +18,7 @@ from bpexp.primitives import output
 from helpers import run_experiment
 
 TINY = ["experiment.widths=[4,16,64]", "experiment.depths=[2,4,8]",
-        "experiment.max_params_forward=1000", "experiment.repeats=1",
+        "experiment.max_params_forward=1000", "experiment.repeats=3",
         "experiment.min_seconds=0.002", "experiment.q8_width=16", "experiment.q8_batch=64",
         "experiment.batch=16"]
 
@@ -74,9 +74,12 @@ def test_fitted_slopes_near_0_and_1(tiny_run):
     assert np.all((fpe[1] > 1.5) & (fpe[1] < 4.5))        # backprop: a few forward passes
     # the forward pass itself: ~2 P m FLOPs of matmuls (m = 16) at the largest net
     assert 0.9 < fl[0, -1] / (2 * P[-1] * 16) < 1.3
-    # wall time: backprop stays a few forward passes, forward mode grows with P
+    # wall time (noisy on a shared CPU, hence medians and wide margins): backprop stays a few
+    # forward passes, forward mode grows with P and costs far more at the largest P run
     t = ds["q4_seconds"].values
-    assert np.all(t[1] / t[0] < 20)
+    assert np.median(t[1] / t[0]) < 20
+    j = int(np.flatnonzero(np.isfinite(t[2]))[-1])
+    assert t[2, j] > 10 * t[1, j]
     assert s["q4"]["slope_time"]["forward_mode"] > 0.5
     assert s["q4"]["backprop_vs_forward_mode_rel_err"] < 1e-4     # float32
 
