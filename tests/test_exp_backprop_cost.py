@@ -110,8 +110,10 @@ def test_checkpoint_and_recompute_equal_jax_grad(activation):
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
     X = jax.random.normal(k1, (h, m), jnp.float64)
     Y = jax.random.normal(k2, (h, m), jnp.float64)
-    p = model.init(k3, h, h, hidden=h, depth=L - 1, init="xavier", dtype=jnp.float64)
-    ref = jax.grad(model.loss)(p, X, Y)
+    # jit everything: eager ops compile one by one
+    p = jax.jit(lambda k: model.init(k, h, h, hidden=h, depth=L - 1, init="xavier",
+                                     dtype=jnp.float64))(k3)
+    ref = jax.jit(jax.grad(model.loss))(p, X, Y)
     W, b = B.stacked(p, L)
     for gW, gb in (jax.jit(B.checkpoint_grad(activation, out))(W, b, X, Y),
                    jax.jit(B.recompute_grad(activation, out))(W, b, X, Y)):
@@ -125,9 +127,9 @@ def test_q4_functions_give_the_gradient():
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
     X = jax.random.normal(k1, (3, 6), jnp.float64)
     Y = jax.random.normal(k2, (1, 6), jnp.float64)
-    p = model.init(k3, 3, 1, hidden=3, depth=2, dtype=jnp.float64)
+    p = jax.jit(lambda k: model.init(k, 3, 1, hidden=3, depth=2, dtype=jnp.float64))(k3)
     theta, fns, pieces = B.q4_functions(model, p, X, Y, chunk=4)
-    ref = jax.grad(fns["forward"])(theta)
+    ref = jax.jit(jax.grad(fns["forward"]))(theta)
     for name in ("backprop", "forward_mode"):
         np.testing.assert_allclose(jax.jit(fns[name])(theta), ref, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(jax.jit(fns["finite_differences"])(theta), ref, atol=1e-5)
