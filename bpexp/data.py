@@ -81,6 +81,8 @@ def load(name: str, *, m: int = 0, n: int = 10, noise: float = 0.1, seed: int = 
                             f"outside 0..{ds.n - 1} of {name}")
         ds.X = ds.X[list(features)]
         ds.info["features"] = list(features)
+        if "names" in ds.info:  # the market sets name their columns
+            ds.info["names"] = [ds.info["names"][i] for i in features]
     return ds
 
 

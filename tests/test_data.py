@@ -211,3 +211,8 @@ def test_finance_m_keeps_the_most_recent_periods():
     assert ds.info["dates"] == full.info["dates"][-24:]
     with pytest.raises(UserError, match="data.m=5000 is more than the 1109 periods"):
         data.load("ff_factors", m=5000)
+
+
+def test_finance_features_keep_their_names():
+    ds = data.load("sp500", features=[4, 0])
+    assert ds.info["names"] == ["trend_200", "ret_1"] and ds.X.shape == (2, 4831)
