@@ -235,11 +235,13 @@ def main(dcfg: DictConfig) -> None:
         bad_value = e
     except KeyboardInterrupt as e:
         if run is not None:
+            _write_pages(run, page=False)   # the index shows it interrupted
             what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
             print(f"\n{what}; resume with:\n  {run.command}\nrun dir: {run.dir}")
         raise
     except BaseException as e:
         if run is not None:
+            _write_pages(run, page=False)
             print(f"error: a bug in bpexp ({type(e).__name__}: {_first_line(e)}); traceback in "
                   f"{run.dir / 'error.txt'}", file=sys.stderr)
             print(f"resume with:\n  {run.command}")
@@ -247,11 +249,30 @@ def main(dcfg: DictConfig) -> None:
             sys.exit(1)
         raise
     if bad_value is not None:
+        _write_pages(run, page=False)
         print(f"error: {bad_value}", file=sys.stderr)
         print(f"run dir: {run.dir}")
         sys.exit(1)
     _note_in_sweep(run)
+    page = _write_pages(run)
+    if page is not None:
+        print(f"report: {page}")
     print(f"run dir: {run.dir}")
+
+
+def _write_pages(run, page: bool = True):
+    """The run's report.html (when ``page``) and the outputs root's index.html; returns the
+    page's path. Building pages never fails a run: one warning line instead."""
+    try:
+        from bpexp import pages
+
+        path = pages.write_run(run.dir) if page else None
+        pages.write_index(run.root)
+        return path
+    except Exception as e:
+        print(f"warning: pages not built ({type(e).__name__}: {_first_line(e)})",
+              file=sys.stderr)
+        return None
 
 
 def _first_line(e: BaseException) -> str:

@@ -230,7 +230,7 @@ def heatmap(da, title: str, label: str, fid: str | None = None) -> Fig | None:
                if len(pairs) > 1 else None, fid=fid, height=420)
 
 
-def generic(name: str, da) -> list[Fig]:
+def generic(name: str, da, budget: int = MAX_VALUES) -> list[Fig]:
     """Any stored array as an interactive plot: scalars as text, 1-D as a line over its axis,
     with a step-like (or the last) axis as x, lines over the next axis and a slider over the
     ones before; plus a heatmap when it has 2+ numeric grid axes."""
@@ -248,7 +248,7 @@ def generic(name: str, da) -> list[Fig]:
     line_dim = rest[-1] if rest else None
     ctl_dims = rest[:-1]
     li = sub.pick(line_dim, da.sizes[line_dim], MAX_LINES) if line_dim else np.arange(1)
-    budget = max(1, MAX_VALUES // max(1, xi.size * li.size))
+    budget = max(1, budget // max(1, xi.size * li.size))
     ci = {}
     for d in ctl_dims:
         ci[d] = sub.pick(d, da.sizes[d], max(1, min(64, int(budget ** (1 / len(ctl_dims))))))
@@ -289,13 +289,13 @@ def generic(name: str, da) -> list[Fig]:
     return figs
 
 
-def generic_all(ds, skip=()) -> list[Fig]:
+def generic_all(ds, skip=(), budget: int = MAX_VALUES) -> list[Fig]:
     figs = []
     for name in sorted(ds.data_vars):
         if name in SKIP_VARS or name in skip:
             continue
         try:
-            figs += generic(name, ds[name])
+            figs += generic(name, ds[name], budget)
         except Exception as e:   # one odd array must not cost the page
             figs.append(Fig(name, _go().Figure(), f"not drawn: {type(e).__name__}: {e}"))
     return figs
@@ -1028,14 +1028,7 @@ def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, li
             main = build(ds, summary or {})
         except Exception as e:
             problems = f"the {experiment} figures could not be drawn ({type(e).__name__}: {e})."
-    global MAX_VALUES
-    keep = MAX_VALUES
-    try:
-        if main:   # the stored arrays are extra: lighter
-            MAX_VALUES = keep // 8
-        rest = generic_all(ds)
-    finally:
-        MAX_VALUES = keep
+    rest = generic_all(ds, budget=MAX_VALUES // 8 if main else MAX_VALUES)  # extras: lighter
     return main, rest, problems
 
 
@@ -1106,4 +1099,112 @@ def write_run(run_dir, standalone: bool = False) -> Path:
     out.append(f"<script>{JS}</script></body></html>\n")
     path = run_dir / "report.html"
     outputs.write_text(path, "\n".join(out))
+    return path
+
+
+# ---------------------------------------------------------------- outputs/index.html
+INDEX_JS = r"""
+(function () {
+  const tbody = document.querySelector('#runs tbody');
+  const rows = Array.from(tbody.rows);
+  const fe = document.getElementById('f-experiment'), fs = document.getElementById('f-status');
+  const count = document.getElementById('count');
+  function filter() {
+    let n = 0;
+    for (const r of rows) {
+      const ok = (!fe.value || r.dataset.experiment === fe.value) &&
+                 (!fs.value || r.dataset.status === fs.value);
+      r.hidden = !ok; n += ok;
+    }
+    count.textContent = n + ' of ' + rows.length + ' runs shown';
+  }
+  fe.addEventListener('change', filter); fs.addEventListener('change', filter);
+  document.querySelectorAll('#runs th').forEach((th, i) => th.addEventListener('click', () => {
+    const asc = th.dataset.dir !== 'asc';
+    document.querySelectorAll('#runs th').forEach(h => { delete h.dataset.dir; });
+    th.dataset.dir = asc ? 'asc' : 'desc';
+    const key = r => r.cells[i].dataset.sort ?? r.cells[i].textContent;
+    rows.sort((a, b) => {
+      const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+      const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
+      return asc ? c : -c;
+    });
+    rows.forEach(r => tbody.append(r));
+  }));
+  filter();
+})();
+"""
+
+INDEX_CSS = CSS + """
+#runs th{cursor:pointer;user-select:none;white-space:nowrap}
+#runs th[data-dir=asc]::after{content:' \\25B2'}
+#runs th[data-dir=desc]::after{content:' \\25BC'}
+#runs td.headline{font-size:12px;color:#333;max-width:520px}
+.status-finished{color:#1a7f37}.status-failed{color:#cf222e}.status-interrupted{color:#9a6700}
+.filters{display:flex;gap:18px;align-items:center;margin:10px 0}
+"""
+
+HEADLINE = 6   # summary scalars shown per run
+
+
+def _run_link(root: Path, row: dict) -> tuple[str | None, str]:
+    """(href relative to the index, label) of a run's best page."""
+    d = root / str(row.get("experiment", "")) / str(row.get("id", ""))
+    if not d.is_dir() and row.get("dir"):
+        d = Path(row["dir"])
+    for name in ("report.html", "report.md", "env.json"):
+        if (d / name).exists():
+            return os.path.relpath(d / name, root), name
+    return None, "(folder gone)"
+
+
+def _options(vals) -> str:
+    return '<option value="">all</option>' + "".join(
+        f'<option value="{html.escape(v)}">{html.escape(v)}</option>' for v in vals)
+
+
+def write_index(root) -> Path:
+    """``<root>/index.html``: every run of ``<root>/index.jsonl`` once (its latest status),
+    with filters by experiment and status and sortable columns; written atomically."""
+    from bpexp.compare import latest
+
+    root = Path(root)
+    rows = latest(outputs.read_index(root))
+    exps = sorted({str(r.get("experiment")) for r in rows})
+    stats = sorted({str(r.get("status")) for r in rows})
+    body = []
+    for r in reversed(rows):   # newest first
+        href, label = _run_link(root, r)
+        summ = r.get("summary") or {}
+        head = "; ".join(f"{k} {_num(v)}" for k, v in list(summ.items())[:HEADLINE])
+        secs = r.get("seconds")
+        e, st = html.escape(str(r.get("experiment"))), html.escape(str(r.get("status")))
+        link = (f'<a href="{html.escape(href)}">{html.escape(label)}</a>' if href
+                else html.escape(label))
+        body.append(
+            f'<tr data-experiment="{e}" data-status="{st}"><td>{e}</td>'
+            f'<td>{html.escape(str(r.get("id")))}</td><td class="status-{st}">{st}</td>'
+            f'<td>{html.escape(str(r.get("start") or ""))}</td>'
+            f'<td data-sort="{secs if isinstance(secs, (int, float)) else ""}">'
+            f'{_num(secs) if secs is not None else ""}</td>'
+            f'<td class="headline">{html.escape(head)}</td><td>{link}</td></tr>')
+    page = f"""<!doctype html><html lang=en><head><meta charset=utf-8>
+<title>bpexp runs</title><meta name=viewport content="width=device-width,initial-scale=1">
+<style>{INDEX_CSS}</style></head><body>
+<header class="run"><b>bpexp runs</b> · {html.escape(str(root))}/index.jsonl</header><main>
+<div class="filters">
+<label>experiment <select id="f-experiment">{_options(exps)}</select></label>
+<label>status <select id="f-status">{_options(stats)}</select></label>
+<span id="count"></span></div>
+<table id="runs"><thead><tr><th>experiment</th><th>run</th><th>status</th><th>start</th>
+<th>seconds</th><th>headline numbers</th><th>page</th></tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody></table>
+<p class="note">Click a column to sort. One row per run folder with its latest status (a run
+continued or sharded over several processes has several lines in index.jsonl).</p>
+</main><script>{INDEX_JS}</script></body></html>
+"""
+    path = root / "index.html"
+    outputs.write_text(path, page)
     return path
