@@ -80,7 +80,8 @@ def test_fitted_slopes_near_0_and_1(tiny_run):
     assert np.median(t[1] / t[0]) < 20
     j = int(np.flatnonzero(np.isfinite(t[2]))[-1])
     assert t[2, j] > 10 * t[1, j]
-    assert s["q4"]["slope_time"]["forward_mode"] > 0.5
+    assert t[2, j] > 3 * t[2, 0]          # 13x the parameters (a fitted time slope over two
+    assert np.isfinite(s["q4"]["slope_time"]["forward_mode"])  # noisy points would be flaky)
     assert s["q4"]["backprop_vs_forward_mode_rel_err"] < 1e-4     # float32
 
 
