@@ -172,8 +172,8 @@ def forward_backward(p, X, Y, D, activation, output, residual=False, norm="none"
     zero = jnp.zeros((h, 1), X.dtype)
 
     def layer(z, gamma, beta):   # y = BN(z) or z; a = f(y); f'(y); zhat, inv_std for backward
-        y, zhat, inv_std = (primitives.batch_norm(z, gamma, beta) if bn
-                            else (z, z, jnp.ones((h, 1), X.dtype)))
+        y, zhat, inv_std = (primitives.batch_norm(z, gamma, beta) if bn     # small placeholders
+                            else (z, jnp.zeros((h, 1), X.dtype), jnp.ones((h, 1), X.dtype)))
         a = primitives.activate(activation, y)
         return a, primitives.activation_prime(activation, y, a), zhat, inv_std
 
@@ -238,8 +238,11 @@ def forward_backward(p, X, Y, D, activation, output, residual=False, norm="none"
     hidden = t[: S + 1] < D
     fp2 = jnp.where(hidden, jnp.mean(F * F, axis=(1, 2)), jnp.nan)
     an = jnp.concatenate([_norm(X)[None], jnp.where(hidden, jax.vmap(_norm)(A), jnp.nan)])
-    zstd = jnp.where(hidden & bn, jnp.sqrt(jnp.mean(1.0 / IS[..., 0] ** 2, axis=1)), jnp.nan)
-    gain = jnp.where(hidden & bn, jnp.mean(jnp.square(F * IS), axis=(1, 2)), jnp.nan)
+    if bn:
+        zstd = jnp.where(hidden, jnp.sqrt(jnp.mean(1.0 / IS[..., 0] ** 2, axis=1)), jnp.nan)
+        gain = jnp.where(hidden, jnp.mean(jnp.square(F * IS), axis=(1, 2)), jnp.nan)
+    else:
+        zstd = gain = nan[: S + 1]
     stats = {"grad_norm": gWn.at[0].set(_norm(g_in)), "delta_norm": dn, "fprime_sq": fp2,
              "act_norm": an, "z_std": jnp.concatenate([zstd, nan[:1]]),
              "bn_gain_sq": jnp.concatenate([gain, nan[:1]]), "loss": loss}
