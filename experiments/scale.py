@@ -248,9 +248,9 @@ def fig_scale(grids, overhead, path):
     ax.plot(runs, rss[0] + per_run * (runs - runs[0]), "s--", color="tab:gray",
             label=f"+ the grid kept in memory ({per_run * 2**20:.0f} B/run)")
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    ax.set_ylim(0, 1.15 * max(rss.max(), rss[0] + per_run * (runs[-1] - runs[0])))
     ax.set_xlabel("runs in the grid (log)")
-    ax.set_ylabel("peak resident memory, MB (log)")
+    ax.set_ylabel("peak resident memory of the process, MB")
     ax.set_title("Memory stays flat: one chunk at a time", fontsize=10)
     ax.legend(fontsize=8)
     ax2.plot(runs, [x["runs_per_s"] for x in grids], "o-", color="tab:green")
