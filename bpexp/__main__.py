@@ -222,6 +222,8 @@ def main(dcfg: DictConfig) -> None:
             run.command = resume_command(run.id)
             if run.resumed:
                 print(f"continuing run {run.id} in {run.dir}")
+            elif getattr(module, "STREAMS", False):   # kill -9 prints nothing: say it now
+                print(f"run {run.id}: if it stops, resume with: {run.command}", flush=True)
             with run.timed("experiment"):  # compute / save / present add finer timings
                 summary = execute(module, cfg, run)
             run.save_summary(summary)

@@ -82,25 +82,41 @@ def reference(tmp_path_factory):
 
 
 def test_kill_9_at_three_points_then_resume_is_bitwise_equal(tmp_path, reference):
-    """SIGKILL while compiling (no chunk yet), mid-grid, and after the last chunk but before
-    the summary; each rerun of the same command continues; the end equals the reference."""
-    d = tmp_path / "lr_sweep" / "k"
-    points = [lambda: (d / "env.json").exists(),                      # starting up
-              lambda: chunks_done(d) >= N_CHUNKS // 2,                   # mid-grid
-              lambda: chunks_done(d) == N_CHUNKS]                        # before finalizing
-    seen = []
-    for cond in points:
-        p = start(tmp_path, "run_id=k")
+    """As a new user: an unnamed run prints its resume command first; SIGKILL it mid-grid,
+    then (with that command) while it starts up and after the last chunk but before the
+    summary; the command finally finishes it with metrics equal to the reference, bitwise."""
+    p = start(tmp_path)
+    first = p.stdout.readline()
+    assert "if it stops, resume with: python -m bpexp " in first, first
+    cmd = shlex.split(first.split("resume with: ")[1])
+    run_id = [a for a in cmd if a.startswith("run_id=")][0].split("=", 1)[1]
+    d = tmp_path / "lr_sweep" / run_id
+    wait_for(lambda: chunks_done(d) >= N_CHUNKS // 2, p)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    seen = [chunks_done(d)]
+    assert N_CHUNKS // 2 <= seen[0] < N_CHUNKS
+
+    def resume():
+        return subprocess.Popen([sys.executable, "-m", "bpexp", *cmd[3:]], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env())
+
+    t_env = (d / "env.json").stat().st_mtime_ns
+    for cond in [lambda: (d / "env.json").stat().st_mtime_ns != t_env,    # starting up
+                 lambda: chunks_done(d) == N_CHUNKS]:                       # before finalizing
+        p = resume()
         wait_for(cond, p)
         p.send_signal(signal.SIGKILL)
         p.wait()
         assert not (d / "summary.json").exists(), "killed too late: the run had finished"
         seen.append(chunks_done(d))
         assert json.loads((d / "env.json").read_text())["status"] == "running"  # no goodbye
-    assert seen[1] >= N_CHUNKS // 2 and seen[2] == N_CHUNKS
-    p = cli(tmp_path, "run_id=k")
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "continuing run k" in p.stdout
+    assert seen[2] == N_CHUNKS
+    p = resume()
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+    assert "continuing run" in out
     assert_bitwise(metrics(d), reference["metrics"])
     s = json.loads((d / "summary.json").read_text())
     assert s["threshold_refined"] == reference["summary"]["threshold_refined"]
@@ -109,9 +125,9 @@ def test_kill_9_at_three_points_then_resume_is_bitwise_equal(tmp_path, reference
     assert e["status"] == "finished" and e["chunks_done"] == e["chunks_total"] == N_CHUNKS
     assert len(e["processes"]) == 4 and e["processes"][-1]["status"] == "finished"
     rows = compare.latest(outputs.read_index(tmp_path))
-    assert [(r["id"], r["status"]) for r in rows] == [("k", "finished")]
+    assert [(r["id"], r["status"]) for r in rows] == [(run_id, "finished")]
     # a rerun of a finished run does nothing and says so
-    again = cli(tmp_path, "run_id=k")
+    again = cli(tmp_path, f"run_id={run_id}")
     assert again.returncode == 0 and "already finished" in again.stdout
     assert again.stdout.strip().splitlines()[-1] == f"run dir: {d}"
 
