@@ -251,3 +251,17 @@ def test_sweep_engine_trains_them_vmapped(residual, norm):
                                            float(loss(p, X, Y)), rtol=1e-10)
     if norm == "batch":
         assert "gamma1" in r.coords["param"] and "beta3" in r.coords["param"]
+
+
+def test_gradcheck_cases_include_the_variants():
+    """The gradcheck experiment checks residual, batch-norm and both: each activation once by
+    default, the full product with all_combinations."""
+    from bpexp.experiments import gradcheck as G
+    names = [c[0] for c in G.cases([1, 2, 4])]
+    for tag in ("_res", "_bn", "_res_bn"):
+        got = [n for n in names if n.endswith(tag) and not n.endswith("_res" + tag)]
+        assert len(got) == 3 and {n.split("_")[1] for n in got} == set(models.ACTIVATIONS), tag
+    full = [c for c in G.cases([1, 2], all_combinations=True) if c[0].startswith("mlp")]
+    assert len(full) == 12 * 2 * 4     # activation x output x depth x variant
+    opts = {(c[1].options["residual"], c[1].options["norm"]) for c in full}
+    assert opts == {(False, "none"), (True, "none"), (False, "batch"), (True, "batch")}
