@@ -216,10 +216,13 @@ def test_config_passes_residual_and_norm_and_rejects_bad_values():
         models.get("mlp", norm="layer")
 
 
-@pytest.mark.parametrize("residual,norm", [(True, "none"), (False, "batch"), (True, "batch")])
+@pytest.mark.parametrize("residual,norm", [(True, "batch"),
+                                           pytest.param(True, "none", marks=pytest.mark.slow),
+                                           pytest.param(False, "batch", marks=pytest.mark.slow)])
 def test_sweep_engine_trains_them_vmapped(residual, norm):
     """run_grid over lr x seed x init_scale (one compile) gives, run by run, the loss curve of
-    a plain Python loop of w -= lr * model.grad from the same initial parameters."""
+    a plain Python loop of w -= lr * model.grad from the same initial parameters (residual and
+    batch norm together by default; each alone with -m slow)."""
     rng = np.random.default_rng(3)
     n, d, m, steps = 4, 3, 10, 6
     X = rng.standard_normal((n, m))
