@@ -869,7 +869,7 @@ def plot_remedy_summary(res: RemedyResult, output, path):
         if bad.any():   # diverged runs: an x at the top of the panel
             ax.plot(d[bad], np.full(bad.sum(), 2 * np.log(10)), "x", color=col, ms=10, mew=2,
                     label=f"{lab}: some runs diverged")
-    axes[0, 0].plot([], [], "k-", lw=1.2, label="line: theory")
+    axes[0, 0].plot([], [], "k-", lw=1.2, label="lines: theory (batch norm: upper estimate)")
     dm = float(max(d))
     axes[0, 0].plot(d, 0.25 ** d.astype(float), "k--", lw=1, label="0.25^D")
     for ax, yl, t in ((axes[0, 0], "RMS(dL/dz_1) / RMS(dL/dz_L) at init",
