@@ -38,7 +38,9 @@ MAX_VALUES = 256_000   # numbers per figure
 MAX_LINES = 12         # lines of one trace group (seeds, ...) before subsampling
 MAX_STEPS = 250        # points along a step axis
 MAX_POINTS = 5000      # points of one scatter
-MAX_HEAT = 160         # cells along each heatmap axis
+MAX_HEAT = 100         # cells along each heatmap axis
+MAX_TRACES = 200       # traces of one generic figure
+PAGE_VALUES = 200_000  # numbers of all the generic figures of one page together
 ASSETS = ".assets"
 SKIP_VARS = ("chunk_done",)
 
@@ -154,6 +156,8 @@ def _layout(fig, x=None, y=None, logx=False, logy=False, **kw):
         fig.update_xaxes(title_text=x, type="log" if logx else "linear")
     if y is not None:
         fig.update_yaxes(title_text=y, type="log" if logy else "linear")
+    fig.update_xaxes(exponentformat="power")
+    fig.update_yaxes(exponentformat="power")   # not SI prefixes: 1e-15, not "1f"
     return fig
 
 
@@ -211,8 +215,9 @@ def heatmap(da, title: str, label: str, fid: str | None = None) -> Fig | None:
             z=_f32(z), x=[_num(v) for v in xs], y=[_num(v) for v in ys],
             colorscale="Viridis", visible=j == 0, hoverongaps=False,
             colorbar=dict(title=("log10 " if logz else "") + label[:18]),
-            text=[[_num(v) for v in row] for row in arr],
-            hovertemplate=(f"{a} %{{x}}<br>{b} %{{y}}<br>{label} %{{text}}"
+            customdata=_f32(arr) if logz else None,
+            hovertemplate=(f"{a} %{{x}}<br>{b} %{{y}}<br>{label} "
+                           + ("%{customdata:.4g}" if logz else "%{z:.4g}")
                            + (f"<br>(median over {', '.join(other)})" if other else "")
                            + "<extra></extra>")))
         keys.append([j])
@@ -248,10 +253,10 @@ def generic(name: str, da, budget: int = MAX_VALUES) -> list[Fig]:
     line_dim = rest[-1] if rest else None
     ctl_dims = rest[:-1]
     li = sub.pick(line_dim, da.sizes[line_dim], MAX_LINES) if line_dim else np.arange(1)
-    budget = max(1, budget // max(1, xi.size * li.size))
+    states = max(1, min(budget // max(1, xi.size * li.size), MAX_TRACES // li.size))
     ci = {}
-    for d in ctl_dims:
-        ci[d] = sub.pick(d, da.sizes[d], max(1, min(64, int(budget ** (1 / len(ctl_dims))))))
+    for d in ctl_dims:   # every control axis gets an equal share of the states
+        ci[d] = sub.pick(d, da.sizes[d], max(1, min(64, int(states ** (1 / len(ctl_dims))))))
     sel = {xdim: xi, **({line_dim: li} if line_dim else {}), **ci}
     part = da.isel(sel)
     arr = np.asarray(part.transpose(*ctl_dims, *([line_dim] if line_dim else []), xdim).values)
@@ -267,7 +272,7 @@ def generic(name: str, da, budget: int = MAX_VALUES) -> list[Fig]:
             lab = f"{line_dim} {_num(_coord(part, line_dim)[j])}" if line_dim else name
             where = "".join(f"<br>{d} {_num(_coord(part, d)[p])}" for d, p in zip(ctl_dims, pos))
             fig.add_trace(go.Scatter(
-                x=_f32(xs) if x_num else [str(v) for v in xs], y=_f32(y), name=lab,
+                **(_xs(xs) if x_num else {"x": [str(v) for v in xs]}), y=_f32(y), name=lab,
                 mode="lines+markers" if xs.size <= 30 else "lines", visible=True,
                 hovertemplate=f"{xdim} %{{x}}<br>{name} %{{y:.4g}}<br>{lab}{where}"
                               "<extra></extra>"))
@@ -278,7 +283,7 @@ def generic(name: str, da, budget: int = MAX_VALUES) -> list[Fig]:
                  "labels": [_num(v) for v in _coord(part, d)], "initial": 0} for d in ctl_dims]
     if len(li) > 8 or not line_dim:
         fig.update_layout(showlegend=False)
-    figs.append(Fig(f"{name} {tuple(dims)}", fig, sub.note(), controls=controls,
+    figs.append(Fig(f"{name} over {' × '.join(dims)}", fig, sub.note(), controls=controls,
                     keys=keys if ctl_dims else None, height=380))
     if len(numeric_grid_dims(da)) >= 2 and not line_dim == xdim:
         final = da.isel({xdim: -1}) if _is_steplike(xdim) else da
@@ -289,15 +294,44 @@ def generic(name: str, da, budget: int = MAX_VALUES) -> list[Fig]:
     return figs
 
 
-def generic_all(ds, skip=(), budget: int = MAX_VALUES) -> list[Fig]:
+def generic_all(ds, skip=(), budget: int = PAGE_VALUES) -> list[Fig]:
+    """Every stored array (``budget`` numbers shared among them)."""
     figs = []
-    for name in sorted(ds.data_vars):
-        if name in SKIP_VARS or name in skip:
-            continue
+    names = [n for n in sorted(ds.data_vars) if n not in SKIP_VARS and n not in skip]
+    budget = max(2000, budget // max(1, len(names)))
+    for name in names:
         try:
             figs += generic(name, ds[name], budget)
         except Exception as e:   # one odd array must not cost the page
             figs.append(Fig(name, _go().Figure(), f"not drawn: {type(e).__name__}: {e}"))
+    return figs
+
+
+def summary_figs(summary: dict) -> list[Fig]:
+    """Tables of summary.json drawn as grouped bars with hover: every entry that maps names
+    to records of numbers (e.g. gradcheck's models -> relative errors)."""
+    go = _go()
+    figs = []
+    for key, val in (summary or {}).items():
+        if not (isinstance(val, dict) and val and all(isinstance(v, dict) for v in val.values())):
+            continue
+        names = list(val)[:200]
+        fields = [f for f in val[names[0]] if all(
+            isinstance(val[n].get(f), (int, float)) and not isinstance(val[n].get(f), bool)
+            for n in names)]
+        if not fields:
+            continue
+        for f in fields[:8]:
+            ys = np.array([float(val[n][f]) for n in names])
+            pos = ys[ys > 0]
+            logy = (ys >= 0).all() and pos.size > 1 and pos.max() / pos.min() > 50
+            fig = go.Figure(go.Bar(x=names, y=ys, name=f,
+                                   hovertemplate=f"%{{x}}<br>{f} %{{y:.4g}}<extra></extra>"))
+            _layout(fig, None, f, logy=bool(logy))
+            fig.update_xaxes(type="category", title_text=key)
+            figs.append(Fig(f"summary.json: {key} / {f}", fig,
+                            "Zero values do not show on a log axis." if logy and pos.size <
+                            ys.size else "", height=380))
     return figs
 
 
@@ -318,6 +352,21 @@ def _run_label(stacked, j, other) -> str:
     return ", ".join(f"{d} {_num(v)}" for d, v in zip(other, vals))
 
 
+def _xs(steps) -> dict:
+    """x of a line: ``x0``/``dx`` for evenly spaced steps (no array in the page)."""
+    steps = np.asarray(steps)
+    d = np.diff(steps)
+    if steps.size > 1 and np.issubdtype(steps.dtype, np.number) and (d == d[0]).all():
+        return {"x0": steps[0].item(), "dx": d[0].item()}
+    return {"x": _f32(steps)}
+
+
+def _start_lr(lrs, theory) -> int:
+    """The slider starts at the largest lr below the theory threshold (the good one)."""
+    below = np.flatnonzero(lrs < theory) if theory else np.array([], dtype=int)
+    return int(below[-1]) if below.size else 0
+
+
 def lr_sweep(ds, summary: dict) -> list[Fig]:
     go = _go()
     figs: list[Fig] = []
@@ -331,7 +380,10 @@ def lr_sweep(ds, summary: dict) -> list[Fig]:
     if "loss" in ds:
         loss, other = _grid_runs(ds["loss"])
         sub = Sub()
-        si = sub.pick("step", loss.sizes["step"], MAX_STEPS)
+        n_st = loss.sizes["step"]
+        si = np.arange(0, n_st, -(-n_st // MAX_STEPS))
+        if si.size < n_st:
+            sub.cut["steps"] = (si.size, n_st)
         ri = sub.pick("runs per lr" if other != ["seed"] else "seeds", loss.sizes["run"],
                       MAX_LINES)
         li = sub.pick("learning rates", loss.sizes["lr"],
@@ -354,15 +406,13 @@ def lr_sweep(ds, summary: dict) -> list[Fig]:
         keys, notes = [], {}
         for i, k in enumerate(li):
             lr = lrs[k]
-            xs = np.concatenate([np.append(steps.astype(np.float64), np.nan)] * len(ri))
-            ys = np.concatenate([np.append(arr[i, j], np.nan) for j in range(len(ri))])
-            fig.add_trace(go.Scatter(
-                x=_f32(xs), y=_f32(ys), mode="lines", visible=i == 0, connectgaps=False,
-                name=f"lr {_num(lr)}", line=dict(width=1.5),
-                customdata=np.repeat(run_ids, len(steps) + 1).astype(np.float32),
-                hovertemplate=f"lr {_num(lr)}<br>{run_name} %{{customdata}}<br>step %{{x}}<br>"
-                              "loss %{y:.5g}<extra></extra>"))
-            keys.append([i])
+            for j in range(len(ri)):   # one trace per run: y only when the steps are even
+                fig.add_trace(go.Scatter(
+                    **_xs(steps), y=_f32(arr[i, j]), mode="lines", visible=i == 0,
+                    name=f"lr {_num(lr)}", line=dict(width=1.5, color=COLORS[j % 10]),
+                    hovertemplate=f"lr {_num(lr)}<br>{run_name} {_num(run_ids[j])}<br>"
+                                  "step %{x}<br>loss %{y:.5g}<extra></extra>"))
+                keys.append([i])
             n_div = int(div_all[k].sum()) if div_all is not None else None
             n_all = int(loss.sizes["run"])
             txt = f"lr = {_num(lr)}"
@@ -388,8 +438,7 @@ def lr_sweep(ds, summary: dict) -> list[Fig]:
             "axis; curves that leave the top have diverged. " + sub.note(),
             controls=[{"name": "learning rate", "kind": "slider", "play": True,
                        "labels": [_num(lrs[k]) for k in li],
-                       "initial": int(np.argmin(np.abs(lrs[li] - (theory or lrs[li][0]))))
-                       if theory else 0}],
+                       "initial": _start_lr(lrs[li], theory)}],
             keys=keys, notes=notes, fid="lr-curves", height=440))
     # 2. final loss vs lr, every run, with hover
     if final is not None:
@@ -768,7 +817,8 @@ def landscape(ds, summary: dict) -> list[Fig]:
                 break
         paths = [np.asarray(ds["toy_paths"].isel(toy_lr=i).values, dtype=np.float64)
                  for i in range(len(lrs))]
-        clip = [np.where(np.abs(p) > 50, np.nan, p) for p in paths]
+        far = 3 * max(float(np.nanmax(np.abs(p[0]))) for p in paths)   # beyond: diverged
+        clip = [np.where(np.abs(p) > far, np.nan, p) for p in paths]
         g1, g2, Z = _contours(np.diag(h), clip)
         fig = go.Figure(go.Contour(x=_f32(g1), y=_f32(g2), z=_f32(Z), colorscale="Greys",
                                    reversescale=True, showscale=False, ncontours=20,
@@ -1018,7 +1068,8 @@ def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, li
     from bpexp import store
 
     if not (run_dir / store.STORE).is_dir():
-        return [], [], "no metrics.zarr in this folder: nothing to draw."
+        figs = summary_figs(summary)
+        return figs, [], "" if figs else "no metrics.zarr in this folder: nothing to draw."
     ds = store.load(run_dir)
     problems = ""
     main: list[Fig] = []
@@ -1028,7 +1079,7 @@ def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, li
             main = build(ds, summary or {})
         except Exception as e:
             problems = f"the {experiment} figures could not be drawn ({type(e).__name__}: {e})."
-    rest = generic_all(ds, budget=MAX_VALUES // 8 if main else MAX_VALUES)  # extras: lighter
+    rest = generic_all(ds, budget=PAGE_VALUES // 2 if main else PAGE_VALUES)  # extras: lighter
     return main, rest, problems
 
 

@@ -149,7 +149,8 @@ def test_lr_sweep_page(runs, browser, tmp_path):
     high = (_visible(page, "lr-curves"), page.inner_text("#lr-curves .state-note"),
             pg.shot("#lr-curves .plot", tmp_path / "lr_high.png"))
     lrs = summary["lrs"]
-    assert low[0] == [f"lr {lrs[0]:.4g}"] and high[0] == [f"lr {lrs[-1]:.4g}"], (low[0], high[0])
+    assert low[0] == [f"lr {lrs[0]:.4g}"] * 2 and high[0] == [f"lr {lrs[-1]:.4g}"] * 2, (
+        low[0], high[0])                                  # one curve per seed
     assert "expected to converge" in low[1] and "expected to diverge" in high[1]
     assert low[2].shape != high[2].shape or np.abs(low[2].astype(int) - high[2]).mean() > 0.5
     # hover on the final-loss plot: the first point of the first trace
