@@ -427,8 +427,11 @@ def lr_sweep(ds, summary: dict) -> list[Fig]:
             if n_div is not None:
                 txt += f". Diverged: {n_div} of {n_all} runs."
             notes[str(i)] = txt
-        fig.add_hline(y=start, line=dict(dash="dot", color="#999", width=1),
-                      annotation_text="initial loss", annotation_position="bottom right")
+        fig.add_hline(y=start, line=dict(dash="dot", color="#999", width=1))
+        # on a log axis an annotation's y is log10 (add_hline's own label lands elsewhere)
+        fig.add_annotation(x=1, xref="paper", y=math.log10(start) if start > 0 else 0,
+                           text="initial loss (median)", showarrow=False, xanchor="right",
+                           yanchor="bottom", font=dict(size=11, color="#666"))
         _layout(fig, "step", "loss (log)", logy=True, showlegend=False)
         fig.update_yaxes(range=[math.log10(lo) - 0.1, math.log10(hi) + 0.3])
         fig.update_xaxes(range=[float(steps.min()), float(steps.max())])
