@@ -1005,7 +1005,9 @@ JS = r"""
 def _json_script(obj, **attrs) -> str:
     a = "".join(f' {k.replace("_", "-") if k != "cls" else "class"}="{html.escape(str(v))}"'
                 for k, v in attrs.items())
-    text = json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    # non-finite numbers outside typed arrays become null (JSON has no NaN)
+    text = json.dumps(outputs._clean(obj), separators=(",", ":"), allow_nan=False)
+    text = text.replace("</", "<\\/")
     return f'<script type="application/json"{a}>{text}</script>'
 
 
