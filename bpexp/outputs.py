@@ -213,14 +213,10 @@ class Run:
                 if not self.dir.exists() and self._create(config_yaml):
                     break
         with self.locked():
-            env = self._read_env()
-            resumed = bool(env.get("processes"))
-            env.update(status="running", end=None)
-            env.setdefault("processes", []).append(self.proc)
-            self._proc_index = len(env["processes"]) - 1
-            self.env = env
-            self._write_env()
-        self.resumed = resumed
+            procs = self._read_env().get("processes") or []
+            self.resumed = bool(procs)
+            self._proc_index = len(procs)           # this process's entry, appended
+            self._write_env(status="running", end=None)
 
     def _create(self, config_yaml: str) -> bool:
         """The folder with config.yaml and env.json, built under a temporary name and renamed
@@ -266,14 +262,15 @@ class Run:
     def _read_env(self) -> dict:
         return json.loads((self.dir / "env.json").read_text())
 
-    def _write_env(self) -> None:
-        """Under the lock: this process's entry and fields merged into the current file."""
+    def _write_env(self, drop: tuple = (), **updates) -> None:
+        """Under the lock: the current file with this process's entry and ``updates`` (only
+        the keys this process sets now: other processes' updates are kept)."""
         current = self._read_env()
         procs = current.get("processes") or []
         while len(procs) <= self._proc_index:
             procs.append(None)
         procs[self._proc_index] = self.proc
-        merged = {**current, **{k: v for k, v in self.env.items() if k != "processes"},
+        merged = {**{k: v for k, v in current.items() if k not in drop}, **updates,
                   "processes": procs}
         if current.get("status") == "finished":      # finished is final
             merged.update(status="finished", end=current.get("end"))
@@ -324,23 +321,22 @@ class Run:
         self._last_progress = time.time()
         with self.locked():
             done = st.done()
-            self.env.update(chunks_done=int(done.sum()), chunks_total=int(done.size))
-            self._write_env()
+            self._write_env(chunks_done=int(done.sum()), chunks_total=int(done.size))
 
     def _claim(self, st) -> None:
         """After this process's chunks: if every chunk is complete, keep the lock (this process
         finalizes the run, exactly once); otherwise record the counts and stop."""
         self._acquire()
         done = st.done()
-        self.env.update(chunks_done=int(done.sum()), chunks_total=int(done.size))
+        counts = {"chunks_done": int(done.sum()), "chunks_total": int(done.size)}
         if self._read_env().get("status") == "finished":
             self.proc.update(status="finished elsewhere", end=_now())
-            self._write_env()
+            self._write_env(**counts)
             self._release()
             raise Stopped(f"run {self.id} was finished by another process; nothing to do")
         if not done.all():
             self.proc.update(status="share done", end=_now())
-            self._write_env()
+            self._write_env(**counts)
             self._release()
             who = f"shard {self.shard[0]} of {self.shard[1]}" if self.shard else "this process"
             left = np.flatnonzero(~done)
@@ -349,7 +345,7 @@ class Run:
                           f"{left.size} of {done.size} chunks are still missing ({show}): the "
                           "process that completes the last one finalizes the run, or run "
                           f"{self.command_all()} to compute them here")
-        self._write_env()   # the lock stays held until finish()
+        self._write_env(**counts)   # the lock stays held until finish()
 
     def command_all(self) -> str:
         """The resume command without the shard: computes every missing chunk."""
@@ -385,12 +381,9 @@ class Run:
             if self._read_env().get("status") == "finished" and status != "finished":
                 self._write_env()  # a late failure of another process leaves a finished run
                 return
-            self.env.update(status=status, end=_now(), seconds=seconds, timings=self.timings)
-            if error:
-                self.env["error"] = error
-            elif "error" in self.env and status == "finished":
-                self.env.pop("error")
-            self._write_env()
+            self._write_env(drop=("error",) if status == "finished" else (), status=status,
+                            end=_now(), seconds=seconds, timings=self.timings,
+                            **({"error": error} if error else {}))
             line = {"id": self.id, "experiment": self.experiment, "dir": str(self.dir),
                     "status": status, "start": self.env["start"], "end": self.env["end"],
                     "seconds": seconds, "chunks_done": self.env.get("chunks_done"),
