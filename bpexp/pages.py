@@ -1,7 +1,7 @@
 """Pages: ``report.html`` in every run folder and ``<root>/index.html`` over all runs.
 
 Drawn from the run folder alone (summary.json, config.yaml, env.json, metrics.zarr, report.md),
-never from a JAX call, so ``python -m bpexp.report RUN_DIR`` gives old runs pages too.
+never from a JAX call, so ``python -m bpexp.pages RUN_DIR`` gives old runs pages too.
 
 Why plotly: one well-kept library (plotly.py builds the figures in Python from the stored
 arrays; plotly.js draws them) that covers everything the pages need with no server: hover
@@ -12,7 +12,7 @@ three scripts and has no 3-D surfaces.)
 
 Offline: plotly.js (~4.6 MB) is written once to ``<root>/.assets/plotly-<version>.min.js`` and
 every page references it relatively (``../../.assets/...``), so a page costs only its data
-(tens to hundreds of kB). ``standalone=True`` (``python -m bpexp.report --standalone``) inlines
+(tens to hundreds of kB). ``standalone=True`` (``python -m bpexp.pages --standalone``) inlines
 it instead, for a page that travels without the outputs folder. A page with no plotly.js says
 so instead of failing silently.
 
@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -1130,7 +1131,7 @@ def write_run(run_dir, standalone: bool = False) -> Path:
         f'<a href="{html.escape(index_link)}">all runs</a></div></header><main>',
         f'<p id="no-plotly" class="warn" hidden>plotly.js did not load from '
         f'<code>{html.escape(src)}</code> (the outputs folder\'s .assets): the figures need '
-        "it. Rebuild a page that carries it with <code>python -m bpexp.report --standalone "
+        "it. Rebuild a page that carries it with <code>python -m bpexp.pages --standalone "
         f"{html.escape(str(run_dir))}</code>.</p>",
         _markdown(head),
     ]
@@ -1149,7 +1150,7 @@ def write_run(run_dir, standalone: bool = False) -> Path:
         out.append("<details><summary>Static figures (figures/*.png)</summary>"
                    + _markdown(figsec.replace("## Figures", "", 1)) + "</details>")
     out.append(f'<p class="note">Drawn from this folder\'s stored data by bpexp.pages '
-               f"(plotly {plotly.__version__}); rebuild with <code>python -m bpexp.report "
+               f"(plotly {plotly.__version__}); rebuild with <code>python -m bpexp.pages "
                f"{html.escape(str(run_dir))}</code>.</p></main>")
     out.append(_json_script(_template(), id="plotly-template"))
     out.append(f"<script>{JS}</script></body></html>\n")
@@ -1264,3 +1265,44 @@ continued or sharded over several processes has several lines in index.jsonl).</
     path = root / "index.html"
     outputs.write_text(path, page)
     return path
+
+
+def main(argv=None) -> int:
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(prog="python -m bpexp.pages",
+                                 description="Rebuild run pages (report.html) and the index "
+                                             "(index.html) from run folders alone.")
+    ap.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders")
+    ap.add_argument("--index", metavar="ROOT", default=None,
+                    help="rebuild ROOT/index.html (default: the root of each RUN_DIR)")
+    ap.add_argument("--standalone", action="store_true",
+                    help="inline plotly.js (~4.6 MB) so the page works outside outputs/")
+    a = ap.parse_args(argv)
+    if not a.run_dirs and a.index is None:
+        ap.error("give RUN_DIR(s) and/or --index ROOT")
+    roots = []
+    for d in map(Path, a.run_dirs):
+        if not (d / "env.json").exists() and not (d / "config.yaml").exists():
+            print(f"error: {d} is not a run folder (no env.json or config.yaml)",
+                  file=sys.stderr)
+            return 2
+        print(f"report: {write_run(d, standalone=a.standalone)}")
+        root = d.resolve().parent.parent
+        if (root / "index.jsonl").exists() and root not in roots:
+            roots.append(root)
+    if a.index is not None:
+        root = Path(a.index)
+        if not (root / "index.jsonl").exists():
+            print(f"error: --index {root} has no index.jsonl; run an experiment first",
+                  file=sys.stderr)
+            return 2
+        roots = [root]
+    for root in roots:
+        print(f"index: {write_index(root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -65,7 +65,7 @@ def runs(tmp_path_factory):
         assert page == run_dir / "report.html" and page.stat().st_size > 10_000
         out[name] = run_dir
     # both runs ended at once: the index may have been written before the other's line
-    subprocess.run([sys.executable, "-m", "bpexp.report", "--index", str(root)], check=True,
+    subprocess.run([sys.executable, "-m", "bpexp.pages", "--index", str(root)], check=True,
                    capture_output=True, timeout=120)
     return root, out
 
@@ -220,18 +220,18 @@ def test_index_page(runs, browser):
 
 
 def test_rebuild_from_folder_alone(runs, tmp_path):
-    """python -m bpexp.report on a copy of a run folder (no index there): the page again,
+    """python -m bpexp.pages on a copy of a run folder (no index there): the page again,
     and --standalone carries plotly.js inside."""
     _, dirs = runs
     copy = tmp_path / "out" / "lr_sweep" / "copy"
     shutil.copytree(dirs["lr_sweep"], copy, ignore=shutil.ignore_patterns("report.html"))
-    p = subprocess.run([sys.executable, "-m", "bpexp.report", str(copy)], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "bpexp.pages", str(copy)], capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == f"report: {copy / 'report.html'}"
     assert list((tmp_path / "out" / ".assets").glob("plotly-*.min.js"))
     small = (copy / "report.html").stat().st_size
-    p = subprocess.run([sys.executable, "-m", "bpexp.report", "--standalone", str(copy)],
+    p = subprocess.run([sys.executable, "-m", "bpexp.pages", "--standalone", str(copy)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert (copy / "report.html").stat().st_size > small + 3_000_000
