@@ -143,6 +143,7 @@ def is_png(path):
     return Path(path).is_file() and Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_gradcheck_experiment(jobs):
     run_dir, env = finished_run(jobs["gradcheck"], "gradcheck")
     assert env["x64"] is True, "the experiment itself switches float64 on"

@@ -14,6 +14,7 @@ KEYS = ("backend", "runs", "steps", "engine_s", "loop_s", "naive_s", "speedup_vs
         "manual_s", "autodiff_s", "peak_rss_mb")
 
 
+@pytest.mark.slow
 def test_bench_tiny(tmp_path):
     run_dir = run_experiment("bench", tmp_path, "experiment.size=tiny", "experiment.repeats=1",
                              "experiment.naive_runs=2", "experiment.scaling=[10,40]",

@@ -211,6 +211,7 @@ def _cli(tmp_path, *overrides):
     return s
 
 
+@pytest.mark.slow
 def test_cli_sigmoid_theory_vs_measurement(tmp_path):
     s = _cli(tmp_path)
     assert s["activation"] == "sigmoid" and s["depths"] == [1, 3, 5] and s["m"] == 200
@@ -250,6 +251,7 @@ def test_cli_sigmoid_theory_vs_measurement(tmp_path):
     assert std["5"]["delta_attenuation"] < 0.25 ** 5
 
 
+@pytest.mark.slow
 def test_cli_tanh_override(tmp_path):
     s = _cli(tmp_path, "model.activation=tanh", "experiment.inits=[standard,xavier]")
     assert s["activation"] == "tanh" and s["bound"]["fprime_max"] == 1.0

@@ -131,6 +131,7 @@ def _run(tree, tmp_path):
     return lr_sweep.save(cfg, run, lr_sweep.compute(cfg, run)), run
 
 
+@pytest.mark.slow
 def test_nonlinear_estimate_is_the_top_algebraic_eigenvalue_in_float64(tmp_path):
     """init_scale 10 saturates a sigmoid_ce mlp: the magnitude-largest Hessian eigenvalue is
     negative; the estimate is the largest one, from the dense float64 Hessian (numpy), and it

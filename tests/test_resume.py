@@ -132,6 +132,7 @@ def test_kill_9_at_three_points_then_resume_is_bitwise_equal(tmp_path, reference
     assert again.stdout.strip().splitlines()[-1] == f"run dir: {d}"
 
 
+@pytest.mark.slow
 def test_sigterm_records_interrupted_and_prints_the_resume_command(tmp_path, reference):
     d = tmp_path / "lr_sweep" / "t"
     p = start(tmp_path, "run_id=t")
@@ -172,6 +173,7 @@ def test_three_concurrent_shards_finalize_once(tmp_path, reference):
     assert os.readlink(tmp_path / "lr_sweep" / "latest") == "s"
 
 
+@pytest.mark.slow
 def test_a_missing_shard_is_computed_by_a_rerun_without_shard(tmp_path, reference):
     p = cli(tmp_path, "run_id=h", "sweep.num_shards=2", "sweep.shard=0")
     assert p.returncode == 0, p.stderr[-3000:]
