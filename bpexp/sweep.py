@@ -5,9 +5,11 @@ into one run axis and vmapped together; every numeric knob enters as a traced ar
 values never recompile. Structural choices (model, widths, activation, init scheme, optimizer
 kind, batch size, steps) live in :class:`bpexp.train.TrainSpec`: one compile each.
 
-The run axis is processed in chunks of equal size (the last one padded) so memory stays
-bounded, and each chunk is sharded over the given devices. Results come back as numpy arrays
-with named axes, e.g. ``loss[lr, seed, step]``.
+The grid is processed in chunks that are rectangles of it (bpexp.store.Layout; padded to one
+compiled size) so memory stays bounded, and each chunk is sharded over the given devices.
+Results come back as numpy arrays with named axes, e.g. ``loss[lr, seed, step]``, or stream
+chunk by chunk into a Zarr store (bpexp.store.GridStore) that a later process can resume or
+share.
 """
 
 from __future__ import annotations
@@ -61,16 +63,6 @@ class SweepResult:
     coords: dict = field(default_factory=dict)   # extra coordinates: step, param
     stats: dict = field(default_factory=dict)    # runs, chunks, compile_s, run_s, devices
     store: GridStore | None = None               # where the metrics are, when streamed
-
-    def npz(self, prefix: str = "") -> dict:
-        """Flat dict for ``np.savez``: arrays, ``<name>__dims`` and ``axis__<name>``."""
-        out = {}
-        for k, v in self.metrics.items():
-            out[prefix + k] = v
-            out[prefix + k + "__dims"] = np.array(self.dims[k])
-        for k, v in {**self.axes, **self.coords}.items():
-            out[f"{prefix}axis__{k}"] = np.asarray(v)
-        return out
 
     def dataset(self, prefix: str = ""):
         """The metrics as an ``xarray.Dataset``: each array with its named dims, the grid axes

@@ -366,7 +366,7 @@ class Result:
     delta_attenuation: np.ndarray       # [width, depth, init, seed] ||dz_1|| / ||dz_L|| at init
 
     def metrics(self) -> dict:
-        """The per-run arrays by name, in metrics.npz order."""
+        """The per-run arrays by name, in metrics.zarr order."""
         return {k: getattr(self, k) for k in METRICS}
 
 
