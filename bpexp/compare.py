@@ -91,6 +91,11 @@ class MultirunTable(Callback):
         if not jobs:
             return
         infos = [json.loads(p.read_text()) for p in jobs]
+        # the column shows what the jobs do not share (the swept values), not the whole command
+        shared = set.intersection(*(set(i["overrides"]) for i in infos)) if len(infos) > 1 \
+            else set()
+        for i in infos:
+            i["overrides"] = [o for o in i["overrides"] if o not in shared]
         by_id = {Path(i["run_dir"]).name: i for i in infos}
         root = Path(config.outputs.root)
         rows = [r for r in latest(outputs.read_index(root)) if r["id"] in by_id]

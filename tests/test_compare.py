@@ -58,6 +58,7 @@ def test_multirun_writes_comparison(tmp_path):
     assert len(tables) == 1
     text = tables[0].read_text()
     assert "experiment.lr=0.5" in text and "experiment.lr=0.1" in text
+    assert "outputs.root=" not in text   # what every job shares is not repeated per row
     assert len(outputs.read_index(tmp_path, "worked_example")) == 2
 
 
