@@ -176,13 +176,11 @@ def check_continuation(module, cfg: config.Cfg, config_yaml: str) -> dict | None
         have = store.read_layout(path)
     except store.StoreMismatch as e:
         raise UserError(f"run_id={cfg.run_id}: {e}; remove it or choose another run_id") from None
-    want = make.layout(cfg).describe()
-    if have is not None and have != want:
-        key = next(k for k in want if have.get(k) != want[k])
+    differs = have and store.layout_mismatch(have, make.layout(cfg).describe())
+    if differs:
         raise UserError(f"sweep.chunk_size={cfg.sweep.chunk_size}: the store {path} was written "
-                        f"with {key}={have.get(key)!r}, this config gives {want[key]!r} (runs "
-                        f"per chunk {have.get('runs_per_chunk')}); rerun with "
-                        f"sweep.chunk_size={have.get('runs_per_chunk')}")
+                        f"with {differs} (runs per chunk {have.get('runs_per_chunk')}); rerun "
+                        f"with sweep.chunk_size={have.get('runs_per_chunk')}")
     return env
 
 

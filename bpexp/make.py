@@ -171,9 +171,11 @@ def check(cfg, uses) -> None:
         spec(cfg, ds)
 
 
-def layout(cfg):
+def layout(cfg, ds=None):
     """The chunk layout of the config's grid (sweep.chunk_size, or the memory estimate over
-    the devices of ``device``): what a streamed sweep's store is cut by."""
+    the devices of ``device``): what a streamed sweep's store is cut by. ``ds``: the config's
+    dataset, when already loaded."""
     grid_, _ = grid(cfg)
     devices = sweep.devices_for(cfg.device)
-    return sweep.layout(spec(cfg, dataset(cfg)), grid_, cfg.sweep.chunk_size, len(devices))
+    return sweep.layout(spec(cfg, ds if ds is not None else dataset(cfg)), grid_,
+                        cfg.sweep.chunk_size, len(devices))

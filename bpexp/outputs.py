@@ -138,13 +138,15 @@ def _flatten(tree, prefix=""):
     return {prefix[:-1]: tree}
 
 
-def config_diff(old_yaml: str, new_yaml: str) -> list[str]:
-    """Dotted keys whose values differ between two resolved configs (RESUME_FREE ignored)."""
+def config_diff(old_yaml: str, new_yaml: str) -> list[tuple]:
+    """(dotted key, old value, new value) of every key whose value differs between two
+    resolved configs, sorted (RESUME_FREE ignored; a missing key reads as None)."""
     import yaml
 
     a, b = _flatten(yaml.safe_load(old_yaml) or {}), _flatten(yaml.safe_load(new_yaml) or {})
     keys = sorted(k for k in set(a) | set(b) if a.get(k, ...) != b.get(k, ...))
-    return [k for k in keys if not any(k == f or k.startswith(f + ".") for f in RESUME_FREE)]
+    return [(k, a.get(k), b.get(k)) for k in keys
+            if not any(k == f or k.startswith(f + ".") for f in RESUME_FREE)]
 
 
 def existing_run(root, experiment: str, run_id: str, config_yaml: str) -> dict | None:
@@ -169,10 +171,7 @@ def existing_run(root, experiment: str, run_id: str, config_yaml: str) -> dict |
                         f"{SCHEMA_VERSION}); choose another run_id")
     diff = config_diff(old, config_yaml)
     if diff:
-        import yaml
-
-        a, b = (_flatten(yaml.safe_load(t) or {}) for t in (old, config_yaml))
-        shown = ", ".join(f"{k} ({a.get(k)!r} there, {b.get(k)!r} now)" for k in diff[:4])
+        shown = ", ".join(f"{k} ({x!r} there, {y!r} now)" for k, x, y in diff[:4])
         more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
         raise UserError(f"{where} was run with another config: {shown}{more}; rerun with the "
                         "same values or choose another run_id")
@@ -188,12 +187,12 @@ class Run:
     read-modify-write, so processes never lose each other's updates."""
 
     def __init__(self, root: Path, experiment: str, config_yaml: str = "",
-                 run_id: str | None = None, shard: tuple[int, int] | None = None,
-                 command: str = ""):
+                 run_id: str | None = None, shard: tuple[int, int] | None = None):
         self.root, self.experiment = Path(root), experiment
         parent = self.root / experiment
         parent.mkdir(parents=True, exist_ok=True)
-        self.shard, self.command = shard, command
+        self.shard = shard
+        self.command = ""      # the resume command; the entry point sets it
         self.t0 = time.time()
         self.timings: dict[str, float] = {}
         self._lock_fd = None
@@ -206,7 +205,7 @@ class Run:
             if not self.dir.exists():
                 self._create(config_yaml)
         else:
-            while True:  # unique under parallel starts: mkdir is atomic, retry on collision
+            while True:  # unique under parallel starts: the rename is atomic, retry on collision
                 stamp = dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
                 self.id = f"{stamp}_{secrets.token_hex(3)}"
                 self.dir = parent / self.id

@@ -58,11 +58,6 @@ def load(run_dir):
     return ds
 
 
-def as_numpy(ds) -> dict:
-    """Every data variable of ``ds`` as a numpy array (small stores only)."""
-    return {k: np.asarray(v.values) for k, v in ds.data_vars.items()}
-
-
 # ---------------------------------------------------------------- the streamed grid store
 class Layout:
     """How a grid's run axis is cut into chunks that are rectangles of the grid.
@@ -113,6 +108,18 @@ class Layout:
                 + (slice(lo, min(lo + self.block, self.shape[self.split])),)
                 + tuple(slice(0, s) for s in self.shape[self.split + 1:]))
 
+    def place(self, i: int, v) -> tuple[tuple, np.ndarray]:
+        """(region, values): chunk ``i``'s runs on the leading axis of ``v`` (padding
+        dropped) reshaped onto the grid axes of its region."""
+        region = self.region(i)
+        shape = tuple(s.stop - s.start for s in region)
+        v = np.asarray(v)[:int(np.prod(shape))]
+        return region, v.reshape(shape + v.shape[1:])
+
+    def size(self, i: int) -> int:
+        """Runs in chunk ``i`` (fewer than runs_per_chunk in a last, partial block)."""
+        return int(np.prod([s.stop - s.start for s in self.region(i)]))
+
     def runs(self, i: int) -> np.ndarray:
         """Flat (row-major) indices of the runs of chunk ``i``, in the chunk's own order."""
         idx = np.meshgrid(*[np.arange(s.start, s.stop) for s in self.region(i)], indexing="ij")
@@ -126,6 +133,13 @@ class Layout:
 
 class StoreMismatch(ValueError):
     """An existing store does not match the sweep asked of it (one line)."""
+
+
+def layout_mismatch(have: dict, want: dict) -> str | None:
+    """The first key where a recorded layout differs from the wanted one, as ``key=have``
+    against ``want``; None when they agree."""
+    key = next((k for k in want if have.get(k) != want[k]), None)
+    return None if key is None else f"{key}={have.get(key)!r}, this config gives {want[key]!r}"
 
 
 def read_layout(path) -> dict | None:
@@ -209,21 +223,11 @@ class GridStore:
     def _check(self, metrics: dict) -> None:
         import zarr
 
-        try:
-            g = zarr.open_group(self.path, mode="r")
-            have = dict(g.attrs).get("bpexp_layout")
-            names = set(g.array_keys())
-        except Exception as e:
-            raise StoreMismatch(f"{self.path} is not a readable Zarr store "
-                                f"({type(e).__name__})") from None
-        want = self.layout.describe()
-        if have is None:
-            raise StoreMismatch(f"{self.path} is not a bpexp grid store (no bpexp_layout)")
-        if have != want:
-            key = next(k for k in want if have.get(k) != want[k])
-            raise StoreMismatch(f"{self.path} was written with {key}={have.get(key)!r}, this "
-                                f"sweep has {key}={want[key]!r}")
-        missing = sorted((set(metrics) | {DONE}) - names)
+        differs = layout_mismatch(read_layout(self.path), self.layout.describe())
+        if differs:
+            raise StoreMismatch(f"{self.path} was written with {differs}")
+        missing = sorted((set(metrics) | {DONE}) - set(zarr.open_group(self.path,
+                                                                         mode="r").array_keys()))
         if missing:
             raise StoreMismatch(f"{self.path} lacks the arrays {', '.join(missing)}")
 
@@ -249,12 +253,9 @@ class GridStore:
     def write(self, i: int, values: dict) -> None:
         """Chunk ``i``: ``values[name]`` has the chunk's runs (``layout.runs(i)`` order,
         padding dropped) on its leading axis. The marker goes last."""
-        region = self.layout.region(i)
-        shape = tuple(s.stop - s.start for s in region)
-        n = int(np.prod(shape))
         for name, v in values.items():
-            v = np.asarray(v)[:n]
-            self._array(name)[region] = v.reshape(shape + v.shape[1:])
+            region, block = self.layout.place(i, v)
+            self._array(name)[region] = block
         self._array(DONE)[i] = 1
         if self.on_progress is not None:
             self.on_progress(self)

@@ -140,11 +140,6 @@ def _compiled(spec, chunk, devices, X, Y, hp_dtypes):
     return _CACHE[key], time.perf_counter() - t
 
 
-class Incomplete(Exception):
-    """Raised by a store's claim hook when other chunks are still missing (a shard's share is
-    done) or the run was finalized by another process: not an error."""
-
-
 def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None, *,
              devices=None, chunk_size: int = 0, progress: bool = True,
              label: str = "sweep", store: GridStore | None = None,
@@ -211,20 +206,18 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
         if store is not None:
             store.write(i, vals)
         else:
-            region = lay.region(i)
-            shape = tuple(s.stop - s.start for s in region)
-            n = int(np.prod(shape))
             for name, v in vals.items():
-                out[name][region] = v[:n].reshape(shape + v.shape[1:])
+                region, block = lay.place(i, v)
+                out[name][region] = block
         bar.advance(time.perf_counter() - t0)
         pending = nxt
     bar.close()
     run_s = time.perf_counter() - t0
+    computed = sum(lay.size(i) for i in todo)
     stats = {"runs": n_runs, "chunks": lay.n_chunks, "chunk_size": chunk,
-             "chunks_computed": len(todo), "runs_computed": len(todo) * lay.runs_per_chunk,
+             "chunks_computed": len(todo), "runs_computed": computed,
              "layout": lay.describe(), "devices": [str(d) for d in devices],
-             "compile_s": compile_s, "run_s": run_s,
-             "runs_per_s": len(todo) * lay.runs_per_chunk / max(run_s, 1e-9)}
+             "compile_s": compile_s, "run_s": run_s, "runs_per_s": computed / max(run_s, 1e-9)}
     if store is not None:
         store.claim()
     dims = train.metric_dims(tuple(grid.axes))

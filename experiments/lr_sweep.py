@@ -235,7 +235,7 @@ def compute(cfg, run) -> Result:
     model, spec = make.model(cfg), make.spec(cfg, ds)
     grid, fixed = make.grid(cfg)
     devices = sweep.devices_for(cfg.device)
-    lay = sweep.layout(spec, grid, cfg.sweep.chunk_size, len(devices))
+    lay = make.layout(cfg, ds)     # the same cut the entry point checks a resumed store against
     st = run.grid_store(lay, {**sweep.metric_shapes(spec),
                               "diverged": ((), (), np.dtype(bool))},   # written when summarized
                         sweep.record_coords(spec), attrs={"experiment": "lr_sweep"})
