@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import importlib
 import os
-import pkgutil
 import re
 import shlex
 import signal
 import sys
-import types
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bpexp import config, outputs
+from bpexp import config, experiments, outputs
 from bpexp.errors import UserError
 
 GROUPS = ("model", "data", "optimizer", "sweep", "experiment")
@@ -32,32 +29,13 @@ _GROUP_ARG = re.compile(r"^(?:\+{1,2}|~)?(?P<group>%s)=(?P<value>.*)$" % "|".joi
 _KEY_ARG = re.compile(r"^(?:\+{1,2}|~)?(?P<key>[A-Za-z_][\w.]*)=")
 
 
-def experiment_names() -> tuple[str, ...]:
-    """Experiments that have both a module in bpexp.experiments and a YAML in conf/experiment."""
-    from bpexp import experiments
-
-    mods = {
-        m.name for m in pkgutil.iter_modules(experiments.__path__) if not m.name.startswith("_")
-    }
-    return tuple(sorted(mods & set(config.group_options("experiment"))))
-
-
-def experiment_module(name: str) -> types.ModuleType:
-    names = experiment_names()
-    if name not in names:
-        raise config.ConfigError(
-            f"experiment={name!r} is not an experiment; choose one of {', '.join(names)}"
-        )
-    return importlib.import_module(f"bpexp.experiments.{name}")
-
-
 def check_argv(argv: list[str]) -> None:
     """Unknown group options (``model=nope``) fail here with one line, before Hydra's
     multi-line error. Handles comma lists and glob(...) of multirun."""
     exps = [m["value"] for m in map(_GROUP_ARG.match, argv) if m and m["group"] == "experiment"]
     params = None
-    if len(exps) == 1 and exps[0] in experiment_names():
-        params = experiment_module(exps[0]).Params
+    if len(exps) == 1 and exps[0] in experiments.names():
+        params = experiments.get(exps[0]).Params
     for arg in argv:
         _check_key(arg, params)
         m = _GROUP_ARG.match(arg)
@@ -66,7 +44,7 @@ def check_argv(argv: list[str]) -> None:
         group, value = m["group"], m["value"]
         options = config.group_options(group)
         if group == "experiment":
-            options = [o for o in options if o in experiment_names()]
+            options = [o for o in options if o in experiments.names()]
         g = re.fullmatch(r"glob\(\s*(\[[^\]]*\]|[^,]*)(.*)\)", value)  # glob(include, exclude)
         if g:
             pats = [p.strip() for p in g[1].strip("[]").split(",")]
@@ -196,8 +174,8 @@ def main(dcfg: DictConfig) -> None:
     try:
         if exp is None:
             raise config.ConfigError("experiment is not set; run with +experiment=NAME, one of "
-                                     + ", ".join(experiment_names()))
-        module = experiment_module(exp)
+                                     + ", ".join(experiments.names()))
+        module = experiments.get(exp)
         if _launched_in_own_process():
             # several JAX processes may share one GPU: allocate on demand (before backend start)
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

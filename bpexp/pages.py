@@ -16,7 +16,7 @@ every page references it relatively (``../../.assets/...``), so a page costs onl
 it instead, for a page that travels without the outputs folder. A page with no plotly.js says
 so instead of failing silently.
 
-The figures are bpexp.pagefigs (generic) and bpexp.pagebuilders (per experiment). Each figure
+The figures are bpexp.figs (generic) and each experiment's own ``page(ds, summary)``. Each figure
 embeds at most ``pagefigs.MAX_VALUES`` numbers; bigger grids are subsampled (evenly over each
 axis, the ends kept) and the page says which axes were cut and how far.
 """
@@ -31,8 +31,7 @@ import sys
 from pathlib import Path
 
 from bpexp import outputs
-from bpexp.pagebuilders import BUILDERS
-from bpexp.pagefigs import ASSETS, PAGE_VALUES, Fig, _num, generic_all, summary_figs
+from bpexp.figs import ASSETS, PAGE_VALUES, Fig, fmt_num, generic_all, summary_figs
 
 
 # ---------------------------------------------------------------- the page
@@ -237,6 +236,16 @@ def _read(path: Path, kind: str):
         return None
 
 
+def _page_builder(experiment: str):
+    """The experiment's own ``page(ds, summary)`` (bpexp.experiments contract), or None."""
+    from bpexp import experiments
+
+    try:
+        return getattr(experiments.get(experiment), "page", None)
+    except Exception:   # an unknown or unimportable experiment still gets the generic page
+        return None
+
+
 def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, list, str]:
     """(main figures, stored-array figures, problems) for a run folder."""
     from bpexp import store
@@ -247,7 +256,7 @@ def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, li
     ds = store.load(run_dir)
     problems = ""
     main: list[Fig] = []
-    build = BUILDERS.get(experiment)
+    build = _page_builder(experiment)
     if build is not None:
         try:
             main = build(ds, summary or {})
@@ -401,7 +410,7 @@ def write_index(root) -> Path:
     for r in reversed(rows):   # newest first
         href, label = _run_link(root, r)
         summ = r.get("summary") or {}
-        head = "; ".join(f"{k} {_num(v)}" for k, v in list(summ.items())[:HEADLINE])
+        head = "; ".join(f"{k} {fmt_num(v)}" for k, v in list(summ.items())[:HEADLINE])
         secs = r.get("seconds")
         e, st = html.escape(str(r.get("experiment"))), html.escape(str(r.get("status")))
         link = (f'<a href="{html.escape(href)}">{html.escape(label)}</a>' if href
@@ -411,7 +420,7 @@ def write_index(root) -> Path:
             f'<td>{html.escape(str(r.get("id")))}</td><td class="status-{st}">{st}</td>'
             f'<td>{html.escape(str(r.get("start") or ""))}</td>'
             f'<td data-sort="{secs if isinstance(secs, (int, float)) else ""}">'
-            f'{_num(secs) if secs is not None else ""}</td>'
+            f'{fmt_num(secs) if secs is not None else ""}</td>'
             f'<td class="headline">{html.escape(head)}</td><td>{link}</td></tr>')
     page = f"""<!doctype html><html lang=en><head><meta charset=utf-8>
 <title>bpexp runs</title><meta name=viewport content="width=device-width,initial-scale=1">

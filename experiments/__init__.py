@@ -1,10 +1,12 @@
-"""The experiments: one module per experiment, each with a YAML in conf/experiment/.
+"""The experiments: one module or package per experiment, each with a YAML in conf/experiment/.
 
 Installed as ``bpexp.experiments`` (the repository keeps them in the top-level experiments/
-folder). Only the entry point (``bpexp.__main__``) discovers them; the library never imports
-them.
+folder). :func:`names` and :func:`get` are the one discovery: the entry point, the config
+checks, the pages and the tests find experiments through them, and no library module names
+one.
 
-The contract. A module ``NAME.py`` with ``conf/experiment/NAME.yaml`` exports:
+The contract. A module ``NAME.py`` (or a package ``NAME/``) with ``conf/experiment/NAME.yaml``
+exports:
 
     Params                       dataclass of the ``experiment.*`` keys, ``name`` first. Typed
                                  fields are checked by type; a list or dict field by the kind
@@ -26,8 +28,40 @@ The contract. A module ``NAME.py`` with ``conf/experiment/NAME.yaml`` exports:
     present(cfg, run, res, summary) -> None
                                  the terminal table, figures/*.png and report.md, drawn from
                                  ``res`` and ``summary`` alone.
+    page(ds, summary) -> [Fig]   optional: the run page's own interactive figures
+                                 (bpexp.figs.Fig), drawn from the stored Dataset
+                                 (metrics.zarr) and summary.json alone, so that
+                                 ``python -m bpexp.pages`` redraws old runs; without it the page
+                                 shows the generic figures of every stored array.
 
-The module docstring states the question, the theory and the expected outcome. Figures that
-only one experiment draws live at the bottom of its module; drawing helpers that several share
-live in bpexp/plots.py. Shared experiment helpers live in ``_common``.
+The module docstring states the question, the theory and the expected outcome. An experiment
+bigger than one room (~400 lines) is a package: ``__init__`` holds the contract, beside it
+``run.py`` (the computation), ``theory.py``, ``figures.py`` (matplotlib) and ``page.py``.
+Drawing helpers that several experiments share live in bpexp/plots.py (PNG) and bpexp/figs.py
+(pages); shared experiment helpers in ``_common``.
 """
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import types
+
+
+def names() -> tuple[str, ...]:
+    """Experiments that have both a module (or package) here and a YAML in conf/experiment."""
+    from bpexp.config import group_options
+
+    here = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return tuple(sorted(here & set(group_options("experiment"))))
+
+
+def get(name: str) -> types.ModuleType:
+    """The experiment module ``name``; a one-line UserError listing the known ones otherwise."""
+    from bpexp.config import ConfigError
+
+    known = names()
+    if name not in known:
+        raise ConfigError(f"experiment={name!r} is not an experiment; choose one of "
+                          f"{', '.join(known)}")
+    return importlib.import_module(f"{__name__}.{name}")

@@ -35,7 +35,7 @@ def build_cfg(tree: dict):
     """config.build with the experiment module the entry point would choose (the validation
     phase of ``python -m bpexp``)."""
     from bpexp import config
-    from bpexp.__main__ import experiment_module
+    from bpexp.experiments import get as experiment_module
 
     name = (tree.get("experiment") or {}).get("name")
     if name is None:

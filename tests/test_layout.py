@@ -43,10 +43,17 @@ def test_no_import_cycle():
             visit(n, [n])
 
 
-def test_only_the_entry_point_imports_the_experiments():
-    g = graph()
-    assert "experiments" in g["__main__"]
-    assert [m for m, deps in g.items() if "experiments" in deps and m != "__main__"] == []
+def test_the_library_finds_experiments_only_through_discovery():
+    """A library module may import ``bpexp.experiments`` (the discovery: names, get) but never
+    one experiment's module."""
+    for path in PKG.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for mod in mods:
+                assert not mod.startswith("bpexp.experiments."), f"{path.name} imports {mod}"
+            if isinstance(node, ast.ImportFrom) and node.module == "bpexp.experiments":
+                assert {a.name for a in node.names} <= {"names", "get"}, path.name
 
 
 def test_models_and_grads_share_primitives_only():
@@ -59,7 +66,7 @@ def test_models_and_grads_share_primitives_only():
 def test_experiments_never_import_the_entry_point():
     import bpexp.experiments
 
-    paths = list(Path(bpexp.experiments.__file__).parent.glob("*.py"))
+    paths = list(Path(bpexp.experiments.__file__).parent.rglob("*.py"))
     assert len(paths) >= 10
     for path in paths:
         assert "__main__" not in bpexp_imports(path), path

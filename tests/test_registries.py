@@ -85,7 +85,7 @@ def test_a_new_optimizer_is_one_row(tmp_path):
         from hydra import compose, initialize_config_dir
         from omegaconf import OmegaConf
         from bpexp import config, make, sweep
-        from bpexp.__main__ import experiment_module
+        from bpexp.experiments import get as experiment_module
         from bpexp.errors import UserError
         config.register_schemas()
         with initialize_config_dir(version_base="1.3", config_dir=str(config.CONF_DIR)):

@@ -203,7 +203,8 @@ def _continue(run_dir, root, **change):
     resolved config (with ``change`` applied) against the folder ``run_dir``."""
     import yaml
 
-    from bpexp.__main__ import check_continuation, experiment_module
+    from bpexp.__main__ import check_continuation
+    from bpexp.experiments import get as experiment_module
     from helpers import build_cfg
 
     tree = yaml.safe_load((run_dir / "config.yaml").read_text())

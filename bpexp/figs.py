@@ -23,14 +23,14 @@ SKIP_VARS = ("chunk_done",)
 
 
 # ---------------------------------------------------------------- small helpers
-def _pick(n: int, k: int) -> np.ndarray:
+def pick_even(n: int, k: int) -> np.ndarray:
     """At most k indices of range(n), evenly spread, first and last kept."""
     if n <= k:
         return np.arange(n)
     return np.unique(np.round(np.linspace(0, n - 1, max(k, 2))).astype(int))
 
 
-def _num(v) -> str:
+def fmt_num(v) -> str:
     """A number for a label: 4 significant digits, nan/inf spelled out."""
     from bpexp.report import fmt
 
@@ -41,21 +41,21 @@ def _num(v) -> str:
     return str(v)
 
 
-def _is_numeric(coord) -> bool:
+def is_numeric(coord) -> bool:
     return coord is not None and np.issubdtype(np.asarray(coord).dtype, np.number)
 
 
-def _is_steplike(name: str) -> bool:
+def is_steplike(name: str) -> bool:
     return "step" in name
 
 
-def _log_axis(values) -> bool:
+def log_axis(values) -> bool:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     return v.size > 1 and (v > 0).all() and v.max() / v.min() > 50
 
 
-def _f32(a) -> np.ndarray:
+def as_f32(a) -> np.ndarray:
     """float32 for the page (half the bytes); non-finite values stay NaN/inf."""
     a = np.asarray(a)
     if a.dtype == bool:
@@ -70,7 +70,7 @@ class Sub:
         self.cut: dict[str, tuple[int, int]] = {}
 
     def pick(self, name: str, n: int, k: int) -> np.ndarray:
-        idx = _pick(n, k)
+        idx = pick_even(n, k)
         if idx.size < n:
             self.cut[name] = (idx.size, n)
         return idx
@@ -82,7 +82,7 @@ class Sub:
         return "Subsampled for the page (evenly, ends kept): " + ", ".join(parts) + "."
 
 
-def _coord(ds, dim):
+def coord_values(ds, dim):
     return ds[dim].values if dim in ds.coords else np.arange(ds.sizes[dim])
 
 
@@ -120,13 +120,13 @@ class Fig:
         return out
 
 
-def _go():
+def plotly_go():
     import plotly.graph_objects as go
 
     return go
 
 
-def _layout(fig, x=None, y=None, logx=False, logy=False, **kw):
+def style_axes(fig, x=None, y=None, logx=False, logy=False, **kw):
     fig.update_layout(margin=dict(l=60, r=20, t=30, b=50), hovermode="closest",
                       legend=dict(font=dict(size=11)), **kw)
     if x is not None:
@@ -138,14 +138,14 @@ def _layout(fig, x=None, y=None, logx=False, logy=False, **kw):
     return fig
 
 
-def _vline(fig, x, text, dash="dash", color="#444", pos="top left"):
+def vline(fig, x, text, dash="dash", color="#444", pos="top left"):
     if x is None or not np.isfinite(x):
         return
     fig.add_vline(x=x, line=dict(dash=dash, color=color, width=1.5),
                   annotation_text=text, annotation_position=pos)
 
 
-def _heat_z(a):
+def heat_z(a):
     """(z for the colour, whether it is log10): log10 when positive over > 2 decades."""
     a = np.asarray(a, dtype=np.float64)
     fin = a[np.isfinite(a)]
@@ -158,14 +158,14 @@ def _heat_z(a):
 # ---------------------------------------------------------------- generic figures
 def numeric_grid_dims(da) -> list[str]:
     """Dims of ``da`` with a numeric coordinate (or none) and 2+ values, step-like ones out."""
-    return [d for d in da.dims if da.sizes[d] >= 2 and not _is_steplike(d)
-            and (d not in da.coords or _is_numeric(da[d].values))]
+    return [d for d in da.dims if da.sizes[d] >= 2 and not is_steplike(d)
+            and (d not in da.coords or is_numeric(da[d].values))]
 
 
 def heatmap(da, title: str, label: str, fid: str | None = None) -> Fig | None:
     """``da`` over its numeric grid axes: a heatmap over two chosen axes (a selector when
     there are more pairs), the other axes reduced by their median."""
-    go = _go()
+    go = plotly_go()
     dims = numeric_grid_dims(da)
     if len(dims) < 2:
         return None
@@ -184,22 +184,22 @@ def heatmap(da, title: str, label: str, fid: str | None = None) -> Fig | None:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 fin = np.where(np.isfinite(arr), arr, np.nan)
                 arr = np.nanmedian(fin, axis=2) if np.isfinite(fin).any() else fin[..., 0]
-        z, logz = _heat_z(arr)
-        xs, ys = _coord(part, a), _coord(part, b)
-        logx, logy = _log_axis(xs), _log_axis(ys)
+        z, logz = heat_z(arr)
+        xs, ys = coord_values(part, a), coord_values(part, b)
+        logx, logy = log_axis(xs), log_axis(ys)
         # categorical positions keep log-spaced grids evenly sized; the labels carry the value
         fig.add_trace(go.Heatmap(
-            z=_f32(z), x=[_num(v) for v in xs], y=[_num(v) for v in ys],
+            z=as_f32(z), x=[fmt_num(v) for v in xs], y=[fmt_num(v) for v in ys],
             colorscale="Viridis", visible=j == 0, hoverongaps=False,
             colorbar=dict(title=("log10 " if logz else "") + label[:18]),
-            customdata=_f32(arr) if logz else None,
+            customdata=as_f32(arr) if logz else None,
             hovertemplate=(f"{a} %{{x}}<br>{b} %{{y}}<br>{label} "
                            + ("%{customdata:.4g}" if logz else "%{z:.4g}")
                            + (f"<br>(median over {', '.join(other)})" if other else "")
                            + "<extra></extra>")))
         keys.append([j])
         del logx, logy
-    _layout(fig, None, None)
+    style_axes(fig, None, None)
     fig.update_xaxes(type="category", title_text=pairs[0][0])
     fig.update_yaxes(type="category", title_text=pairs[0][1])
     controls = [{"name": "axes", "kind": "select", "labels": [f"{a} × {b}" for a, b in pairs],
@@ -216,17 +216,17 @@ def generic(name: str, da, budget: int = MAX_VALUES) -> list[Fig]:
     """Any stored array as an interactive plot: scalars as text, 1-D as a line over its axis,
     with a step-like (or the last) axis as x, lines over the next axis and a slider over the
     ones before; plus a heatmap when it has 2+ numeric grid axes."""
-    go = _go()
+    go = plotly_go()
     figs: list[Fig] = []
     if da.dtype.kind not in "biuf":
         return figs
     dims = list(da.dims)
     if not dims:
         return figs
-    xdim = next((d for d in reversed(dims) if _is_steplike(d)), dims[-1])
+    xdim = next((d for d in reversed(dims) if is_steplike(d)), dims[-1])
     rest = [d for d in dims if d != xdim]
     sub = Sub()
-    xi = sub.pick(xdim, da.sizes[xdim], MAX_STEPS if _is_steplike(xdim) else 400)
+    xi = sub.pick(xdim, da.sizes[xdim], MAX_STEPS if is_steplike(xdim) else 400)
     line_dim = rest[-1] if rest else None
     ctl_dims = rest[:-1]
     li = sub.pick(line_dim, da.sizes[line_dim], MAX_LINES) if line_dim else np.arange(1)
@@ -238,33 +238,35 @@ def generic(name: str, da, budget: int = MAX_VALUES) -> list[Fig]:
     part = da.isel(sel)
     arr = np.asarray(part.transpose(*ctl_dims, *([line_dim] if line_dim else []), xdim).values)
     arr = arr.astype(np.float64)
-    xs = _coord(part, xdim)
-    x_num = _is_numeric(xs)
+    xs = coord_values(part, xdim)
+    x_num = is_numeric(xs)
     fig = go.Figure()
     keys = []
     shape_c = [len(ci[d]) for d in ctl_dims]
     for pos in np.ndindex(*shape_c) if ctl_dims else [()]:
         for j in range(len(li)):
             y = arr[pos + ((j,) if line_dim else ())]
-            lab = f"{line_dim} {_num(_coord(part, line_dim)[j])}" if line_dim else name
-            where = "".join(f"<br>{d} {_num(_coord(part, d)[p])}" for d, p in zip(ctl_dims, pos))
+            lab = f"{line_dim} {fmt_num(coord_values(part, line_dim)[j])}" if line_dim else name
+            where = "".join(f"<br>{d} {fmt_num(coord_values(part, d)[p])}"
+                            for d, p in zip(ctl_dims, pos))
             fig.add_trace(go.Scatter(
-                **(_xs(xs) if x_num else {"x": [str(v) for v in xs]}), y=_f32(y), name=lab,
+                **(step_xs(xs) if x_num else {"x": [str(v) for v in xs]}), y=as_f32(y), name=lab,
                 mode="lines+markers" if xs.size <= 30 else "lines", visible=True,
                 hovertemplate=f"{xdim} %{{x}}<br>{name} %{{y:.4g}}<br>{lab}{where}"
                               "<extra></extra>"))
             keys.append(list(pos) if ctl_dims else None)
-    logy = _log_axis(arr)
-    _layout(fig, xdim, name, logx=x_num and _log_axis(xs), logy=logy)
-    controls = [{"name": d, "kind": "slider" if _is_numeric(_coord(part, d)) else "select",
-                 "labels": [_num(v) for v in _coord(part, d)], "initial": 0} for d in ctl_dims]
+    logy = log_axis(arr)
+    style_axes(fig, xdim, name, logx=x_num and log_axis(xs), logy=logy)
+    controls = [{"name": d, "kind": "slider" if is_numeric(coord_values(part, d)) else "select",
+                 "labels": [fmt_num(v) for v in coord_values(part, d)], "initial": 0}
+                for d in ctl_dims]
     if len(li) > 8 or not line_dim:
         fig.update_layout(showlegend=False)
     figs.append(Fig(f"{name} over {' × '.join(dims)}", fig, sub.note(), controls=controls,
                     keys=keys if ctl_dims else None, height=380))
     if len(numeric_grid_dims(da)) >= 2 and not line_dim == xdim:
-        final = da.isel({xdim: -1}) if _is_steplike(xdim) else da
-        h = heatmap(final, f"{name}{' (last ' + xdim + ')' if _is_steplike(xdim) else ''}"
+        final = da.isel({xdim: -1}) if is_steplike(xdim) else da
+        h = heatmap(final, f"{name}{' (last ' + xdim + ')' if is_steplike(xdim) else ''}"
                     " over two axes", name)
         if h is not None:
             figs.append(h)
@@ -280,14 +282,14 @@ def generic_all(ds, skip=(), budget: int = PAGE_VALUES) -> list[Fig]:
         try:
             figs += generic(name, ds[name], budget)
         except Exception as e:   # one odd array must not cost the page
-            figs.append(Fig(name, _go().Figure(), f"not drawn: {type(e).__name__}: {e}"))
+            figs.append(Fig(name, plotly_go().Figure(), f"not drawn: {type(e).__name__}: {e}"))
     return figs
 
 
 def summary_figs(summary: dict) -> list[Fig]:
     """Tables of summary.json drawn as grouped bars with hover: every entry that maps names
     to records of numbers (e.g. gradcheck's models -> relative errors)."""
-    go = _go()
+    go = plotly_go()
     figs = []
     for key, val in (summary or {}).items():
         if not (isinstance(val, dict) and val and all(isinstance(v, dict) for v in val.values())):
@@ -304,17 +306,74 @@ def summary_figs(summary: dict) -> list[Fig]:
             logy = (ys >= 0).all() and pos.size > 1 and pos.max() / pos.min() > 50
             fig = go.Figure(go.Bar(x=names, y=ys, name=f,
                                    hovertemplate=f"%{{x}}<br>{f} %{{y:.4g}}<extra></extra>"))
-            _layout(fig, None, f, logy=bool(logy))
+            style_axes(fig, None, f, logy=bool(logy))
             fig.update_xaxes(type="category", title_text=key)
             figs.append(Fig(f"summary.json: {key} / {f}", fig,
                             "Zero values do not show on a log axis." if logy and pos.size <
                             ys.size else "", height=380))
     return figs
 
-def _xs(steps) -> dict:
+def step_xs(steps) -> dict:
     """x of a line: ``x0``/``dx`` for evenly spaced steps (no array in the page)."""
     steps = np.asarray(steps)
     d = np.diff(steps)
     if steps.size > 1 and np.issubdtype(steps.dtype, np.number) and (d == d[0]).all():
         return {"x0": steps[0].item(), "dx": d[0].item()}
-    return {"x": _f32(steps)}
+    return {"x": as_f32(steps)}
+
+
+# ---------------------------------------------------------------- helpers of experiments' pages
+def grid_runs(da, keep=("lr",)):
+    """``da`` with every grid dim except ``keep`` and the step-like ones stacked into "run"."""
+    other = [d for d in da.dims if d not in keep and not is_steplike(d)]
+    if not other:
+        return da.expand_dims(run=[0]), []
+    return da.stack(run=other).transpose(*keep, "run", ...), other
+
+
+def run_label(stacked, j, other) -> str:
+    if not other:
+        return ""
+    vals = stacked["run"].values[j]
+    vals = vals if isinstance(vals, tuple) else (vals,)
+    return ", ".join(f"{d} {fmt_num(v)}" for d, v in zip(other, vals))
+
+
+
+
+
+def contours(H, paths, pad=0.15, n=120):
+    """Grid and 0.5 w^T H w over the box holding every finite point of ``paths``."""
+    pts = np.concatenate([p[np.isfinite(p).all(axis=1)] for p in paths] + [np.zeros((1, 2))])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    span = np.maximum(hi - lo, 1e-3)
+    lo, hi = lo - pad * span, hi + pad * span
+    g1, g2 = np.linspace(lo[0], hi[0], n), np.linspace(lo[1], hi[1], n)
+    W1, W2 = np.meshgrid(g1, g2)
+    Z = 0.5 * (H[0, 0] * W1 ** 2 + (H[0, 1] + H[1, 0]) * W1 * W2 + H[1, 1] * W2 ** 2)
+    return g1, g2, Z
+
+
+def path_series(fig, paths, names, colors, hover_extra=None):
+    """A line trace (prefix) and a marker trace (head) per path; returns the series spec."""
+    go = plotly_go()
+    series = []
+    for p, name, col in zip(paths, names, colors):
+        p = np.asarray(p, dtype=np.float64)
+        xs = [None if not np.isfinite(v) else round(float(v), 6) for v in p[:, 0]]
+        ys = [None if not np.isfinite(v) else round(float(v), 6) for v in p[:, 1]]
+        fig.add_trace(go.Scatter(x=xs[:1], y=ys[:1], mode="lines+markers", name=name,
+                                 line=dict(color=col, width=2), marker=dict(size=4),
+                                 hovertemplate=f"{name}<br>w1 %{{x:.4g}}<br>w2 %{{y:.4g}}"
+                                               "<extra></extra>"))
+        series.append({"trace": len(fig.data) - 1, "x": xs, "y": ys, "mode": "prefix"})
+        fig.add_trace(go.Scatter(x=xs[:1], y=ys[:1], mode="markers", showlegend=False,
+                                 marker=dict(size=11, color=col, line=dict(color="white",
+                                                                           width=1.5)),
+                                 hoverinfo="skip"))
+        series.append({"trace": len(fig.data) - 1, "x": xs, "y": ys, "mode": "head"})
+    return series
+
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#17becf"]

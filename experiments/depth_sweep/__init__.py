@@ -1142,3 +1142,4 @@ def plot_ratios(inits, meas_dz, glorot, meas_w, pred_w, activation, width, path)
     fig.suptitle(f"Per-layer gradient ratios at init, {activation} width {width}: every depth, "
                  "layer pair and seed", fontsize=10)
     return plots.save(fig, path)
+from bpexp.experiments.depth_sweep.page import page  # noqa: E402,F401  (the run page's figures)

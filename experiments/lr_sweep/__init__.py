@@ -488,3 +488,4 @@ def fig_track(track, lam0, path, title):
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return plots.save(fig, path)
+from bpexp.experiments.lr_sweep.page import page  # noqa: E402,F401  (the run page's figures)

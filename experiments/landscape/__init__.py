@@ -750,3 +750,4 @@ def fig_slice(steps, train_loss, final_loss, planes, title, path):
     ax.legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=11)
     return plots.save(fig, path)
+from bpexp.experiments.landscape.page import page  # noqa: E402,F401  (the run page's figures)

@@ -572,3 +572,4 @@ def fig_paths(names, H, w0, quad, n_path, title, path):
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return plots.save(fig, path)
+from bpexp.experiments.optimizers.page import page  # noqa: E402,F401  (the run page's figures)

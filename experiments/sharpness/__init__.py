@@ -258,3 +258,4 @@ def fig_sharpness(s_steps, sharp, l_steps, loss, lrs, title, path):
     a2.set_xlabel("step (full-batch GD)")
     fig.suptitle("Edge of stability: sharpness rises to 2/lr, then hovers there", fontsize=10)
     return plots.save(fig, path)
+from bpexp.experiments.sharpness.page import page  # noqa: E402,F401  (the run page's figures)
