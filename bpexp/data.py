@@ -1,13 +1,27 @@
 """Datasets as ``(X: (n, m), Y: (d_out, m))`` float arrays; examples are COLUMNS.
 
-Only data that ships inside a package (scikit-learn's bundled sets and generators) or is
-generated from a seed: nothing is downloaded. Features are z-scored; regression targets are
-z-scored; binary targets are 0/1 rows, multi-class targets one-hot columns.
+Only data that ships inside a package (scikit-learn's bundled sets and generators, arch's
+market data) or is generated from a seed: nothing is downloaded. Features are z-scored;
+regression targets are z-scored; binary targets are 0/1 rows, multi-class targets one-hot
+columns.
+
+The raw arrays of the bundled sets are kept in a small cache (``raw-<name>-<source
+version>.npz`` under ``$BPEXP_DATA_HOME``, default ``$XDG_CACHE_HOME/bpexp`` or
+``~/.cache/bpexp``), so a run reads one small file instead of importing scikit-learn or arch
+(~1.5 s each). The cache holds the source's arrays untouched, every transform runs on them
+each time, and a cache that cannot be read or written is skipped: the numbers are those of the
+source package either way.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import io
+import os
+import secrets
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -68,6 +82,56 @@ def _subsample(X, Y, m, seed, name):
     return X[:, idx], Y[:, idx]
 
 
+# ---------------------------------------------------------------- the raw-data cache
+def data_home() -> Path:
+    """Folder of the raw-data cache (``BPEXP_DATA_HOME``, else the XDG cache folder)."""
+    env = os.environ.get("BPEXP_DATA_HOME")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bpexp"
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def cached(name: str, dist: str, fetch) -> dict:
+    """``fetch()``'s dict of arrays for ``name``, read from the cache file of this version of
+    the distribution ``dist`` when present, else fetched and written (atomically) there."""
+    path = data_home() / f"raw-{name}-{dist}-{_version(dist)}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):   # absent or damaged
+        pass
+    arrays = {k: np.asarray(v) for k, v in fetch().items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+    except OSError:   # a read-only home: run without the cache
+        pass
+    return arrays
+
+
+def _sklearn_raw(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(X: (m, n), y: (m,)) of a bundled scikit-learn set, as ``load_<name>`` returns them."""
+    def fetch():
+        from sklearn import datasets as skd
+
+        Xr, y = getattr(skd, f"load_{name}")(return_X_y=True)
+        return {"X": Xr, "y": y}
+
+    raw = cached(name, "scikit-learn", fetch)
+    return raw["X"], raw["y"]
+
+
 def load(name: str, *, m: int = 0, n: int = 10, noise: float = 0.1, seed: int = 0,
          features=None, dtype=np.float32) -> Dataset:
     """Load dataset ``name``; ``m`` > 0 subsamples examples (seeded), ``n``/``noise`` are for
@@ -121,11 +185,7 @@ def _load(name, *, m, n, noise, seed, dtype) -> Dataset:
         X, Y = _zscore_rows(Xr.T), y[None, :].astype(np.float64)
         return Dataset(name, X.astype(dtype), Y.astype(dtype), TASKS[name], {"noise": noise})
 
-    from sklearn import datasets as skd
-    loader = {"diabetes": skd.load_diabetes, "digits": skd.load_digits,
-              "breast_cancer": skd.load_breast_cancer, "iris": skd.load_iris,
-              "wine": skd.load_wine}[name]
-    Xr, y = loader(return_X_y=True)
+    Xr, y = _sklearn_raw(name)
     X = _zscore_rows(np.asarray(Xr, dtype=np.float64).T)
     task = TASKS[name]
     if task == "regression":
@@ -151,15 +211,20 @@ def ff_factors():
     library). X: (3, m) excess returns of the Mkt-RF, SMB, HML portfolios; Y: (1, m) the
     risk-free rate RF; decimals. All three are zero-cost (excess) returns, so a portfolio
     w^T X is an excess return and its Sharpe ratio needs no RF."""
-    from arch.data import frenchdata
-
-    df = frenchdata.load()
-    # arch parses the YYYYMM integers as nanoseconds since 1970; the integer is the month
-    yyyymm = df.index.asi8
-    dates = [f"{v // 100:04d}-{v % 100:02d}" for v in yyyymm]
     cols = ["Mkt-RF", "SMB", "HML"]
-    X = df[cols].to_numpy(np.float64).T / 100.0
-    Y = df[["RF"]].to_numpy(np.float64).T / 100.0
+
+    def fetch():
+        from arch.data import frenchdata
+
+        df = frenchdata.load()
+        # arch parses the YYYYMM integers as nanoseconds since 1970; the integer is the month
+        return {"yyyymm": df.index.asi8, "X": df[cols].to_numpy(np.float64),
+                "RF": df[["RF"]].to_numpy(np.float64)}
+
+    raw = cached("ff_factors", "arch", fetch)
+    dates = [f"{v // 100:04d}-{v % 100:02d}" for v in raw["yyyymm"].tolist()]
+    X = raw["X"].T / 100.0
+    Y = raw["RF"].T / 100.0
     return X, Y, {"source": "arch.data.frenchdata (Ken French data library)", "names": cols,
                   "target": "RF", "dates": dates, "frequency": "monthly",
                   "periods_per_year": 12, "units": "decimal return per month"}
@@ -168,10 +233,15 @@ def ff_factors():
 def sp500_prices():
     """(dates as 'YYYY-MM-DD' strings, adjusted closes) of the S&P 500, 1999-01-04..2018-12-31
     (``arch.data.sp500``)."""
-    from arch.data import sp500 as sp
+    def fetch():
+        from arch.data import sp500 as sp
 
-    df = sp.load()
-    return [d.strftime("%Y-%m-%d") for d in df.index], df["Adj Close"].to_numpy(np.float64)
+        df = sp.load()
+        return {"dates": np.array([d.strftime("%Y-%m-%d") for d in df.index]),
+                "close": df["Adj Close"].to_numpy(np.float64)}
+
+    raw = cached("sp500", "arch", fetch)
+    return raw["dates"].tolist(), raw["close"]
 
 
 def sp500_features(prices: np.ndarray):

@@ -216,3 +216,63 @@ def test_finance_m_keeps_the_most_recent_periods():
 def test_finance_features_keep_their_names():
     ds = data.load("sp500", features=[4, 0])
     assert ds.info["names"] == ["trend_200", "ret_1"] and ds.X.shape == (2, 4831)
+
+
+# ---------------------------------------------------------------- the raw-data cache
+@pytest.mark.parametrize("name", ["diabetes", "digits", "breast_cancer", "iris", "wine"])
+def test_cache_holds_the_sklearn_arrays_bitwise(name, tmp_path, monkeypatch):
+    from sklearn import datasets as skd
+
+    monkeypatch.setenv("BPEXP_DATA_HOME", str(tmp_path))
+    Xr, y = getattr(skd, f"load_{name}")(return_X_y=True)
+    first = data.load(name, dtype=np.float64)              # fetched, then written
+    assert len(list(tmp_path.glob(f"raw-{name}-scikit-learn-*.npz"))) == 1
+    X2, y2 = data._sklearn_raw(name)                       # read back from the file
+    np.testing.assert_array_equal(X2, Xr)
+    np.testing.assert_array_equal(y2, y)
+    assert X2.dtype == np.asarray(Xr).dtype and y2.dtype == np.asarray(y).dtype
+    again = data.load(name, dtype=np.float64)
+    np.testing.assert_array_equal(again.X, first.X)
+    np.testing.assert_array_equal(again.Y, first.Y)
+
+
+def test_cache_holds_the_market_data_bitwise(tmp_path, monkeypatch):
+    from arch.data import frenchdata, sp500
+
+    monkeypatch.setenv("BPEXP_DATA_HOME", str(tmp_path))
+    for _ in range(2):   # fetched and written, then read from the file
+        ff = data.load("ff_factors", dtype=np.float64)
+        dates, P = data.sp500_prices()
+    raw = frenchdata.load()
+    np.testing.assert_array_equal(ff.X, raw[["Mkt-RF", "SMB", "HML"]].to_numpy().T / 100.0)
+    assert ff.info["dates"][0] == "1926-07" and len(ff.info["dates"]) == ff.m
+    df = sp500.load()
+    np.testing.assert_array_equal(P, df["Adj Close"].to_numpy(np.float64))
+    assert dates == [d.strftime("%Y-%m-%d") for d in df.index]
+
+
+def test_a_warm_cache_imports_neither_sklearn_nor_arch(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BPEXP_DATA_HOME": str(tmp_path)}
+    code = ("import sys, numpy as np; from bpexp import data; "
+            "[data.load(n) for n in ('diabetes', 'digits', 'ff_factors', 'sp500')]; "
+            "print('sklearn' in sys.modules, 'arch' in sys.modules)")
+    outs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True).stdout.split() for _ in range(2)]
+    assert outs == [["True", "True"], ["False", "False"]]
+
+
+def test_a_damaged_or_unwritable_cache_falls_back_to_the_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("BPEXP_DATA_HOME", str(tmp_path))
+    ref = data.load("iris", dtype=np.float64)
+    (path,) = tmp_path.glob("raw-iris-*.npz")
+    path.write_bytes(path.read_bytes()[:100])              # a crash mid-write elsewhere
+    np.testing.assert_array_equal(data.load("iris", dtype=np.float64).X, ref.X)
+    assert path.stat().st_size > 100                       # rewritten whole
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("BPEXP_DATA_HOME", str(blocker / "sub"))   # cannot be created
+    np.testing.assert_array_equal(data.load("iris", dtype=np.float64).X, ref.X)
