@@ -1,5 +1,16 @@
-"""Matplotlib (Agg) figures drawn from saved arrays and numbers only, never from JAX calls.
+"""Matplotlib (Agg) figures drawn from saved arrays and numbers only, never from JAX calls,
+in one style made for slides.
 
+The slide style (every experiment's figures use it):
+- a 16:9 canvas (:func:`slide`, 12.8 x 7.2 in) with at most four panels; a wider grid is split
+  into a headline figure and an appendix figure. :func:`save` refuses a PNG wider than
+  ``MAX_ASPECT`` (2.2:1), so no experiment can draw a strip;
+- fonts readable on a projector (16 pt text, 18 pt titles);
+- a colour-blind-safe palette (Okabe & Ito 2008, ``PALETTE``) paired with dash styles
+  (``DASHES``), so curves differ in grey-scale too (:func:`style`);
+- theory drawn above the measurement (:func:`theory_line`: black, dashed, on top, labelled);
+- legends outside the data (:func:`legend_outside`);
+- clipped or non-finite data always marked (:func:`mark_offscale`, :func:`positive`).
 Every function takes plain numpy arrays / floats and a path, and writes one PNG atomically.
 """
 
@@ -16,16 +27,105 @@ import numpy as np
 
 from bpexp.outputs import _atomic_bytes
 
-plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,
-                     "axes.spines.top": False, "axes.spines.right": False})
+SLIDE = (12.8, 7.2)      # inches: 16:9, 1280 x 720 px at DPI
+DPI = 100
+MAX_ASPECT = 2.2         # width : height of a saved PNG, at most
+MAX_PANELS = 4
+STRICT = False           # TODO(figures): True once every experiment draws slides; warns till then
+# Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision
+# deficiency; black is kept for theory
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
+DASHES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)))
+THEORY = dict(color="black", linestyle=(0, (4, 2)), linewidth=2.2, zorder=10)
+
+plt.rcParams.update({
+    "figure.dpi": DPI, "savefig.dpi": DPI, "figure.figsize": SLIDE,
+    "font.size": 16, "axes.titlesize": 18, "axes.labelsize": 16, "figure.titlesize": 20,
+    "xtick.labelsize": 14, "ytick.labelsize": 14, "legend.fontsize": 14,
+    "legend.title_fontsize": 14, "axes.titlepad": 16, "lines.linewidth": 2.2, "lines.markersize": 7,
+    "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.prop_cycle": matplotlib.cycler(color=PALETTE[:4] * 2,
+                                         linestyle=["-", "--", "-.", ":"] * 2),
+})
+
+
+def style(i: int) -> dict:
+    """Colour and dash of series ``i`` (``ax.plot(x, y, **style(i))``): no two of the first
+    seven share either."""
+    return {"color": PALETTE[i % len(PALETTE)], "linestyle": DASHES[i % len(DASHES)]}
+
+
+def slide(nrows: int = 1, ncols: int = 1, **kw):
+    """(fig, axes) on a 16:9 canvas; at most MAX_PANELS panels (split bigger grids into a
+    headline and an appendix figure). ``kw`` goes to plt.subplots (``figsize`` too)."""
+    if nrows * ncols > MAX_PANELS:
+        raise ValueError(f"{nrows} x {ncols} panels: a slide holds at most {MAX_PANELS}")
+    kw.setdefault("figsize", SLIDE)
+    kw.setdefault("constrained_layout", True)
+    return plt.subplots(nrows, ncols, **kw)
+
+
+def theory_line(ax, x=None, y=None, label=None, **kw):
+    """A theory value as a horizontal (``y``) or vertical (``x``) line, or a curve (both),
+    in the theory style: black, dashed, above every measurement."""
+    st = {**THEORY, **kw}
+    if x is not None and y is not None:
+        return ax.plot(x, y, label=label, **st)[0]
+    if y is not None:
+        return ax.axhline(y, label=label, **st)
+    return ax.axvline(x, label=label, **st)
+
+
+def legend_outside(ax, where: str = "right", **kw):
+    """The legend beside the axes (``right``) or under them (``below``), never over the data."""
+    if where == "below":
+        kw = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "ncol": 3, **kw}
+    else:
+        kw = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), **kw}
+    return ax.legend(frameon=False, **kw)
+
+
+def mark_offscale(ax, x, y, top, label="diverged (off scale)", color="#D55E00"):
+    """Points whose ``y`` is non-finite or above ``top`` drawn as labelled arrows at the top
+    edge instead of at an invented height; returns how many were marked."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    off = ~np.isfinite(y) | (y > top)
+    if off.any():
+        ax.plot(x[off], np.full(off.sum(), top), linestyle="none", marker=r"$\uparrow$",
+                markersize=14, color=color, label=label, clip_on=False, zorder=11)
+    return int(off.sum())
+
+
+def note(ax, text: str, loc: str = "lower left"):
+    """A short remark inside the axes (what was clipped, which seed is shown)."""
+    xy = {"lower left": (0.01, 0.02, "left", "bottom"), "upper left": (0.01, 0.98, "left", "top"),
+          "lower right": (0.99, 0.02, "right", "bottom"),
+          "upper right": (0.99, 0.98, "right", "top")}[loc]
+    return ax.text(xy[0], xy[1], text, transform=ax.transAxes, ha=xy[2], va=xy[3], fontsize=13,
+                   color="0.25", bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.8",
+                                           alpha=0.85), zorder=12)
+
+
+class AspectError(ValueError):
+    """A figure wider than MAX_ASPECT: it would not fit a slide."""
 
 
 def save(fig, path) -> Path:
-    """PNG to a temporary name, then renamed; closes the figure."""
+    """PNG to a temporary name, then renamed; closes the figure. Refuses (AspectError) a
+    figure whose saved PNG is wider than MAX_ASPECT : 1."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
-    _atomic_bytes(Path(path), buf.getvalue())
+    data = buf.getvalue()
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR
+    if w > MAX_ASPECT * h:
+        msg = f"{Path(path).name}: {w} x {h} px is wider than {MAX_ASPECT}:1"
+        if STRICT:
+            raise AspectError(msg)
+        import warnings
+
+        warnings.warn(msg, stacklevel=2)
+    _atomic_bytes(Path(path), data)
     return Path(path)
 
 
