@@ -44,11 +44,19 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SHOWS = "What this run shows"
+
+
 def report(title: str, question: str, command: str, sections: list[tuple[str, str]],
-           figures: list[str]) -> str:
-    """report.md: question, command, then (heading, markdown) sections and embedded figures."""
+           figures: list[str], shows: list[str] | None = None) -> str:
+    """report.md: the takeaways (``shows``: sentences generated from the summary, opening the
+    report under "What this run shows"), the question, the command, then (heading, markdown)
+    sections and embedded figures."""
     question = question.strip().removeprefix("Question:").strip()
-    out = [f"# {title}\n", f"**Question.** {question}\n", f"```\n{command}\n```\n"]
+    out = [f"# {title}\n"]
+    if shows:
+        out.append(f"## {SHOWS}\n\n" + " ".join(s.strip() for s in shows) + "\n")
+    out += [f"**Question.** {question}\n", f"```\n{command}\n```\n"]
     for head, body in sections:
         out.append(f"## {head}\n\n{body}\n")
     if figures:
