@@ -35,139 +35,14 @@ from bpexp.figs import ASSETS, PAGE_VALUES, Fig, fmt_num, generic_all, summary_f
 
 
 # ---------------------------------------------------------------- the page
-CSS = """
-body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;
-background:#fafafa}
-main{max-width:1100px;margin:0 auto;padding:12px 20px 40px}
-header.run{background:#243447;color:#fff;padding:10px 20px}
-header.run a{color:#cde}
-header.run .meta{font-size:13px;opacity:.9}
-section.fig{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 14px;
-margin:14px 0}
-section.fig h3{margin:2px 0 6px;font-size:16px}
-.controls{display:flex;flex-wrap:wrap;gap:8px 22px;align-items:center;margin:4px 0}
-.controls label{display:flex;gap:6px;align-items:center}
-.controls input[type=range]{width:320px}
-.controls .val{font-family:monospace;min-width:5em}
-.state-note{font-size:14px;color:#333;margin:4px 0;min-height:1.2em}
-.note{font-size:13px;color:#666}
-.warn{background:#fff3cd;border:1px solid #e0c36c;padding:8px 12px;border-radius:6px}
-table{border-collapse:collapse;margin:8px 0;font-size:14px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#eef}
-pre{background:#f0f0f0;padding:8px;overflow-x:auto}
-img{max-width:100%}
-details{margin:12px 0}
-summary{cursor:pointer;font-weight:600}
-"""
+STATIC = Path(__file__).resolve().parent / "static"   # the pages' CSS and JS (package data)
 
-JS = r"""
-(function () {
-  const T = JSON.parse(document.getElementById('plotly-template').textContent);
-  function el(tag, attrs, text) {
-    const e = document.createElement(tag);
-    for (const k in (attrs || {})) e.setAttribute(k, attrs[k]);
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
-  function setup(script) {
-    const spec = JSON.parse(script.textContent);
-    const sec = script.parentElement;
-    const div = sec.querySelector('.plot'), ctl = sec.querySelector('.controls');
-    const note = sec.querySelector('.state-note');
-    const data = spec.figure.data || [], layout = spec.figure.layout || {};
-    layout.template = T;
-    const state = spec.controls.map(c => c.initial || 0);
-    let timer = null;
-    const vis = () => spec.keys.map(k => !k || k.every((v, c) => v === null || v === state[c]));
-    function seriesArgs(k) {
-      const xs = [], ys = [], idx = [];
-      for (const s of spec.series) {
-        const j = Math.min(k, s.x.length - 1);
-        if (s.mode === 'head') { xs.push([s.x[j]]); ys.push([s.y[j]]); }
-        else { xs.push(s.x.slice(0, j + 1)); ys.push(s.y.slice(0, j + 1)); }
-        idx.push(s.trace);
-      }
-      return [{x: xs, y: ys}, idx];
-    }
-    function update() {
-      if (spec.keys) Plotly.restyle(div, {visible: vis()});
-      if (spec.series) Plotly.restyle(div, ...seriesArgs(state[spec.series_control || 0]));
-      spec.controls.forEach((c, i) => {
-        if (c.axis_titles) Plotly.relayout(div, {'xaxis.title.text': c.axis_titles[state[i]][0],
-                                                'yaxis.title.text': c.axis_titles[state[i]][1]});
-      });
-      if (spec.notes && note) note.textContent = spec.notes[state.join(',')] || '';
-      div.dataset.state = state.join(',');
-    }
-    if (spec.keys) { const v = vis(); data.forEach((t, i) => { t.visible = v[i]; }); }
-    if (spec.series) {
-      const [a, idx] = seriesArgs(state[spec.series_control || 0]);
-      idx.forEach((t, n) => { data[t].x = a.x[n]; data[t].y = a.y[n]; });
-    }
-    spec.controls.forEach((c, i) => {
-      if (c.kind === 'hidden') return;
-      const wrap = el('label', {'class': 'ctl'});
-      wrap.append(c.name);
-      if (c.kind === 'slider') {
-        const n = c.labels.length;
-        const inp = el('input', {type: 'range', min: 0, max: n - 1, step: 1,
-                                 value: state[i], 'data-control': c.name});
-        const val = el('span', {'class': 'val'}, c.labels[state[i]]);
-        inp.addEventListener('input', () => {
-          state[i] = +inp.value; val.textContent = c.labels[state[i]]; update();
-        });
-        wrap.append(inp, val);
-        if (c.play) {
-          const b = el('button', {type: 'button', 'class': 'play'}, '\u25B6 play');
-          const stop = () => { clearInterval(timer); timer = null; b.textContent = '\u25B6 play'; };
-          b.addEventListener('click', () => {
-            if (timer) { stop(); return; }
-            if (+inp.value >= n - 1) { inp.value = 0; inp.dispatchEvent(new Event('input')); }
-            b.textContent = '\u275A\u275A pause';
-            timer = setInterval(() => {
-              if (+inp.value >= n - 1) { stop(); return; }
-              inp.value = +inp.value + 1; inp.dispatchEvent(new Event('input'));
-            }, Math.max(60, Math.min(400, 6000 / n)));
-          });
-          wrap.append(b);
-        }
-      } else {
-        const sel = el('select', {'data-control': c.name});
-        c.labels.forEach((l, j) => { const o = el('option', {value: j}, l); sel.append(o); });
-        sel.value = state[i];
-        sel.addEventListener('change', () => { state[i] = +sel.value; update(); });
-        wrap.append(sel);
-      }
-      ctl.append(wrap);
-    });
-    Plotly.newPlot(div, data, layout, {responsive: true, displaylogo: false}).then(() => {
-      if (spec.notes && note) note.textContent = spec.notes[state.join(',')] || '';
-      div.dataset.state = state.join(',');
-      div.dataset.ready = '1';
-    });
-  }
-  function render(box) {
-    box.querySelectorAll('script.fig-spec').forEach(s => {
-      if (s.dataset.done) return;
-      s.dataset.done = '1';
-      try { setup(s); } catch (e) {
-        s.parentElement.querySelector('.plot').textContent = 'not drawn: ' + e;
-        console.error(e);
-      }
-    });
-  }
-  if (typeof Plotly === 'undefined') {
-    const w = document.getElementById('no-plotly');
-    if (w) w.hidden = false;
-    return;
-  }
-  render(document.getElementById('figures'));
-  document.querySelectorAll('details.lazy').forEach(d => d.addEventListener('toggle', () => {
-    if (d.open) render(d);
-  }));
-})();
-"""
+
+def static(name: str) -> str:
+    """The text of a file of bpexp/static (page.css, page.js, index.css, index.js)."""
+    return (STATIC / name).read_text()
+
+
 
 
 def _json_script(obj, **attrs) -> str:
@@ -303,7 +178,7 @@ def write_run(run_dir, standalone: bool = False) -> Path:
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>{html.escape(experiment)} {html.escape(run_dir.name)}</title>",
         '<meta name=viewport content="width=device-width,initial-scale=1">',
-        f"<style>{CSS}</style>", script, "</head><body>",
+        f"<style>{static('page.css')}</style>", script, "</head><body>",
         f'<header class="run"><div class="meta">{meta}</div><div class="meta">{links} · '
         f'<a href="{html.escape(index_link)}">all runs</a></div></header><main>',
         f'<p id="no-plotly" class="warn" hidden>plotly.js did not load from '
@@ -330,53 +205,14 @@ def write_run(run_dir, standalone: bool = False) -> Path:
                f"(plotly {plotly.__version__}); rebuild with <code>python -m bpexp.pages "
                f"{html.escape(str(run_dir))}</code>.</p></main>")
     out.append(_json_script(_template(), id="plotly-template"))
-    out.append(f"<script>{JS}</script></body></html>\n")
+    out.append(f"<script>{static('page.js')}</script></body></html>\n")
     path = run_dir / "report.html"
     outputs.write_text(path, "\n".join(out))
     return path
 
 
 # ---------------------------------------------------------------- outputs/index.html
-INDEX_JS = r"""
-(function () {
-  const tbody = document.querySelector('#runs tbody');
-  const rows = Array.from(tbody.rows);
-  const fe = document.getElementById('f-experiment'), fs = document.getElementById('f-status');
-  const count = document.getElementById('count');
-  function filter() {
-    let n = 0;
-    for (const r of rows) {
-      const ok = (!fe.value || r.dataset.experiment === fe.value) &&
-                 (!fs.value || r.dataset.status === fs.value);
-      r.hidden = !ok; n += ok;
-    }
-    count.textContent = n + ' of ' + rows.length + ' runs shown';
-  }
-  fe.addEventListener('change', filter); fs.addEventListener('change', filter);
-  document.querySelectorAll('#runs th').forEach((th, i) => th.addEventListener('click', () => {
-    const asc = th.dataset.dir !== 'asc';
-    document.querySelectorAll('#runs th').forEach(h => { delete h.dataset.dir; });
-    th.dataset.dir = asc ? 'asc' : 'desc';
-    const key = r => r.cells[i].dataset.sort ?? r.cells[i].textContent;
-    rows.sort((a, b) => {
-      const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
-      const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
-      return asc ? c : -c;
-    });
-    rows.forEach(r => tbody.append(r));
-  }));
-  filter();
-})();
-"""
 
-INDEX_CSS = CSS + """
-#runs th{cursor:pointer;user-select:none;white-space:nowrap}
-#runs th[data-dir=asc]::after{content:' \\25B2'}
-#runs th[data-dir=desc]::after{content:' \\25BC'}
-#runs td.headline{font-size:12px;color:#333;max-width:520px}
-.status-finished{color:#1a7f37}.status-failed{color:#cf222e}.status-interrupted{color:#9a6700}
-.filters{display:flex;gap:18px;align-items:center;margin:10px 0}
-"""
 
 HEADLINE = 6   # summary scalars shown per run
 
@@ -424,7 +260,7 @@ def write_index(root) -> Path:
             f'<td class="headline">{html.escape(head)}</td><td>{link}</td></tr>')
     page = f"""<!doctype html><html lang=en><head><meta charset=utf-8>
 <title>bpexp runs</title><meta name=viewport content="width=device-width,initial-scale=1">
-<style>{INDEX_CSS}</style></head><body>
+<style>{static('page.css')}{static('index.css')}</style></head><body>
 <header class="run"><b>bpexp runs</b> · {html.escape(str(root))}/index.jsonl</header><main>
 <div class="filters">
 <label>experiment <select id="f-experiment">{_options(exps)}</select></label>
@@ -437,7 +273,7 @@ def write_index(root) -> Path:
 </tbody></table>
 <p class="note">Click a column to sort. One row per run folder with its latest status (a run
 continued or sharded over several processes has several lines in index.jsonl).</p>
-</main><script>{INDEX_JS}</script></body></html>
+</main><script>{static('index.js')}</script></body></html>
 """
     path = root / "index.html"
     outputs.write_text(path, page)
