@@ -34,18 +34,21 @@ class ConfigError(UserError):
     """A bad config value; the message is one line: key, value, what is allowed."""
 
 
-@dataclass
-class ModelCfg:
-    name: str = "two_layer_sigmoid"
-    hidden: Any = 32              # hidden width k (mlp: an int or one int per hidden layer)
-    depth: int = 2                # mlp: number of hidden layers
-    activation: str = "sigmoid"   # mlp hidden activation: sigmoid | tanh | relu
-    # mlp output+loss: identity_mse | sigmoid_mse | sigmoid_ce | softmax_ce
-    output: str = "identity_mse"
-    init: str = "standard"        # standard | xavier | he | normal
-    init_scale: float = 1.0       # multiplies every init scheme
-    residual: bool = False        # mlp: hidden layers of equal width add their input
-    norm: str = "none"            # mlp: none | batch (batch norm of z_l before f, batch stats)
+def _model_cfg():
+    """ModelCfg: name, init, init_scale and every key a row of models.MODELS reads, with its
+    default (the table is the one source; ``model=NAME`` sets that model's YAML values)."""
+    keys = {}
+    for row in models.MODELS.values():
+        for k, v in row.schema().items():
+            keys.setdefault(k, v)
+    fields = [("name", str, field(default="two_layer_sigmoid"))]
+    fields += [(k, Any if k in models.ANY_KEYS else type(v), field(default=v))
+               for k, v in keys.items()]
+    fields += [("init", str, field(default="standard")), ("init_scale", float, field(default=1.0))]
+    return dataclasses.make_dataclass("ModelCfg", fields)
+
+
+ModelCfg = _model_cfg()
 
 
 @dataclass
@@ -120,9 +123,7 @@ class Cfg:
 SECTIONS = {"model": ModelCfg, "data": DataCfg, "optimizer": OptimizerCfg, "train": TrainCfg,
             "sweep": SweepCfg, "outputs": OutputsCfg}
 CHOICES = {
-    "model.name": models.NAMES, "model.activation": tuple(models.ACTIVATIONS),
-    "model.output": tuple(models.OUTPUTS), "model.init": tuple(models.INITS),
-    "model.norm": models.NORMS,
+    "model.name": models.NAMES, **{f"model.{k}": v for k, v in models.CHOICES.items()},
     "data.name": data.NAMES, "optimizer.name": optim.NAMES, "optimizer.impl": optim.IMPLS,
     "train.grad": ("manual", "autodiff"), "precision": ("float32", "float64"),
     "device": ("auto", "cpu", "gpu"),

@@ -33,9 +33,9 @@ def dataset(cfg, *, dtype_=None, **override) -> data.Dataset:
 
 
 def model(cfg) -> models.Model:
-    """The config's model with its structural options (models.OPTIONS)."""
+    """The config's model with the structural options its row reads (models.MODELS)."""
     mc = cfg.model
-    return models.get(mc.name, **{k: getattr(mc, k) for k in models.OPTIONS.get(mc.name, ())})
+    return models.get(mc.name, **{k: getattr(mc, k) for k in models.MODELS[mc.name].options})
 
 
 def model_hparams(cfg, m: models.Model | None = None) -> dict:
@@ -163,9 +163,7 @@ def check(cfg, uses) -> None:
     if "model" not in uses:
         return
     m = model(cfg)
-    if m.options.get("output") == "softmax_ce" and ds.d_out < 2:
-        raise UserError(f"model.output=softmax_ce needs >= 2 classes; data={cfg.data.name} has "
-                        f"{ds.d_out} target row (use sigmoid_ce for a binary target)")
+    m.check(ds.n, ds.d_out)           # the model row's rule for the data's shapes
     jax.eval_shape(lambda: init_params(cfg, m, ds, 0))
     if "train" in uses:
         spec(cfg, ds)

@@ -26,7 +26,7 @@ import xarray as xr
 from matplotlib.lines import Line2D
 from sklearn import datasets as skd
 
-from bpexp import grads, make, models, plots, report, train
+from bpexp import make, plots, primitives, report, stacked, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import command, load_data, question
 from bpexp.plots import plt
@@ -103,10 +103,9 @@ def make_compute(model, n, d_out, hparams, activation, output):
     def compute(seed, X, Y):
         k_init, _ = train.run_keys(seed)
         p = model.init(k_init, n, d_out, dtype=X.dtype, **hparams)
-        g, deltas = grads.mlp(p, X, Y, activation=activation, output=output, return_deltas=True)
+        _, g, fp, deltas = stacked.loss_and_grad(p, X, Y, activation, output)
         g_ad = jax.grad(model.loss)(p, X, Y)
-        zs, acts = grads.mlp_forward_cache(p, X, activation)
-        return p, g, deltas, g_ad, zs, acts, model.loss(p, X, Y), model.forward(p, X)
+        return p, g, deltas, g_ad, fp.zs(), fp.acts(), model.loss(p, X, Y), model.forward(p, X)
 
     return jax.jit(compute)
 
@@ -151,7 +150,7 @@ def compute(cfg, run) -> Result:
         res = f.lower(*args).compile(make.FAST_COMPILE)(*args)
         p, g, deltas, g_ad, zs, acts, loss, yhat = jax.tree_util.tree_map(np.asarray,
                                                                           jax.device_get(res))
-    L = models.n_layers(p)
+    L = primitives.n_layers(p)
     diff = max(float(np.max(np.abs(g[k] - g_ad[k]))) for k in g)
     rel = max(float(np.max(np.abs(g[k] - g_ad[k])) / max(np.max(np.abs(g_ad[k])), 1e-300))
               for k in g)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bpexp import data, grads, models, optim, plots, report
+from bpexp import data, models, optim, plots, primitives, report, stacked
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
 
@@ -76,9 +76,9 @@ def compute(cfg, run) -> Result:
     p = {"W1": jnp.array([P.W1], jnp.float64), "b1": jnp.full((1, 1), P.b1),
          "W2": jnp.full((1, 1), P.W2), "b2": jnp.full((1, 1), P.b2)}
 
-    zs, acts = grads.mlp_forward_cache(p, X, "sigmoid")
-    a2 = float(models.sigmoid(zs[1])[0, 0])
-    g, deltas = grads.mlp(p, X, Y, activation="sigmoid", output="sigmoid_mse", return_deltas=True)
+    _, g, fp, deltas = stacked.loss_and_grad(p, X, Y, "sigmoid", "sigmoid_mse")
+    zs, acts = fp.zs(), fp.acts()
+    a2 = float(primitives.sigmoid(zs[1])[0, 0])
     g_ad = jax.grad(model.loss)(p, X, Y)
 
     opt = optim.get("gd", lr=P.lr)                       # w -= lr * g

@@ -1,5 +1,6 @@
 """depth_sweep: the padded deep MLP against the library, the init draws, the theory helpers,
 and the CLI run on a tiny config with its theory-vs-measurement checks."""
+import functools
 import json
 import subprocess
 import sys
@@ -12,17 +13,18 @@ import pytest
 
 import bpexp
 
-from bpexp import grads, models, primitives, theory
+from bpexp import models, primitives, stacked, theory
 from bpexp.errors import UserError
-from bpexp.experiments import depth_sweep as E
+from bpexp.experiments.depth_sweep import engine
+from bpexp.experiments.depth_sweep import theory as DT
 from helpers import assert_trees_all_close, build_cfg
 
 N, H, DOUT, M, DMAX = 5, 4, 3, 7, 4
 
 
 def _padded(seed=0, scheme="xavier", dtype=jnp.float64, norm="none"):
-    draws = E.uniform_draws(jax.random.PRNGKey(seed), N, H, DOUT, DMAX, dtype)
-    p = E.init_stack(draws, scheme, 1.0, norm)
+    draws = engine.uniform_draws(jax.random.PRNGKey(seed), N, H, DOUT, DMAX, dtype)
+    p = engine.init_stack(draws, scheme, 1.0, norm)
     rng = np.random.default_rng(seed)  # non-zero biases (gamma, beta) so they are checked too
     return {k: (v + 0.1 * rng.standard_normal(v.shape) if k[0] in "bg" else v)
             for k, v in p.items()}
@@ -35,10 +37,15 @@ def _data(seed=1):
     return jnp.asarray(X), jnp.asarray(Y)
 
 
-_fb = jax.jit(E.forward_backward, static_argnums=(4, 5, 6, 7))
-_mlp = jax.jit(grads.mlp, static_argnames=("activation", "output", "residual", "norm",
-                                           "return_deltas"))
-_cache = jax.jit(grads.mlp_forward_cache, static_argnums=(2, 3, 4))
+_fb = jax.jit(engine.forward_backward, static_argnums=(4, 5, 6, 7))
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "output", "residual", "norm"))
+def _mlp(q, X, Y, activation, output, residual, norm):
+    """(hand gradient, deltas, jax.grad, zs, acts) of the library's mlp (the list driver)."""
+    m = models.get("mlp", activation=activation, output=output, residual=residual, norm=norm)
+    _, g, fp, deltas = stacked.loss_and_grad(q, X, Y, activation, output, residual, norm)
+    return g, deltas, jax.grad(m.loss)(q, X, Y), fp.zs(), fp.acts()
 
 
 @pytest.mark.parametrize("activation,residual,norm", [
@@ -46,19 +53,19 @@ _cache = jax.jit(grads.mlp_forward_cache, static_argnums=(2, 3, 4))
     ("sigmoid", True, "none"), ("sigmoid", False, "batch"), ("relu", True, "batch")])
 def test_padded_net_matches_library_mlp(activation, residual, norm):
     """Loss, gradient and per-layer statistics of the depth-D net inside the padded stack equal
-    the library's mlp (models.get(...).grad, grads.mlp deltas) and a numpy recomputation, for
-    plain, residual and batch-normalized nets."""
+    the library's mlp (bpexp.stacked's list driver, itself checked against jax.grad here) and a
+    numpy recomputation, for plain, residual and batch-normalized nets."""
     p, (X, Y) = _padded(norm=norm), _data()
     out = "softmax_ce"
     for D in (1, 2, DMAX):
         loss, g, st = _fb(p, X, Y, D, activation, out, residual, norm)
-        q = E.stack_to_mlp(p, D)
-        gq, deltas = _mlp(q, X, Y, activation=activation, output=out, residual=residual,
-                          norm=norm, return_deltas=True)
-        zs, acts = _cache(q, X, activation, residual, norm)
+        q = stacked.unstack(p, D)
+        gq, deltas, g_ad, zs, acts = _mlp(q, X, Y, activation=activation, output=out,
+                                          residual=residual, norm=norm)
+        assert_trees_all_close(gq, g_ad, rtol=1e-10, atol=1e-14)   # independent of stacked
         np.testing.assert_allclose(loss, primitives.softmax_ce(zs[-1], Y), rtol=1e-12)
         if residual or norm == "batch":  # the statistics below are checked on plain nets
-            assert_trees_all_close(E.stack_to_mlp(g, D), gq, rtol=1e-10, atol=1e-14)
+            assert_trees_all_close(stacked.unstack(g, D), gq, rtol=1e-10, atol=1e-14)
             L = D + 1
             gn = np.array([np.linalg.norm(gq[f"W{l}"]) for l in range(1, L + 1)])
             np.testing.assert_allclose(st["grad_norm"][:L], gn, rtol=1e-10)
@@ -70,7 +77,7 @@ def test_padded_net_matches_library_mlp(activation, residual, norm):
                         for z in zs[:D]]
                 np.testing.assert_allclose(st["z_std"][:D], zstd, rtol=1e-10)
             continue
-        assert_trees_all_close(E.stack_to_mlp(g, D), gq, rtol=1e-10, atol=1e-14)
+        assert_trees_all_close(stacked.unstack(g, D), gq, rtol=1e-10, atol=1e-14)
         # layers the depth-D net does not use get exactly zero gradient
         assert np.all(np.asarray(g["W_h"][D - 1:]) == 0)
         L = D + 1
@@ -92,12 +99,12 @@ def test_gd_step_of_make_train():
     """make_train's first recorded loss is the library loss at init, the next one the loss after
     w -= lr * grad with the library gradient."""
     X, Y = _data()
-    f = E.make_train("sigmoid", "softmax_ce", 1, ("standard", "normal"), H, DMAX, jnp.float64)
+    f = engine.make_train("sigmoid", "softmax_ce", 1, ("standard", "normal"), H, DMAX, jnp.float64)
     p0, hist = f(jnp.array([0, 3]), jnp.array([1.0, 0.5]), X, Y, 3, 0.7)
     model = models.get("mlp", activation="sigmoid", output="softmax_ce")
     loss, grad = jax.jit(model.loss), jax.jit(model.grad)
     for r in (1, 2):
-        q = E.stack_to_mlp(jax.tree.map(lambda a: a[r], p0), 3)
+        q = stacked.unstack(jax.tree.map(lambda a: a[r], p0), 3)
         q1 = jax.tree.map(lambda w, d: w - 0.7 * d, q, grad(q, X, Y))
         np.testing.assert_allclose(hist["loss"][r], [loss(q, X, Y), loss(q1, X, Y)], rtol=1e-10)
     # runs are scheme-major: run 0 and run 2 share the seed and the uniform draws
@@ -111,7 +118,7 @@ def test_weights_follow_models_init_weight():
     for scheme, n_in, n_out in (("standard", 64, 32), ("xavier", 32, 10), ("normal", 32, 32),
                                 ("he", 32, 10)):
         u = rng.uniform(np.nextafter(-1.0, 0.0), 1.0, (100, n_out, n_in))
-        w = np.asarray(E.weight_from_uniform(jnp.asarray(u), scheme, n_in, n_out, 1.5))
+        w = np.asarray(engine.weight_from_uniform(jnp.asarray(u), scheme, n_in, n_out, 1.5))
         ref = np.asarray(models.init_weight(jax.random.PRNGKey(1), (n_out, n_in), scheme, 1.5,
                                             jnp.float64))
         var = theory.init_variance(scheme, n_in, n_out, 1.0) * 1.5 ** 2
@@ -129,15 +136,15 @@ def test_weights_follow_models_init_weight():
 def test_predicted_ratios_and_bound_by_hand():
     fp2 = np.array([0.05, 0.06, 0.07])
     an = np.array([8.0, 4.0, 3.0, 2.0])
-    gl, pw = E.predicted_ratios(3, 32, 10, "standard", 1.0, fp2, an)
+    gl, pw = DT.predicted_ratios(3, 32, 10, "standard", 1.0, fp2, an)
     n = np.array([32, 32, 10])
     var = np.array([1 / 96, 1 / 96, 1 / 96])          # standard: 1 / (3 n_in), n_in = 32
     np.testing.assert_allclose(gl, np.sqrt(n * var * fp2), rtol=1e-12)
     np.testing.assert_allclose(pw, gl * np.sqrt(32 / n) * an[:-1] / an[1:], rtol=1e-12)
-    np.testing.assert_allclose(E.attenuation_bound("sigmoid", 3, [2.0, 1.0, 0.5]), 0.25 ** 3,
+    np.testing.assert_allclose(DT.attenuation_bound("sigmoid", 3, [2.0, 1.0, 0.5]), 0.25 ** 3,
                                rtol=1e-12)
-    np.testing.assert_allclose(E.attenuation_bound("tanh", 3, [2.0, 1.0, 0.5]), 1.0, rtol=1e-12)
-    assert E.fprime_max("relu") == 1.0 and E.fprime_max("sigmoid") == 0.25
+    np.testing.assert_allclose(DT.attenuation_bound("tanh", 3, [2.0, 1.0, 0.5]), 1.0, rtol=1e-12)
+    assert DT.fprime_max("relu") == 1.0 and DT.fprime_max("sigmoid") == 0.25
 
 
 def test_bound_holds_on_random_nets():
@@ -158,7 +165,7 @@ def test_bound_holds_on_random_nets():
         dL = np.linalg.norm(delta)
         for W, fp in zip(Ws[:0:-1], fps[::-1]):
             delta = (W.T @ delta) * fp
-        bound = E.attenuation_bound("sigmoid", D, [np.linalg.norm(W, 2) for W in Ws[1:]])
+        bound = DT.attenuation_bound("sigmoid", D, [np.linalg.norm(W, 2) for W in Ws[1:]])
         assert np.linalg.norm(delta) / dL <= bound * (1 + 1e-12)
 
 
@@ -259,74 +266,3 @@ def test_cli_tanh_override(tmp_path):
     d = s["inits"]["standard"]["depths"]["5"]
     assert d["fprime_max_pow_depth"] == 1.0
     assert d["factor_measured_dz"] == pytest.approx(d["factor_predicted"], rel=0.5)
-
-
-# ---------------------------------------------------------------- remedies
-def test_remedy_predictions_by_hand():
-    """remedy_predicted_dz against the formulas written out, and the batch-norm limit
-    sqrt(E[sigma'^2] / Var[sigma]) against Monte Carlo."""
-    fp2, gain = np.array([0.05, 0.06, 0.04]), np.array([2.0, 3.0, 1.5])
-    D, h, d = 3, 32, 10
-    n = np.array([32, 32, 10])
-    var = lambda s: np.array([theory.init_variance(s, h, k) for k in n])  # noqa: E731
-    np.testing.assert_allclose(E.remedy_predicted_dz(E.REMEDIES["sigmoid"], D, h, d, fp2),
-                               np.sqrt(n * var("standard") * fp2), rtol=1e-12)
-    np.testing.assert_allclose(E.remedy_predicted_dz(E.REMEDIES["relu_he"], D, h, d,
-                                                     np.full(3, 0.5))[:2], 1.0, rtol=1e-12)
-    res = E.remedy_predicted_dz(E.REMEDIES["residual"], D, h, d, fp2)
-    v = var("standard")
-    np.testing.assert_allclose(res[:2], np.sqrt(fp2[:2] / fp2[1:] * (1 + n[:2] * v[:2] * fp2[1:])),
-                               rtol=1e-12)
-    np.testing.assert_allclose(res[2], np.sqrt(10 * v[2] * fp2[2]), rtol=1e-12)
-    np.testing.assert_allclose(E.remedy_predicted_dz(E.REMEDIES["batchnorm"], D, h, d, fp2, gain),
-                               np.sqrt(n * v * gain), rtol=1e-12)
-    x = np.random.default_rng(0).standard_normal(2_000_000)
-    s = 1 / (1 + np.exp(-x))
-    np.testing.assert_allclose(E.bn_factor_limit(), np.sqrt(np.mean((s * (1 - s)) ** 2) / s.var()),
-                               rtol=2e-3)
-
-
-def test_cli_remedies_order_as_theory_says(tmp_path):
-    """At depth 30 the plain sigmoid's first/last gradient ratio is far below the residual and
-    batch-normalized nets' (and ReLU + He's); the stored norms equal those the library's mlp
-    (grads.mlp) computes from the same initial weights; the theory factors match."""
-    cmd = [sys.executable, "-m", "bpexp", "+experiment=depth_sweep", f"outputs.root={tmp_path}",
-           "experiment.remedies=true", "experiment.remedy_depths=[2,30]", "data.m=200",
-           "train.steps=5", "sweep.seeds=2", "sweep.progress=false"]
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    run_dir = Path(r.stdout.strip().splitlines()[-1][len("run dir: "):])
-    s = json.loads((run_dir / "summary.json").read_text())
-    for f in ("remedies_grad_norms.png", "remedies_summary.png"):
-        assert (run_dir / "figures" / f).stat().st_size > 1000, f
-    R = {k: v["depths"]["30"] for k, v in s["remedies"].items()}
-    for k in ("residual", "batchnorm", "relu_he"):
-        assert R["sigmoid"]["ratio_first_last"] < 1e-12 * R[k]["ratio_first_last"], k
-        assert R["sigmoid"]["dz_ratio_first_last"] < 1e-12 * R[k]["dz_ratio_first_last"], k
-        assert R[k]["ratio_first_last"] > 1e-4, k
-    assert R["sigmoid"]["ratio_first_last"] < R["xavier"]["ratio_first_last"] < 1e-10
-    assert R["sigmoid"]["bound_holds"] is True and R["xavier"]["bound_holds"] is True
-    assert R["sigmoid"]["dz_ratio_first_last"] < 0.25 ** 30
-    # theory per layer: Glorot-type factors within 5%, batch norm's is an upper estimate
-    for k in ("sigmoid", "xavier", "relu_he", "residual"):
-        assert R[k]["factor_measured_dz"] == pytest.approx(R[k]["factor_predicted_dz"], rel=0.05)
-    assert 0.8 < R["batchnorm"]["factor_measured_dz"] / R["batchnorm"]["factor_predicted_dz"] < 1
-    assert R["relu_he"]["factor_predicted_dz"] == pytest.approx(1.0, rel=0.05)
-    # the stored arrays: medians = summary; seed 0 recomputed with the library's mlp backward
-    ds = bpexp.load(run_dir)
-    assert ds["grad_norm_init"].dims == ("remedy", "depth", "seed", "layer")
-    assert list(ds["remedy"].values) == list(E.REMEDIES) and ds.sizes["layer"] == 31
-    Xy = np.load(run_dir / "data.npz")
-    X, Y = jnp.asarray(Xy["X"]), jnp.asarray(Xy["Y"])
-    key = jax.random.split(jax.random.PRNGKey(0))[0]   # train.run_keys(seed 0)
-    for k in ("sigmoid", "residual", "batchnorm"):
-        rem = E.REMEDIES[k]
-        draws = E.uniform_draws(key, X.shape[0], 32, Y.shape[0], 30, jnp.float32)
-        q = E.stack_to_mlp(E.init_stack(draws, rem.init, 1.0, rem.norm), 30)
-        g = grads.mlp(q, X, Y, activation=rem.activation, output="softmax_ce",
-                      residual=rem.residual, norm=rem.norm)
-        norms = np.array([np.linalg.norm(np.asarray(g[f"W{l}"], np.float64)) for l in (1, 31)])
-        got = ds["grad_norm_init"].sel(remedy=k, depth=30).values[0]
-        np.testing.assert_allclose(got[[0, 30]], norms, rtol=2e-3, err_msg=k)
-        np.testing.assert_allclose(np.median(ds["ratio_first_last"].sel(remedy=k, depth=30)),
-                                   R[k]["ratio_first_last"], rtol=1e-12)

@@ -56,10 +56,11 @@ def test_the_library_finds_experiments_only_through_discovery():
                 assert {a.name for a in node.names} <= {"names", "get"}, path.name
 
 
-def test_models_and_grads_share_primitives_only():
+def test_models_and_grads_share_primitives_and_the_one_network_only():
     g = graph()
-    assert g["grads"] <= {"primitives", "errors"}, g["grads"]
-    assert g["models"] <= {"primitives", "grads", "errors"}, g["models"]
+    assert g["stacked"] <= {"primitives", "errors"}, g["stacked"]
+    assert g["grads"] <= {"primitives", "stacked", "errors"}, g["grads"]
+    assert g["models"] <= {"primitives", "stacked", "grads", "errors"}, g["models"]
     assert g["primitives"] <= {"errors"}
 
 

@@ -1,4 +1,4 @@
-"""Residual and batch-normalized mlp layers: the hand-derived backward pass (grads.mlp with
+"""Residual and batch-normalized mlp layers: the hand-derived backward pass (bpexp.stacked with
 residual=True / norm="batch") against jax.grad (rel 1e-10, float64), against central finite
 differences of an independent numpy forward pass, the degenerate batch sizes m = 1 and m = 2,
 and the sweep engine training them vmapped over lr, seed and init_scale."""
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
-from bpexp import grads, make, models, primitives, sweep, train
+from bpexp import make, models, primitives, stacked, sweep, train
 from bpexp.errors import UserError
 
 TOL_AUTODIFF, TOL_FD, TOL_NUMPY = 1e-10, 1e-6, 1e-12
@@ -119,9 +119,7 @@ def test_grad_matches_autodiff_numpy_and_fd(act, out, residual, norm, depth, n, 
 
 def preacts(p, X, act, residual, norm):
     """The input of every hidden activation (after batch norm when on)."""
-    bn = {}
-    zs, _ = grads.mlp_forward_cache(p, X, act, residual, norm, bn)
-    return [bn[l]["y"] if norm == "batch" else zs[l - 1] for l in range(1, len(zs))]
+    return [c.y for c in stacked.forward(p, X, act, residual, norm).caches]
 
 
 def test_batch_norm_m1_only_the_last_beta_and_the_output_layer_learn():
@@ -180,19 +178,16 @@ def test_residual_identity_path_carries_the_signal():
     """With every hidden-to-hidden W_l = 0 (so W_l^T dL/dz_l = 0) the residual net still passes
     dL/da_L unchanged down to a_1: delta_1 = dL/da_1 * f'(z_1) equals W_L^T delta_L * f'(z_1);
     the plain net's delta_1 is exactly 0."""
-    from bpexp import grads
     rng = np.random.default_rng(2)
     model = models.get("mlp", activation="sigmoid", output="softmax_ce", residual=True)
     p, X, Y = problem(rng, "softmax_ce", 3, 5, 3, 4, 4, model)
     for l in (2, 3, 4):
         p[f"W{l}"] = np.zeros_like(p[f"W{l}"])
-    _, deltas = grads.mlp(p, X, Y, activation="sigmoid", output="softmax_ce", residual=True,
-                          return_deltas=True)
-    zs, _ = grads.mlp_forward_cache(p, X, "sigmoid", True)
+    _, _, fp, deltas = stacked.loss_and_grad(p, X, Y, "sigmoid", "softmax_ce", residual=True)
+    zs = fp.zs()
     expect = (p["W5"].T @ deltas[5]) * np.asarray(primitives.sigmoid_prime(zs[0]))
     np.testing.assert_allclose(deltas[1], expect, rtol=1e-12)
-    _, d_plain = grads.mlp(p, X, Y, activation="sigmoid", output="softmax_ce",
-                           return_deltas=True)
+    _, _, _, d_plain = stacked.loss_and_grad(p, X, Y, "sigmoid", "softmax_ce")
     assert np.all(np.asarray(d_plain[1]) == 0)
 
 
