@@ -170,7 +170,6 @@ def main(dcfg: DictConfig) -> None:
         pass
     tree = OmegaConf.to_container(dcfg, resolve=True)
     exp = (tree.get("experiment") or {}).get("name")
-    config_yaml = OmegaConf.to_yaml(dcfg, resolve=True)
     try:
         if exp is None:
             raise config.ConfigError("experiment is not set; run with +experiment=NAME, one of "
@@ -181,6 +180,7 @@ def main(dcfg: DictConfig) -> None:
             os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         setup_jax(tree, module)
         cfg = config.build(tree, module)
+        config_yaml = config.dump(cfg)   # every key, the experiment's defaults too
         previous = check_continuation(module, cfg, config_yaml)
     except UserError as e:
         _die(str(e))
@@ -298,12 +298,30 @@ def replace_forms(argv: list[str]) -> list[str]:
         (yaml.safe_load(path.read_text()) or {}).get("sweep") or {}
         if path and path.is_file() else {}
     )
+    exp_node = ((yaml.safe_load(path.read_text()) or {}).get("experiment") or {}
+                if path and path.is_file() else {})
     out = []
     for arg in argv:
         m = _REPLACEABLE.match(arg)
         replace = m and preset.get(m["key"].split(".")[1]) is not None
-        out += [f"~{m['key']}", f"+{m['key']}={m['value']}"] if replace else [arg]
+        out += [f"~{m['key']}", f"+{m['key']}={m['value']}"] if replace else [_add_absent(arg,
+                                                                                      exp_node)]
     return out
+
+
+def _add_absent(arg: str, exp_node: dict) -> str:
+    """``experiment.K[.sub]=V`` where the YAML does not spell K (or K.sub) out: it keeps the
+    Params default, so the override adds the key (``+``); config.build merges a dict over its
+    default."""
+    m = re.match(r"^(?P<key>experiment(?:\.[A-Za-z_]\w*)+)=", arg)
+    if not m:
+        return arg
+    node = exp_node
+    for part in m["key"].split(".")[1:]:
+        if not isinstance(node, dict) or part not in node:
+            return "+" + arg
+        node = node[part]
+    return arg
 
 
 def cli() -> None:

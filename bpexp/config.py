@@ -272,6 +272,20 @@ def _check_run(cfg: Cfg) -> None:
         raise ConfigError(f"outputs.compile_cache={cc!r} must be a folder path or null (off)")
 
 
+def dump(cfg: Cfg) -> str:
+    """The validated config as YAML (config.yaml of a run folder): every key with its value,
+    the experiment's defaults included, so the folder says exactly what ran."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):   # mappings as blocks, lists on one line: [0.01, 3.0]
+        pass
+
+    Dumper.add_representer(list, lambda d, v: d.represent_sequence(
+        "tag:yaml.org,2002:seq", v, flow_style=True))
+    Dumper.add_representer(tuple, Dumper.yaml_representers[list])
+    return yaml.dump(dataclasses.asdict(cfg), Dumper=Dumper, sort_keys=False, width=100)
+
+
 def build(tree: dict, module) -> Cfg:
     """Plain dict (``OmegaConf.to_container(cfg, resolve=True)``) and the chosen experiment's
     module -> validated :class:`Cfg`. This is the whole validation phase: the shared sections,
@@ -279,6 +293,10 @@ def build(tree: dict, module) -> Cfg:
     from the sections it ``USES`` (make.check). Any bad input is a one-line UserError."""
     tree = dict(tree)
     exp = dict(tree.pop("experiment", None) or {})
+    for f in dataclasses.fields(module.Params):   # a dict given in part keeps the rest
+        default = _default(f)
+        if isinstance(default, dict) and isinstance(exp.get(f.name), dict):
+            exp[f.name] = {**default, **exp[f.name]}
     params = to_dataclass(module.Params, exp, "experiment.")
     kw = {k: to_dataclass(cls, tree.pop(k, {}), f"{k}.") for k, cls in SECTIONS.items()}
     top = to_dataclass(Cfg, {"experiment": params, **tree}, "")

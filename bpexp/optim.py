@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bpexp import theory
 from bpexp.errors import UserError
 
 
@@ -171,6 +172,12 @@ class Optimizer(NamedTuple):
     lr: float            # default learning rate of ``optimizer=NAME`` when none is given
     hparams: dict        # other hyperparameters and their defaults
     doc: str             # the update rule, one line
+    # (lam, hp) -> the largest stable lr on a quadratic whose top Hessian eigenvalue is lam,
+    # or None where there is no closed form (the adaptive methods)
+    bound: Callable = lambda lam, hp: None
+    bound_doc: str = ""  # the bound as a formula, for tables and legends
+    lr_range: tuple = (1e-3, 1.0)       # a sensible log-spaced lr grid on a small network
+    quad_lr_range: tuple = (1e-3, 1.0)  # ... on the optimizers experiment's 2-D quadratic
 
 
 def _twin_gd(hp):
@@ -192,14 +199,20 @@ def _twin_adam(hp):
 # The one table of optimizers: the config group ``optimizer=NAME``, its defaults, the sweepable
 # hyperparameters and the optax twins are all read from here. A new optimizer is one row.
 OPTIMIZERS: dict[str, Optimizer] = {
-    "gd": Optimizer(gd, _twin_gd, 0.1, {}, "w -= lr g"),
+    "gd": Optimizer(gd, _twin_gd, 0.1, {}, "w -= lr g",
+                    lambda lam, hp: theory.gd_threshold(lam), "lr < 2 / lambda_max",
+                    (0.01, 3.0), (0.002, 0.08)),
     "momentum": Optimizer(momentum, _twin_momentum, 0.1, {"beta": 0.9},
-                          "v = beta v + (1 - beta) g ; w -= lr v"),
+                          "v = beta v + (1 - beta) g ; w -= lr v",
+                          lambda lam, hp: theory.momentum_threshold(lam, hp["beta"]),
+                          "lr (1 - beta) lambda_max < 2 (1 + beta)", (0.03, 30.0), (0.01, 1.5)),
     "rmsprop": Optimizer(rmsprop, _twin_rmsprop, 0.01, {"beta2": 0.999, "eps": 1e-8},
-                         "s = beta2 s + (1 - beta2) g^2 ; w -= lr g / (sqrt(s) + eps)"),
+                         "s = beta2 s + (1 - beta2) g^2 ; w -= lr g / (sqrt(s) + eps)",
+                         lr_range=(1e-4, 0.3), quad_lr_range=(0.001, 1.0)),
     "adam": Optimizer(adam, _twin_adam, 0.01, {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
                       "bias-corrected v, s (Kingma & Ba 2015) ; "
-                      "w -= lr v_hat / (sqrt(s_hat) + eps)"),
+                      "w -= lr v_hat / (sqrt(s_hat) + eps)",
+                      lr_range=(3e-4, 1.0), quad_lr_range=(0.001, 1.0)),
 }
 NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
 IMPLS = ("manual", "optax")
@@ -209,6 +222,13 @@ HYPERPARAMS: dict[str, dict[str, Any]] = {
 RANGES = {"lr": (0.0, float("inf"), False, False), "beta": (0.0, 1.0, True, False),
           "beta1": (0.0, 1.0, True, False), "beta2": (0.0, 1.0, True, False),
           "eps": (0.0, float("inf"), True, False)}
+
+
+def stability_bound(name: str, lam: float, **hp) -> float | None:
+    """The largest stable lr of optimizer ``name`` on a quadratic with top curvature ``lam``
+    (its row's bound; None without a closed form; the derivations are in bpexp.theory)."""
+    row = OPTIMIZERS[name]
+    return row.bound(lam, {**row.hparams, **hp})
 
 
 def check_range(key: str, name: str, value) -> None:

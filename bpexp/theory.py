@@ -208,15 +208,6 @@ def toy_quadratic_grad(w):
     return np.array([w[0], 4.0 * w[1]])
 
 
-def gd_path(grad_fn, w0, lr, steps):
-    """Iterates of w <- w - lr grad_fn(w): (steps + 1, 2) float64, row 0 = w0."""
-    path = np.empty((steps + 1, len(w0)))
-    path[0] = np.asarray(w0, dtype=np.float64)
-    for t in range(steps):
-        path[t + 1] = path[t] - lr * np.asarray(grad_fn(path[t]))
-    return path
-
-
 def ill_conditioned_quadratic(kappa, angle_deg=30.0):
     """f(w) = 0.5 w^T H w with H = R diag(1, kappa) R^T, R rotation by angle_deg
     (default 30 degrees so GD paths are not axis-aligned; 0 gives diag(1, kappa)).

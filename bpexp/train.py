@@ -68,6 +68,47 @@ def run_keys(seed):
     return jax.random.split(jax.random.PRNGKey(seed))
 
 
+def loop(update, carry, steps: int, *, every: int = 1, measure=None, state=None,
+         each_step=None):
+    """THE training loop: ``lax.scan`` over ``steps`` calls of ``update(carry, t) -> (carry,
+    info)`` (t: the step index, a traced int), in blocks of ``every`` steps, with measurements:
+
+      measure(info, state) -> (record, state)   at the first step of each block (t = 0, every,
+                                                2 every, ...), from what that step saw (its
+                                                loss, gradient, parameters entering it);
+                                                ``state`` is carried from record to record
+                                                (e.g. a warm-started Lanczos vector);
+      each_step(info) -> record                 at every step.
+
+    A record is any pytree of arrays; its shape is the measurement's. Returns (carry, state,
+    records with a leading [steps // every] axis, per-step records with a leading [steps]
+    axis). ``steps`` must be a multiple of ``every``. Steps a block does not record only
+    advance the carry (XLA drops the unused values)."""
+    if steps % every:
+        raise ValueError(f"steps={steps} is not a multiple of every={every}")
+
+    def block(c, r):
+        carry, state = c
+        t0 = r * every
+        carry, info = update(carry, t0)
+        rec, state = measure(info, state) if measure is not None else (None, state)
+        first = each_step(info) if each_step is not None else None
+        if every == 1:
+            return (carry, state), (rec, jax.tree.map(lambda x: x[None], first))
+
+        def inner(carry, t):
+            carry, info = update(carry, t)
+            return carry, (each_step(info) if each_step is not None else None)
+
+        carry, rest = lax.scan(inner, carry, t0 + jnp.arange(1, every))
+        per = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
+        return (carry, state), (rec, per)
+
+    (carry, state), (recs, per) = lax.scan(block, (carry, state), jnp.arange(steps // every))
+    per = jax.tree.map(lambda x: x.reshape((steps,) + x.shape[2:]), per)
+    return carry, state, recs, per
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     """Everything structural about a run: changing any field means a new compile."""
@@ -145,26 +186,20 @@ def make_run(spec: TrainSpec):
             idx = lax.dynamic_slice(perm, (i * bs,), (bs,))
             return jnp.take(X, idx, axis=1), jnp.take(Y, idx, axis=1)
 
-        def step_fn(carry, step):
+        def update(carry, step):
             p, s, first_bad = carry
             loss, g = value_and_grad(p, *batch(step))
             upd, s_new = opt.update(g, s, p)
-            now = Step(loss, g, p, upd)
-            rec = {k: m.of(now) for k, m in METRICS.items() if m.of is not None}
             first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(loss), step.astype(jnp.int32),
                                   first_bad)
-            return (optax.apply_updates(p, upd), s_new, first_bad), rec
+            return (optax.apply_updates(p, upd), s_new, first_bad), Step(loss, g, p, upd)
 
-        def block(carry, r):
-            # the first step of each block is recorded; the rest only advance the carry
-            carry, rec = step_fn(carry, r * spec.record_every)
-            if spec.record_every > 1:
-                steps = r * spec.record_every + jnp.arange(1, spec.record_every)
-                carry, _ = lax.scan(lambda c, t: (step_fn(c, t)[0], None), carry, steps)
-            return carry, rec
+        def measure(now, state):
+            return {k: mt.of(now) for k, mt in METRICS.items() if mt.of is not None}, state
 
         init = (p0, s0, jnp.array(-1, jnp.int32))
-        (p, _, first_bad), recs = lax.scan(block, init, jnp.arange(spec.n_records))
+        (p, _, first_bad), _, recs, _ = loop(update, init, spec.steps, every=spec.record_every,
+                                             measure=measure)
         final = model.loss(p, X, Y)
         first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(final), spec.steps, first_bad)
         return {**recs, "first_nonfinite": first_bad, "final_loss": final}
@@ -179,21 +214,21 @@ def leaf_names(spec: TrainSpec) -> list[str]:
 
 def gd_with_sharpness(loss_fn, grad_fn, init_fn, steps, every, iters, check_iters):
     """``run(lr, key, X, Y) -> dict`` for ONE run, X: (n, m), Y: (d_out, m): params from
-    ``init_fn(key)``, full-batch GD for ``steps`` steps, the loss at every step, and at steps
-    0, every, ..., steps the top two Hessian eigenvalues by ``iters`` Lanczos steps
+    ``init_fn(key)``, full-batch GD for ``steps`` steps (:func:`loop`), the loss at every step,
+    and at steps 0, every, ..., steps the top two Hessian eigenvalues by ``iters`` Lanczos steps
     (theory.lanczos) warm-started from the previous top Ritz vector, with the residual of the
     top one. ``grad_fn`` is the training gradient (hand-derived); the Hessian-vector product
     is jvp of jax.grad. A last measurement at the final parameters starts cold (random
     vector) with ``check_iters`` steps: the accuracy check of the warm start. Returns
     sharpness, second, residual [steps / every + 1], loss [steps + 1], end_check and
     end_check_residual (scalars)."""
-    n_blocks = steps // every
 
     def run(lr, key, X, Y):
         k_init, k_v = jax.random.split(key)
         p0 = init_fn(k_init)
         flat0, unravel = ravel_pytree(p0)
         v0 = jax.random.normal(k_v, flat0.shape, flat0.dtype)
+        a = jnp.asarray(lr).astype(flat0.dtype)
 
         def f(x):
             return loss_fn(unravel(x), X, Y)
@@ -203,24 +238,22 @@ def gd_with_sharpness(loss_fn, grad_fn, init_fn, steps, every, iters, check_iter
         def hvp_at(x):
             return lambda u: jax.jvp(g, (x,), (u,))[1]   # H u
 
-        def gd_step(carry, _):
-            x, a = carry
+        def update(x, _):
             p = unravel(x)
             grad, _ = ravel_pytree(grad_fn(p, X, Y))
-            return (x - a * grad, a), loss_fn(p, X, Y)   # w -= lr g
+            return x - a * grad, (x, loss_fn(p, X, Y))   # w -= lr g
 
-        def block(carry, train):
-            x, v = carry
-            lam1, lam2, v, res, _ = theory.lanczos(hvp_at(x), v, iters)
-            a = jnp.where(train, lr, 0).astype(x.dtype)  # the trailing block only measures
-            (x, _), losses = lax.scan(gd_step, (x, a), None, length=every)
-            return (x, v), (lam1, lam2, res, losses)
+        def sharpness(info, v):
+            lam1, lam2, v, res, _ = theory.lanczos(hvp_at(info[0]), v, iters)
+            return (lam1, lam2, res), v
 
-        (x, _), (lam1, lam2, res, losses) = lax.scan(block, (flat0, v0),
-                                                     jnp.arange(n_blocks + 1) < n_blocks)
+        x, v, (lam1, lam2, res), (_, loss) = loop(update, flat0, steps, every=every,
+                                                  measure=sharpness, state=v0,
+                                                  each_step=lambda info: info)
+        (l1, l2, r), _ = sharpness((x, None), v)                          # at step ``steps``
         c1, _, _, cres, _ = theory.lanczos(hvp_at(x), v0, check_iters)   # cold, at the end
-        loss = losses.reshape(-1)[: steps + 1]                            # step 0..steps
-        return {"sharpness": lam1, "second": lam2, "residual": res, "loss": loss,
+        return {"sharpness": jnp.append(lam1, l1), "second": jnp.append(lam2, l2),
+                "residual": jnp.append(res, r), "loss": jnp.append(loss, f(x)),
                 "end_check": c1, "end_check_residual": cres}
 
     return run

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from bpexp import data, gradcheck, grads, plots, report
+from bpexp import data, gradcheck, grads, plots, report, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import command, question
 from bpexp.plots import plt
@@ -120,11 +120,11 @@ def pf_gd(R, W0, lr, steps):
     step (k, steps + 1): Sharpe, |w|, |g|^2 (at the step's w), and the path (k, steps + 1, n)."""
 
     def one(w0):
-        def step(w, _):
+        def update(w, _):
             g = grads.neg_sharpe_grad({"w": w}, R, None, MONTHS)["w"]
             return w - lr * g, (w, -pf_loss(w, R), g @ g)
 
-        wT, (path, S, gg) = jax.lax.scan(step, w0, None, steps)
+        wT, _, _, (path, S, gg) = train.loop(update, w0, steps, each_step=lambda info: info)
         gT = grads.neg_sharpe_grad({"w": wT}, R, None, MONTHS)["w"]
         return (jnp.concatenate([path, wT[None]]), jnp.append(S, -pf_loss(wT, R)),
                 jnp.append(gg, gT @ gT))
@@ -177,10 +177,10 @@ def make_strategy_runs(steps, record_every, eps, eval_cost):
         return grads.sharpe(net_returns(positions(theta, Z), r, eval_cost, prev=prev), DAYS)
 
     def one(theta0, lr, c, Ztr, rtr, Zte, rte):
-        def step(th, _):
+        def update(th, _):
             return th - lr * grad(th, Ztr, rtr, c, eps), th
 
-        thT, path = jax.lax.scan(step, theta0, None, steps)
+        thT, _, _, path = train.loop(update, theta0, steps, each_step=lambda th: th)
         path = jnp.concatenate([path, thT[None]])[rec]
         ins = jax.vmap(lambda th: sharpe_net(th, Ztr, rtr))(path)
         # out of sample the rule continues from its last in-sample position

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from bpexp import make, plots, report, sweep
+from bpexp import make, plots, report, sweep, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import command, load_data, question
 from bpexp.plots import plt
@@ -89,8 +88,9 @@ def noise_scale(g):
 
 
 def gd_with_noise_scale(model, steps, every):
-    """``run(p0, lr, X, Y)``: full-batch GD w -= lr g for ``steps`` steps with B_noise, tr(Sigma),
-    |G|^2 and the full loss measured at steps 0, every, 2 every, ..., <= steps."""
+    """``run(p0, lr, X, Y)``: full-batch GD w -= lr g (train.loop) for every ``every``-th of
+    ``steps`` steps (the floor multiple) with B_noise, tr(Sigma), |G|^2 and the full loss
+    measured at steps 0, every, 2 every, ..., <= steps."""
     n_blocks = steps // every
 
     def run(p0, lr, X, Y):
@@ -98,13 +98,11 @@ def gd_with_noise_scale(model, steps, every):
             b, tr, G2 = noise_scale(per_example_grads(model, p, X, Y))
             return b, tr, G2, model.loss(p, X, Y)
 
-        def block(p, _):
-            out = measure(p)
-            p = lax.fori_loop(0, every, lambda i, q: jax.tree.map(
-                lambda w, d: w - lr * d, q, model.grad(q, X, Y)), p)
-            return p, out
+        def update(q, _):
+            return jax.tree.map(lambda w, d: w - lr * d, q, model.grad(q, X, Y)), q
 
-        p, outs = lax.scan(block, p0, None, length=n_blocks)
+        p, _, outs, _ = train.loop(update, p0, n_blocks * every, every=every,
+                                   measure=lambda q, s: (measure(q), s))
         last = measure(p)
         return tuple(jnp.concatenate([o, jnp.asarray(x)[None]]) for o, x in zip(outs, last))
 

@@ -41,3 +41,13 @@ def build_cfg(tree: dict):
     if name is None:
         raise config.ConfigError("experiment is not set")
     return config.build(tree, experiment_module(name))
+
+
+def np_gd_path(grad_fn, w0, lr, steps):
+    """Reference GD in numpy float64: iterates of w <- w - lr grad_fn(w), (steps + 1, len(w0)),
+    row 0 = w0 (independent of bpexp's train.loop)."""
+    path = np.empty((steps + 1, len(w0)))
+    path[0] = np.asarray(w0, dtype=np.float64)
+    for t in range(steps):
+        path[t + 1] = path[t] - lr * np.asarray(grad_fn(path[t]))
+    return path

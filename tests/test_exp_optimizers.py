@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import np_gd_path
 
 import bpexp
 from bpexp import config, optim, sweep, theory, train
@@ -89,7 +90,7 @@ def test_quadratic_paths_match_numpy_and_optax_twins_in_float64():
     fixed = {"beta": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
     lrs = {n: np.array([0.01, 0.05]) for n in E.NAMES}
     out = E.quadratic_paths(H, w0, lrs, fixed, steps=40, dtype="float64")
-    gd_ref = theory.gd_path(lambda w: H @ w, w0, 0.05, 40)
+    gd_ref = np_gd_path(lambda w: H @ w, w0, 0.05, 40)
     np.testing.assert_allclose(out[("gd", "manual")][0][1], gd_ref, rtol=1e-12, atol=1e-14)
     for i, lr in enumerate(lrs["gd"]):
         ref = _numpy_paths(H, w0, lr, 40)

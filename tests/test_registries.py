@@ -115,3 +115,51 @@ def test_a_new_optimizer_is_one_row(tmp_path):
     np_manual, np_optax = sum(out["manual"], []), sum(out["optax"], [])
     assert all(abs(a - b) <= 1e-5 * abs(b) for a, b in zip(np_manual, np_optax))
     assert out["rejected"] == "optimizer.beta=1.5 must be in [0, 1)"
+
+
+def test_a_new_optimizer_row_joins_the_optimizers_experiment(tmp_path):
+    """One row (with its stability bound and lr ranges) and the optimizers experiment runs it
+    beside the others, through the command line, on the network and on the quadratic."""
+    out = run_python('''
+        load_edited("bpexp.optim", "OPTIMIZERS: dict[str, Optimizer] = {",
+                    before="def heavy_ball(lr, beta=0.5):\\n"
+                           "    def update(g, s, params=None):\\n"
+                           "        v = jax.tree.map(lambda v_, g_:'''
+        ''' _like(beta, g_) * v_ + g_, s.v, g)\\n"
+                           "        return jax.tree.map(lambda v_: -_like(lr, v_) * v_, v),'''
+        ''' MomentumState(v=v)\\n"
+                           "    return optax.GradientTransformation(\\n"
+                           "        lambda p:'''
+        ''' MomentumState(v=jax.tree.map(jnp.zeros_like, p)), update)\\n\\n\\n",
+                    after="\\n    \\"heavy_ball\\": Optimizer(heavy_ball,'''
+        ''' lambda hp: optax.sgd(hp[\\"lr\\"], "
+                          "momentum=hp[\\"beta\\"]), 0.05, {\\"beta\\": 0.5},'''
+        ''' \\"v = beta v + g ; w -= lr v\\", "
+                          "lambda lam, hp: 2 * (1 + hp[\\"beta\\"]) / lam, \\"\\","'''
+        ''' " (0.01, 1.0), (0.002, 0.1)),")
+        import json, sys
+        from pathlib import Path
+        from bpexp.__main__ import cli
+        sys.argv = ["bpexp", "+experiment=optimizers", "outputs.root=out", "train.steps=20",
+                    "experiment.lr_num=3", "experiment.quad_lr_num=4", "experiment.quad_steps=40",
+                    "experiment.path_steps=10", "data.m=100", "sweep.seeds=1",'''
+        ''' "sweep.progress=false"]
+        try:
+            cli()
+        except SystemExit as e:
+            assert not e.code, e.code
+        s = json.loads(next(Path("out/optimizers").glob("2*/summary.json")).read_text())
+        q = s["problems"]["quadratic"]
+        print(json.dumps({"net": sorted(s["problems"]["digits"]), "quad": sorted(q),
+                          "hb": q["heavy_ball"], "kappa": s["quadratic"]["kappa"]}))
+    ''', tmp_path)
+    assert "heavy_ball" in out["net"] and "heavy_ball" in out["quad"]
+    hb = out["hb"]
+    assert len(hb["lrs"]) == 4 and abs(hb["lrs"][0] - 0.002) < 1e-12
+    assert abs(hb["lrs"][-1] - 0.1) < 1e-12
+    # its own bound: heavy ball diverges past 2 (1 + beta) / lambda_max = 3 / kappa on the quadratic
+    bound = 3.0 / out["kappa"]
+    assert abs(hb["stability_bound"] - bound) < 1e-12 * bound
+    for lr, div in zip(hb["lrs"], hb["diverged"]):
+        if lr < 0.9 * bound:
+            assert not div, lr

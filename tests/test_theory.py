@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import np_gd_path
 
 from bpexp import primitives
 from bpexp import theory as th
@@ -188,7 +189,7 @@ def test_glorot_factors():
 # ---------------------------------------------------------------- toy
 def test_toy_quadratic_gd_path():
     w0, lr = np.array([2.5, 2.0]), 0.15
-    path = th.gd_path(th.toy_quadratic_grad, w0, lr, 20)
+    path = np_gd_path(th.toy_quadratic_grad, w0, lr, 20)
     assert path.shape == (21, 2)
     t = np.arange(21)[:, None]
     h = np.diag(th.TOY_HESSIAN)[None, :]
@@ -196,7 +197,7 @@ def test_toy_quadratic_gd_path():
     assert th.toy_quadratic(w0) == pytest.approx(0.5 * 2.5**2 + 2 * 2.0**2)
     assert th.gd_threshold(4.0) == 0.5
 
-    div = th.gd_path(th.toy_quadratic_grad, w0, 0.51, 200)
+    div = np_gd_path(th.toy_quadratic_grad, w0, 0.51, 200)
     assert abs(div[-1, 1]) > 100 * abs(w0[1])  # |1 - 0.51*4| = 1.04 > 1
     assert abs(div[-1, 0]) < 1e-10  # w1 still contracts (factor 0.49)
 
@@ -211,5 +212,5 @@ def test_ill_conditioned_quadratic():
     fd = [(f(w + eps * e) - f(w - eps * e)) / (2 * eps) for e in np.eye(2)]
     np.testing.assert_allclose(fd, grad(w), rtol=1e-8)
     assert abs(H[0, 1]) > 0.1  # rotated: not axis-aligned
-    assert np.linalg.norm(th.gd_path(grad, w, 0.19, 300)[-1]) < 1e-10
-    assert np.linalg.norm(th.gd_path(grad, w, 0.21, 300)[-1]) > 1e3
+    assert np.linalg.norm(np_gd_path(grad, w, 0.19, 300)[-1]) < 1e-10
+    assert np.linalg.norm(np_gd_path(grad, w, 0.21, 300)[-1]) > 1e3

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from bpexp import primitives, stacked, train
 
@@ -103,12 +102,12 @@ def make_train(activation, output, steps, schemes, h, dmax, dtype, residual=Fals
     as in forward_backward; runs = (scheme, seed) scheme-major. Keys as in the sweep engine:
     k_init, k_batch = split(PRNGKey(seed))."""
     def one(p, X, Y, D, lr):
-        def step(p, _):  # statistics of the params entering the step, then w -= lr g
+        def update(p, _):  # statistics of the params entering the step, then w -= lr g
             _, g, stats = forward_backward(p, X, Y, D, activation, output, residual, norm)
             return jax.tree.map(lambda w, d: w - lr * d, p, g), stats
 
         # steps + 1 passes: the last one only measures the trained net (its update is dropped)
-        _, hist = lax.scan(step, p, None, length=steps + 1)
+        _, _, _, hist = train.loop(update, p, steps + 1, each_step=lambda stats: stats)
         return hist
 
     def all_runs(seeds, scales, X, Y, D, lr):

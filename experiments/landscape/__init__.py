@@ -219,9 +219,19 @@ def surface_grid(s: Surface, half_width, G=81):
 
 # ---------------------------------------------------------------- (b) toy quadratic GD (numpy)
 def toy_gd(w0, lrs, steps):
-    """GD paths on 0.5 w1^2 + 2 w2^2: (len(lrs), steps + 1, 2), plus the closed form."""
-    paths = np.stack([theory.gd_path(theory.toy_quadratic_grad, w0, lr, steps) for lr in lrs])
+    """GD paths on 0.5 w1^2 + 2 w2^2 (train.loop, float64, vmapped over the lrs):
+    (len(lrs), steps + 1, 2), plus the closed form (1 - lr h)^t w0."""
     h = np.diag(theory.TOY_HESSIAN)
+
+    def path(lr):
+        def update(w, _):
+            return w - lr * (jnp.asarray(h) * w), w     # grad f = (w1, 4 w2)
+
+        wT, _, _, ws = train.loop(update, jnp.asarray(w0, jnp.float64), steps,
+                                  each_step=lambda w: w)
+        return jnp.concatenate([ws, wT[None]])
+
+    paths = np.asarray(jax.jit(jax.vmap(path))(jnp.asarray(lrs, jnp.float64)))
     t = np.arange(steps + 1)[None, :, None]
     lr = np.asarray(lrs)[:, None, None]
     closed = (1.0 - lr * h[None, None, :]) ** t * np.asarray(w0)[None, None, :]
@@ -287,23 +297,22 @@ def make_trainer(model, n, d_out, hparams, opt_name, impl, opt_hp, steps, record
         p0 = model.init(k_init, n, d_out, dtype=X.dtype, **hparams)
         opt = optim.get(opt_name, impl=impl, **opt_hp)
 
-        def step(carry, _):
+        def update(carry, _):
             p, s = carry
             loss = model.loss(p, X, Y)
             upd, s = opt.update(model.grad(p, X, Y), s, p)
-            return (jax.tree_util.tree_map(jnp.add, p, upd), s), loss
+            return (jax.tree_util.tree_map(jnp.add, p, upd), s), (p, loss)
 
-        def block(carry, _):
-            carry, losses = jax.lax.scan(step, carry, None, length=record_every)
-            return carry, (ravel(carry[0], jnp), losses)
-
-        (p, _), (thetas, losses) = jax.lax.scan(block, (p0, opt.init(p0)), None,
-                                                length=steps // record_every)
+        # theta is recorded at steps 0, k, 2k, ...: at the first step of each block
+        (p, _), _, thetas, losses = train.loop(
+            update, (p0, opt.init(p0)), steps, every=record_every,
+            measure=lambda info, st: (ravel(info[0], jnp), st), each_step=lambda info: info[1])
         flat0 = ravel(p0, jnp)
         # directions from a key of their own: they do not move with the init seed's stream
         key = jax.random.fold_in(jax.random.PRNGKey(seed), dseed)
         dirs = jax.random.normal(key, (2, flat0.size), X.dtype)
-        return jnp.concatenate([flat0[None], thetas]), losses.reshape(-1), model.loss(p, X, Y), dirs
+        traj = jnp.concatenate([thetas, ravel(p, jnp)[None]])   # steps 0, k, ..., steps
+        return traj, losses, model.loss(p, X, Y), dirs
 
     return jax.jit(fit)
 

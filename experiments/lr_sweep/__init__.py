@@ -31,7 +31,7 @@ import matplotlib.cm
 import matplotlib.colors
 import numpy as np
 
-from bpexp import make, plots, report, sweep, theory, train
+from bpexp import make, optim, plots, report, sweep, theory, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import (command, diverged_mask, finite_median, load_data,
                                        question)
@@ -99,11 +99,9 @@ def threshold_theory(cfg, model, ds, seeds, iters):
                     for s in seeds]
         lam, kind = float(np.median(lams)), "estimate"
     o = cfg.optimizer
-    if o.name == "gd":
-        return lam, theory.gd_threshold(lam), kind
-    if o.name == "momentum":
-        return lam, theory.momentum_threshold(lam, o.beta), kind
-    return lam, None, "none"  # rmsprop / adam: no classical step-size bound
+    hp = {k: getattr(o, k) for k in optim.OPTIMIZERS[o.name].hparams}
+    thr = optim.stability_bound(o.name, lam, **hp)      # the optimizer row's bound
+    return (lam, thr, kind) if thr is not None else (lam, None, "none")  # adaptive: none
 
 
 def refine(cfg, spec, ds, grid, fixed, bracket, chunk, P):

@@ -30,17 +30,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import xarray as xr
-from jax import lax
+
 from matplotlib.lines import Line2D
 
-from bpexp import make, optim, plots, report, sweep, theory
+from bpexp import make, optim, plots, report, sweep, theory, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import (best_lr_index, command, diverged_mask, finite_median,
                                        load_data, question)
 from bpexp.plots import plt
 
-NAMES = ("gd", "momentum", "rmsprop", "adam")
-IMPLS = ("manual", "optax")
+NAMES = optim.NAMES     # every row of the optimizer table
+IMPLS = optim.IMPLS
 NAN2 = (float("nan"), float("nan"))  # a (max |diff|, relative) with no run to compare
 
 
@@ -52,8 +52,8 @@ class Params:
     name: str = "optimizers"
     optimizers: Any = field(default_factory=lambda: list(NAMES))
     # per optimizer [start, stop] of a log-spaced lr grid with lr_num points
-    lr_range: Any = field(default_factory=lambda: {"gd": [0.01, 3.0], "momentum": [0.03, 30.0],
-                                                   "rmsprop": [1e-4, 0.3], "adam": [3e-4, 1.0]})
+    lr_range: Any = field(default_factory=lambda: {
+        k: list(r.lr_range) for k, r in optim.OPTIMIZERS.items()})
     lr_num: int = 10
     tol_factor: float = 1.05        # digits tolerance: tol_factor x best final loss of all
     divergence_factor: float = 1.0  # also diverged: final loss > factor x initial loss
@@ -61,10 +61,8 @@ class Params:
     quad_angle: float = 30.0        # degrees the eigenvectors are rotated by
     quad_start: Any = field(default_factory=lambda: [2.5, 2.0])
     quad_steps: int = 300
-    quad_lr_range: Any = field(default_factory=lambda: {"gd": [0.002, 0.08],
-                                                        "momentum": [0.01, 1.5],
-                                                        "rmsprop": [0.001, 1.0],
-                                                        "adam": [0.001, 1.0]})
+    quad_lr_range: Any = field(default_factory=lambda: {
+        k: list(r.quad_lr_range) for k, r in optim.OPTIMIZERS.items()})
     quad_lr_num: int = 24
     quad_tol: float = 1e-6          # quadratic tolerance: absolute loss
     path_steps: int = 80            # steps of each path drawn on the contours
@@ -146,12 +144,13 @@ def quadratic_paths(H, w0, lrs: dict, fixed: dict, steps: int, impls=IMPLS,
         hp = {k: fixed[k] for k in optim.HYPERPARAMS[name] if k != "lr"}
         opt = optim.get(name, impl=impl, lr=lr, **hp)
 
-        def step(carry, _):
+        def update(carry, _):
             w, s = carry
             upd, s = opt.update(H @ w, s, w)          # grad f = H w
             return (optax.apply_updates(w, upd), s), w
 
-        (w_last, _), ws = lax.scan(step, (w0, opt.init(w0)), None, length=steps)
+        (w_last, _), _, _, ws = train.loop(update, (w0, opt.init(w0)), steps,
+                                           each_step=lambda w: w)
         path = jnp.concatenate([ws, w_last[None]], axis=0)                 # (steps + 1, 2)
         return path, 0.5 * jnp.einsum("ti,ij,tj->t", path, H, path)        # f = 0.5 w^T H w
 
@@ -233,6 +232,7 @@ class Result:
     gd_threshold: float        # theory: GD stable iff lr < this
     gd_best_lr: float          # theory: GD's fastest lr, 2 / (lambda_min + lambda_max)
     momentum_threshold: float  # theory: momentum stable iff lr < this
+    bounds: dict = field(default_factory=dict)  # opt -> its row's stability bound (or None)
 
 
 def _with_final(metrics) -> np.ndarray:
@@ -298,8 +298,15 @@ def compute(cfg, run) -> Result:
                       path=None if b is None else path[b], rate_theory=rate,
                       steps_theory=predicted_steps(rate, f0, P.quad_tol))
     return Result(names, seeds, ds.n, ds.m, specs[(names[0], "manual")].batch, sweeps, steps,
-                  net, tol, H, lams, w0, f0, paths, quad, theory.gd_threshold(lams[-1]),
-                  2 / (lams[0] + lams[-1]), theory.momentum_threshold(lams[-1], o.beta))
+                  net, tol, H, lams, w0, f0, paths, quad, optim.stability_bound("gd", lams[-1]),
+                  2 / (lams[0] + lams[-1]),
+                  optim.stability_bound("momentum", lams[-1], beta=o.beta),
+                  {n: optim.stability_bound(n, lams[-1], **_row_hparams(n, o)) for n in names})
+
+
+def _row_hparams(name, o) -> dict:
+    """The config's values of optimizer ``name``'s own hyperparameters."""
+    return {k: getattr(o, k) for k in optim.OPTIMIZERS[name].hparams if hasattr(o, k)}
 
 
 # ---------------------------------------------------------------- save
@@ -361,7 +368,8 @@ def save(cfg, run, res: Result) -> dict:
             "quadratic": {n: entry(quad[n], {"lrs": quad[n].lrs, "final_loss_per_lr": quad[n].final,
                                              "diverged": quad[n].diverged,
                                              "rate_theory": quad[n].rate_theory,
-                                             "steps_to_tol_theory": quad[n].steps_theory})
+                                             "steps_to_tol_theory": quad[n].steps_theory,
+                                             "stability_bound": res.bounds[n]})
                           for n in names}},
         "tolerance": {data: res.tol, "quadratic": P.quad_tol,
                       "definition": f"{data}: first step where the median (over seeds) loss at "
@@ -379,7 +387,7 @@ def save(cfg, run, res: Result) -> dict:
 
 
 # ---------------------------------------------------------------- present
-COLORS = {"gd": "tab:blue", "momentum": "tab:orange", "rmsprop": "tab:green", "adam": "tab:red"}
+COLORS = {k: plots.PALETTE[i % len(plots.PALETTE)] for i, k in enumerate(optim.NAMES)}
 
 
 def present(cfg, run, res: Result, summary: dict) -> None:
@@ -391,8 +399,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     title_q = f"quadratic, kappa={P.quad_kappa:g}, rotated {P.quad_angle:g} deg"
     fig_best_curves(names, res.steps, net, res.tol, quad, P.quad_tol, title_net, title_q,
                     run.figure(figs[0]))
-    fig_final_vs_lr(names, net, quad, title_net, title_q, res.gd_threshold,
-                    res.momentum_threshold if "momentum" in names else None, run.figure(figs[1]))
+    fig_final_vs_lr(names, net, quad, title_net, title_q, res.bounds, run.figure(figs[1]))
     n_path = min(P.path_steps, P.quad_steps)
     fig_paths(names, res.H, w0, quad, n_path,
               f"{title_q}: first {n_path} steps at each optimizer's best lr", run.figure(figs[2]))
@@ -497,9 +504,10 @@ def fig_best_curves(names, steps, net, tol, quad, qtol, title_net, title_q, path
     return plots.save(fig, path)
 
 
-def fig_final_vs_lr(names, net, quad, title_net, title_q, gd_thr, mom_thr, path):
+def fig_final_vs_lr(names, net, quad, title_net, title_q, bounds, path):
     """Final loss vs lr per optimizer, log-log; diverged lrs as crosses at the top, the best lr
-    as a star; on the quadratic the GD and momentum stability bounds as dotted lines."""
+    as a star; on the quadratic each optimizer's stability bound (its row's) as a dotted
+    line."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     for ax, fits, title in ((axes[0], net, title_net), (axes[1], quad, title_q)):
         fin_all = np.concatenate([plots.positive(np.where(f.diverged, np.nan, f.final))
@@ -519,11 +527,10 @@ def fig_final_vs_lr(names, net, quad, title_net, title_q, gd_thr, mom_thr, path)
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("final training loss (median over seeds, log)")
     axes[1].set_ylabel("final f(w) (log)")
-    axes[1].axvline(gd_thr, color=COLORS["gd"], ls=":", lw=1.2,
-                    label=f"GD bound 2/kappa = {gd_thr:.3g}")
-    if mom_thr:
-        axes[1].axvline(mom_thr, color=COLORS["momentum"], ls=":", lw=1.2,
-                        label=f"momentum bound = {mom_thr:.3g}")
+    for n in names:
+        if bounds.get(n):
+            axes[1].axvline(bounds[n], color=COLORS[n], ls=":", lw=1.2,
+                            label=f"{n} bound = {bounds[n]:.3g}")
     for ax in axes:
         h, lab = ax.get_legend_handles_labels()
         h += [Line2D([], [], ls="", marker="x", color="0.3"),
