@@ -1,6 +1,6 @@
 """Compare runs' headline numbers.
 
-    python -m bpexp.compare [--experiment lr_sweep] [--root outputs] [--last 10] [--status finished]
+    python -m bpexp.compare [--experiment NAME] [--root outputs] [--last 10] [--status finished]
 
 reads ``<root>/index.jsonl`` and prints one row per run (a run continued or sharded over
 several processes has several lines: its latest status is shown) with the scalar entries of

@@ -145,13 +145,33 @@ def register_schemas() -> None:
     for name, row in optim.OPTIMIZERS.items():
         node = {**dataclasses.asdict(OptimizerCfg()), "name": name, "lr": row.lr, **row.hparams}
         cs.store(group="optimizer", name=name, node=node)
+    import yaml
+
+    from bpexp import experiments
+
+    for name, folder in experiments.external().items():   # YAMLs that live with their module
+        if not (CONF_DIR / "experiment" / f"{name}.yaml").is_file():
+            node = yaml.safe_load((folder / f"{name}.yaml").read_text()) or {}
+            cs.store(group="experiment", name=name, node=node, package="_global_")
 
 
 def group_options(group: str) -> list[str]:
-    """The options of a config group: its YAMLs, and for ``optimizer`` the table's rows."""
+    """The options of a config group: its YAMLs in conf/ and its entries in Hydra's ConfigStore
+    (the optimizer table's rows, external experiments' YAMLs; register_schemas stores them)."""
+    from hydra.core.config_store import ConfigStore
+
     names = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+    try:
+        stored = ConfigStore.instance().list(group)
+    except OSError:    # nothing stored in that group
+        stored = []
+    names |= {n.removesuffix(".yaml") for n in stored} - {"schema"}
     if group == "optimizer":
         names |= set(optim.NAMES)
+    if group == "experiment":
+        from bpexp import experiments
+
+        names |= set(experiments.external())
     return sorted(names)
 
 
@@ -305,8 +325,11 @@ def build(tree: dict, module) -> Cfg:
     validate(top)
     module.validate(top)
     if top.sweep.shard is not None and not getattr(module, "STREAMS", False):
+        from bpexp import experiments
+
+        streams = [n for n in experiments.names() if getattr(experiments.get(n), "STREAMS", 0)]
         raise ConfigError(f"sweep.shard={top.sweep.shard} is not allowed for experiment "
                           f"{params.name}: it does not stream a grid; allowed for experiments "
-                          "that do (lr_sweep)")
+                          f"that do ({', '.join(streams)})")
     make.check(top, module.USES)
     return top

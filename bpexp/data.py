@@ -28,10 +28,10 @@ import numpy as np
 from bpexp.errors import UserError
 
 NAMES = ("synthetic", "diabetes", "digits", "breast_cancer", "iris", "wine", "moons",
-         "worked_example", "ff_factors", "sp500")
+         "lecture5", "ff_factors", "sp500")
 TASKS = {"synthetic": "regression", "diabetes": "regression", "digits": "multiclass",
          "breast_cancer": "binary", "iris": "multiclass", "wine": "multiclass",
-         "moons": "binary", "worked_example": "binary", "ff_factors": "returns",
+         "moons": "binary", "lecture5": "binary", "ff_factors": "returns",
          "sp500": "returns"}
 FINANCE = ("ff_factors", "sp500")  # time series (arch's bundled data): raw, in time order
 
@@ -166,7 +166,7 @@ def _load(name, *, m, n, noise, seed, dtype) -> Dataset:
         X, Y = _zscore_rows(X), _zscore_rows(Y)
         info["note"] = "w_true, b_true are before z-scoring X and Y"
         return Dataset(name, X.astype(dtype), Y.astype(dtype), TASKS[name], info)
-    if name == "worked_example":
+    if name == "lecture5":
         # Lecture 5 section 8: one example x = [1, 2], target 1; raw, not standardized.
         X = np.array([[1.0], [2.0]])
         Y = np.array([[1.0]])

@@ -8,3 +8,11 @@ Any other exception is a bug: its traceback goes to the run folder's error.txt.
 
 class UserError(ValueError):
     """Bad input from the user; the message is one line: key, value, what is allowed."""
+
+
+def die(msg: str, code: int = 2):
+    """Bad input: ``error: msg`` on stderr, one line, and exit ``code`` (2)."""
+    import sys
+
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(code)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from bpexp.make import FAST_COMPILE  # runs once per shape: compile time dominates
+from bpexp.xla import FAST_COMPILE  # runs once per shape: compile time dominates
 
 
 def rel_err(a, b) -> float:

@@ -13,8 +13,6 @@ import numpy as np
 from bpexp import data, models, optim, sweep, train
 from bpexp.errors import UserError
 
-# For functions that run once per shape: compile time dominates, so skip XLA's backend passes.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 SECTIONS = ("model", "data", "optimizer", "train", "sweep")  # what an experiment may use
 

@@ -164,7 +164,7 @@ def write_run(run_dir, standalone: bool = False) -> Path:
         script = f"<script>{get_plotlyjs()}</script>"
         src = "inline"
     else:
-        asset = plotly_asset(run_dir.parent.parent)
+        asset = plotly_asset(outputs.root_of(run_dir))
         src = os.path.relpath(asset, run_dir)
         script = f'<script src="{html.escape(src)}"></script>'
     meta = " · ".join(html.escape(str(x)) for x in (
@@ -173,7 +173,7 @@ def write_run(run_dir, standalone: bool = False) -> Path:
         f"{env['seconds']:.1f} s" if isinstance(env.get("seconds"), (int, float)) else ""))
     links = " · ".join(f'<a href="{n}">{n}</a>' for n in (
         "report.md", "summary.json", "config.yaml", "env.json") if (run_dir / n).exists())
-    index_link = os.path.relpath(run_dir.parent.parent / "index.html", run_dir)
+    index_link = os.path.relpath(outputs.root_of(run_dir) / "index.html", run_dir)
     out = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>{html.escape(experiment)} {html.escape(run_dir.name)}</title>",
@@ -219,7 +219,7 @@ HEADLINE = 6   # summary scalars shown per run
 
 def _run_link(root: Path, row: dict) -> tuple[str | None, str]:
     """(href relative to the index, label) of a run's best page."""
-    d = root / str(row.get("experiment", "")) / str(row.get("id", ""))
+    d = outputs.run_dir(root, str(row.get("experiment", "")), str(row.get("id", "")))
     if not d.is_dir() and row.get("dir"):
         d = Path(row["dir"])
     for name in ("report.html", "report.md", "env.json"):
@@ -302,8 +302,8 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         print(f"report: {write_run(d, standalone=a.standalone)}")
-        root = d.resolve().parent.parent
-        if (root / "index.jsonl").exists() and root not in roots:
+        root = outputs.root_of(d)
+        if (root / outputs.INDEX).exists() and root not in roots:
             roots.append(root)
     if a.index is not None:
         root = Path(a.index)

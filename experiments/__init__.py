@@ -34,6 +34,11 @@ exports:
                                  ``python -m bpexp.pages`` redraws old runs; without it the page
                                  shows the generic figures of every stored array.
 
+Experiments outside the package: every folder listed in the environment variable
+``BPEXP_EXPERIMENTS`` (separated like PATH) may hold experiment packages ``NAME/`` that carry
+their YAML inside (``NAME/NAME.yaml``, the same content as conf/experiment/NAME.yaml). They are
+found, validated and run exactly like the built-in ones, with no edit to the library.
+
 The module docstring states the question, the theory and the expected outcome. An experiment
 bigger than one room (~400 lines) is a package: ``__init__`` holds the contract, beside it
 ``run.py`` (the computation), ``theory.py``, ``figures.py`` (matplotlib) and ``page.py``.
@@ -44,24 +49,73 @@ Drawing helpers that several experiments share live in bpexp/plots.py (PNG) and 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import pkgutil
+import sys
 import types
+from pathlib import Path
+
+ENV = "BPEXP_EXPERIMENTS"   # folders of experiment packages outside bpexp (like PATH)
+
+
+def external() -> dict[str, Path]:
+    """Experiment packages found in the folders of ``BPEXP_EXPERIMENTS``: name -> folder (the
+    first folder wins; a built-in name is never shadowed)."""
+    out: dict[str, Path] = {}
+    for root in filter(None, os.environ.get(ENV, "").split(os.pathsep)):
+        for sub in sorted(Path(root).glob("*/")):
+            if (sub / "__init__.py").is_file() and (sub / f"{sub.name}.yaml").is_file():
+                out.setdefault(sub.name, sub)
+    return out
+
+
+def yaml_path(name: str) -> Path | None:
+    """The experiment's YAML: conf/experiment/NAME.yaml, or NAME/NAME.yaml of an external one."""
+    from bpexp.config import CONF_DIR
+
+    builtin = CONF_DIR / "experiment" / f"{name}.yaml"
+    if builtin.is_file():
+        return builtin
+    ext = external().get(name)
+    return ext / f"{name}.yaml" if ext else None
+
+
+def _builtin() -> set[str]:
+    from bpexp.config import CONF_DIR
+
+    here = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return here & {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
 
 
 def names() -> tuple[str, ...]:
-    """Experiments that have both a module (or package) here and a YAML in conf/experiment."""
-    from bpexp.config import group_options
-
-    here = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
-    return tuple(sorted(here & set(group_options("experiment"))))
+    """Every experiment: a module (or package) here with a YAML in conf/experiment, and the
+    external packages of ``BPEXP_EXPERIMENTS``."""
+    builtin = _builtin()
+    return tuple(sorted(builtin | (set(external()) - builtin)))
 
 
 def get(name: str) -> types.ModuleType:
-    """The experiment module ``name``; a one-line UserError listing the known ones otherwise."""
+    """The experiment module ``name``; a one-line UserError listing the known ones otherwise.
+    An external package is imported as ``bpexp.experiments.NAME``, so its own modules import
+    each other the same way the built-in ones do."""
     from bpexp.config import ConfigError
 
     known = names()
     if name not in known:
         raise ConfigError(f"experiment={name!r} is not an experiment; choose one of "
                           f"{', '.join(known)}")
-    return importlib.import_module(f"{__name__}.{name}")
+    full = f"{__name__}.{name}"
+    if name in _builtin() or full in sys.modules:
+        return importlib.import_module(full)
+    folder = external()[name]
+    spec = importlib.util.spec_from_file_location(full, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[full]
+        raise
+    return module

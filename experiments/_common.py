@@ -16,15 +16,6 @@ def load_data(cfg, run=None, **override) -> data.Dataset:
     return ds
 
 
-def command(cfg, default_overrides: str = "") -> str:
-    """The command line that reproduces this run (from argv)."""
-    import sys
-
-    args = [a for a in sys.argv[1:] if not a.startswith("outputs.root=")]
-    args = args or [f"+experiment={cfg.experiment.name}", default_overrides]
-    return "python -m bpexp " + " ".join(args).strip()
-
-
 def finite_median(a, axis):
     """Median over ``axis`` that treats non-finite values as +inf (a diverged run is worst)."""
     a = np.where(np.isfinite(a), a, np.inf)

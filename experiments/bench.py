@@ -24,7 +24,7 @@ import xarray as xr
 
 from bpexp import make, optim, plots, report, sweep, train
 from bpexp.errors import UserError
-from bpexp.experiments._common import command, load_data, question
+from bpexp.experiments._common import load_data, question
 from bpexp.plots import plt
 
 SIZES = {  # reference grids: runs = lrs x seeds, full-batch GD on digits, two_layer_sigmoid, MSE
@@ -263,7 +263,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
                 "(c) loop over step": s["naive_s"], "engine, autodiff": s["autodiff_s"]},
                s["scaling"], run.figure("times.png"), title=title)
     run.save_report(report.report(
-        "Benchmark", question(__doc__), command(cfg),
+        "Benchmark", question(__doc__), run.reproduce(),
         [("Machine", f"backend {s['backend']}, devices {', '.join(s['devices'])}, "
                      f"{cfg.precision}; timings are medians of {P.repeats} after a warm-up."),
          ("Times", report.markdown_table(["what", "seconds / value", "note"], rows))],

@@ -28,8 +28,9 @@ from sklearn import datasets as skd
 
 from bpexp import make, plots, primitives, report, stacked, train
 from bpexp.errors import UserError
-from bpexp.experiments._common import command, load_data, question
+from bpexp.experiments._common import load_data, question
 from bpexp.plots import plt
+from bpexp.xla import FAST_COMPILE
 
 PRECISION = "float64"
 MAX_UNITS = 12  # per layer, so the drawing stays readable
@@ -147,7 +148,7 @@ def compute(cfg, run) -> Result:
     with run.timed("gradient"):
         args = (cfg.seed, X, Y)
         f = make_compute(model, ds.n, ds.d_out, hparams, act, out)
-        res = f.lower(*args).compile(make.FAST_COMPILE)(*args)
+        res = f.lower(*args).compile(FAST_COMPILE)(*args)
         p, g, deltas, g_ad, zs, acts, loss, yhat = jax.tree_util.tree_map(np.asarray,
                                                                           jax.device_get(res))
     L = primitives.n_layers(p)
@@ -245,7 +246,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
               f"< 1 expected with {act} hidden layers"]]
     report.print_table("theory vs measurement", ["quantity", "measured", "theory"], check)
     run.save_report(report.report(
-        "Credit assignment", question(__doc__), command(cfg),
+        "Credit assignment", question(__doc__), run.reproduce(),
         [("Setup", f"`mlp` {arch} ({act} hidden, output `{out}`), init `{cfg.model.init}` from "
                    f"seed {cfg.seed}, gradient at the initial weights on a batch of m = {m} "
                    f"`{cfg.data.name}` examples (features: {', '.join(names)}), float64. Loss "

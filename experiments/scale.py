@@ -31,7 +31,7 @@ import numpy as np
 
 from bpexp import data, plots, report, sweep, train
 from bpexp.errors import UserError
-from bpexp.experiments._common import command, question
+from bpexp.experiments._common import question
 from bpexp.plots import plt
 from bpexp.store import GridStore
 
@@ -224,7 +224,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     fig_scale(g, o, run.figure("scale.png"))
     run.save_report(report.report(
         "Scale: memory, throughput and store size vs the number of runs", question(__doc__),
-        command(cfg),
+        run.reproduce(),
         [("Setup", f"Each grid is `lr_sweep` (multivariate on diabetes, {cfg.experiment.steps} "
                    f"steps, record every {cfg.experiment.record_every}) with "
                    f"{cfg.experiment.lrs} learning rates x (runs / {cfg.experiment.lrs}) seeds, "

@@ -69,7 +69,7 @@ class Result:
 
 def compute(cfg, run) -> Result:
     P = cfg.experiment
-    ds = data.load("worked_example", dtype=np.float64)
+    ds = data.load("lecture5", dtype=np.float64)
     X, Y = jnp.asarray(ds.X), jnp.asarray(ds.Y)         # x = [1, 2]^T, y = 1
     run.save_data(ds.X, ds.Y)
     model = models.get("mlp", activation="sigmoid", output="sigmoid_mse")

@@ -228,9 +228,9 @@ def test_a_bug_is_a_traceback_in_error_txt_and_one_line(tmp_path):
     code = ("import sys; import bpexp.experiments.worked_example as w\n"
             "def broken(cfg, run):\n    raise ZeroDivisionError('injected bug')\n"
             "w.compute = broken\n"
-            "from bpexp.__main__ import cli\n"
+            "from bpexp.__main__ import main\nfrom bpexp.cli import run as cli\n"
             f"sys.argv = ['bpexp', '+experiment=worked_example', 'outputs.root={tmp_path}']"
-            "\ncli()\n")
+            "\ncli(main)\n")
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(),
                        capture_output=True, text=True, timeout=TIMEOUT)
     assert p.returncode == 1, p.stderr

@@ -11,12 +11,12 @@ from bpexp.errors import UserError
 
 TASKS = {"synthetic": "regression", "diabetes": "regression", "digits": "multiclass",
          "breast_cancer": "binary", "iris": "multiclass", "wine": "multiclass",
-         "moons": "binary", "worked_example": "binary", "ff_factors": "returns",
+         "moons": "binary", "lecture5": "binary", "ff_factors": "returns",
          "sp500": "returns"}
 # (n features, m examples, d_out) with default arguments
 SHAPES = {"synthetic": (10, 200, 1), "diabetes": (10, 442, 1), "digits": (64, 1797, 10),
           "breast_cancer": (30, 569, 1), "iris": (4, 150, 3), "wine": (13, 178, 3),
-          "moons": (2, 200, 1), "worked_example": (2, 1, 1), "ff_factors": (3, 1109, 1),
+          "moons": (2, 200, 1), "lecture5": (2, 1, 1), "ff_factors": (3, 1109, 1),
           "sp500": (6, 4831, 1)}
 
 
@@ -48,7 +48,7 @@ def test_shapes_dtype_and_task(name):
 
 
 @pytest.mark.parametrize("name", [n for n in data.NAMES
-                                  if n not in ("worked_example", *data.FINANCE)])
+                                  if n not in ("lecture5", *data.FINANCE)])
 def test_features_are_z_scored(name):
     X = load(name).X.astype(np.float64)
     mean, std = X.mean(axis=1), X.std(axis=1)
@@ -60,7 +60,7 @@ def test_features_are_z_scored(name):
 
 
 def test_worked_example_is_raw_lecture_data():
-    ds = load("worked_example")
+    ds = load("lecture5")
     np.testing.assert_array_equal(ds.X, [[1.0], [2.0]])
     np.testing.assert_array_equal(ds.Y, [[1.0]])
 
@@ -72,12 +72,12 @@ def test_regression_targets_z_scored(name):
     np.testing.assert_allclose(Y.std(axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["breast_cancer", "moons", "worked_example"])
+@pytest.mark.parametrize("name", ["breast_cancer", "moons", "lecture5"])
 def test_binary_targets_are_0_1_rows(name):
     Y = load(name).Y
     assert Y.shape[0] == 1
     assert set(np.unique(Y)) <= {0.0, 1.0}
-    if name != "worked_example":
+    if name != "lecture5":
         assert set(np.unique(Y)) == {0.0, 1.0}
 
 

@@ -14,6 +14,9 @@ import bpexp
 from bpexp import config, models
 from bpexp.errors import UserError
 from bpexp.experiments import backprop_cost as B
+from bpexp.experiments.backprop_cost import q4 as BQ4
+from bpexp.experiments.backprop_cost import q8 as BQ8
+from bpexp.experiments.backprop_cost import timing as BT
 from bpexp.primitives import output
 from helpers import run_experiment
 
@@ -39,11 +42,11 @@ def test_schema_and_files(tiny_run):
     assert q4["widths"] == [4, 16, 64] and q8["depths"] == [2, 4, 8]
     for key in ("seconds", "flops", "forward_pass_equivalents_time",
                 "forward_pass_equivalents_flops"):
-        assert set(q4[key]) == set(B.Q4_METHODS)
-    assert set(q4["slope_flops"]) == set(q4["slope_time"]) == set(B.Q4_METHODS[1:])
-    assert set(q8["temp_bytes"]) == set(q8["seconds"]) == set(B.Q8_METHODS)
+        assert set(q4[key]) == set(BQ4.Q4_METHODS)
+    assert set(q4["slope_flops"]) == set(q4["slope_time"]) == set(BQ4.Q4_METHODS[1:])
+    assert set(q8["temp_bytes"]) == set(q8["seconds"]) == set(BQ8.Q8_METHODS)
     assert ds["q4_flops"].dims == ("q4_method", "net")
-    assert list(ds["q4_method"].values) == list(B.Q4_METHODS)
+    assert list(ds["q4_method"].values) == list(BQ4.Q4_METHODS)
     assert ds["q8_temp_bytes"].dims == ("q8_method", "depth")
     # forward mode and finite differences run only up to max_params_forward
     P = ds["params"].values
@@ -64,10 +67,10 @@ def test_fitted_slopes_near_0_and_1(tiny_run):
     P = ds["params"].values.astype(float)
     fl = ds["q4_flops"].values
     fpe = fl / fl[0]
-    fit = {k: np.polyfit(np.log(P), np.log(fpe[i]), 1)[0] for i, k in enumerate(B.Q4_METHODS)}
+    fit = {k: np.polyfit(np.log(P), np.log(fpe[i]), 1)[0] for i, k in enumerate(BQ4.Q4_METHODS)}
     assert abs(fit["backprop"]) < 0.1
     assert abs(fit["forward_mode"] - 1) < 0.05 and abs(fit["finite_differences"] - 1) < 0.05
-    for k in B.Q4_METHODS[1:]:
+    for k in BQ4.Q4_METHODS[1:]:
         assert s["q4"]["slope_flops"][k] == pytest.approx(fit[k], abs=1e-9)
     # central differences are exactly two forward passes per parameter (plus the axpy's)
     np.testing.assert_allclose(fpe[3], 2 * P, rtol=0.2)  # + O(P) to build theta + h e_i
@@ -88,11 +91,11 @@ def test_memory_per_layer_against_counted_theory(tiny_run):
     m, h = 64, 16
     L = ds["depth"].values.astype(float)
     mem = ds["q8_temp_bytes"]
-    per = {k: np.polyfit(L, mem.sel(q8_method=k).values, 1)[0] for k in B.Q8_METHODS}
+    per = {k: np.polyfit(L, mem.sel(q8_method=k).values, 1)[0] for k in BQ8.Q8_METHODS}
     assert per["store"] == pytest.approx(2 * m * h * 4, rel=0.1)          # z_l and a_l
     assert per["checkpoint"] == pytest.approx((m * h + h * h) * 4, rel=0.25)
     assert abs(per["recompute"]) < 0.01 * per["store"]                    # flat in depth
-    for k in B.Q8_METHODS:
+    for k in BQ8.Q8_METHODS:
         assert q8["bytes_per_layer"][k] == pytest.approx(per[k], rel=1e-9, abs=1e-6)
     assert q8["grad_rel_err_vs_store"] < 1e-5
     ev = ds["q8_layer_evals"].sel(q8_method="recompute").values
@@ -112,9 +115,9 @@ def test_checkpoint_and_recompute_equal_jax_grad(activation):
     p = jax.jit(lambda k: model.init(k, h, h, hidden=h, depth=L - 1, init="xavier",
                                      dtype=jnp.float64))(k3)
     ref = jax.jit(jax.grad(model.loss))(p, X, Y)
-    W, b = B.stacked(p, L)
-    for gW, gb in (jax.jit(B.checkpoint_grad(activation, out))(W, b, X, Y),
-                   jax.jit(B.recompute_grad(activation, out))(W, b, X, Y)):
+    W, b = BQ8.stack(p, L)
+    for gW, gb in (jax.jit(BQ8.checkpoint_grad(activation, out))(W, b, X, Y),
+                   jax.jit(BQ8.recompute_grad(activation, out))(W, b, X, Y)):
         for l in range(1, L + 1):
             np.testing.assert_allclose(gW[l - 1], ref[f"W{l}"], rtol=1e-12, atol=1e-15)
             np.testing.assert_allclose(gb[l - 1], ref[f"b{l}"], rtol=1e-12, atol=1e-15)
@@ -126,23 +129,23 @@ def test_q4_functions_give_the_gradient():
     X = jax.random.normal(k1, (3, 6), jnp.float64)
     Y = jax.random.normal(k2, (1, 6), jnp.float64)
     p = jax.jit(lambda k: model.init(k, 3, 1, hidden=3, depth=2, dtype=jnp.float64))(k3)
-    theta, fns, pieces = B.q4_functions(model, p, X, Y, chunk=4)
+    theta, fns, pieces = BQ4.q4_functions(model, p, X, Y, chunk=4)
     ref = jax.jit(jax.grad(fns["forward"]))(theta)
     for name in ("backprop", "forward_mode"):
         np.testing.assert_allclose(jax.jit(fns[name])(theta), ref, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(jax.jit(fns["finite_differences"])(theta), ref, atol=1e-5)
     assert pieces["forward_mode"][1] == theta.size and pieces["backprop"][1] == 1
     # the looped timer returns f's output and a time
-    t, out = B.loop_time(B.looped(fns["backprop"]), theta, 1, 0.0)
+    t, out = BT.loop_time(BT.looped(fns["backprop"]), theta, 1, 0.0)
     assert t > 0
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-15)
 
 
 def test_slope():
     x = np.array([10.0, 100.0, 1000.0])
-    assert B.slope(x, 3 * x) == pytest.approx(1.0)
-    assert B.slope(x, [2.0, 2.0, 2.0]) == pytest.approx(0.0, abs=1e-12)
-    assert B.slope(x, [np.nan, 5.0, 50.0]) == pytest.approx(1.0)
+    assert BT.slope(x, 3 * x) == pytest.approx(1.0)
+    assert BT.slope(x, [2.0, 2.0, 2.0]) == pytest.approx(0.0, abs=1e-12)
+    assert BT.slope(x, [np.nan, 5.0, 50.0]) == pytest.approx(1.0)
 
 
 def _cfg(**kw):

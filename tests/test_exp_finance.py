@@ -12,6 +12,7 @@ import bpexp
 from bpexp import config, data
 from bpexp.errors import UserError
 from bpexp.experiments import finance as F
+from bpexp.experiments.finance import strategy as FS
 from helpers import run_experiment
 
 TINY = ["experiment.days=1000", "experiment.train_days=300", "experiment.test_days=150",
@@ -97,7 +98,7 @@ def test_strategy_numbers_recomputed(tiny_run):
     D = np.load(run_dir / "data.npz")
     X, r = D["X"], D["Y"][0]
     assert X.shape == (6, 1000)
-    wins = F.walk_forward(1000, 300, 150)
+    wins = FS.walk_forward(1000, 300, 150)
     theta = ds["theta"].values                                    # [K, L, S, C, f]
     li = 1                                                        # lr 0.01
     for k, (a, b, c) in enumerate(wins):

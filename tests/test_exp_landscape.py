@@ -14,7 +14,8 @@ from jax.flatten_util import ravel_pytree
 
 import bpexp
 from bpexp.errors import UserError
-from bpexp.experiments import landscape as L
+from bpexp.experiments.landscape import run as LR
+from bpexp.experiments.landscape import theory as LT
 from helpers import build_cfg, run_experiment
 
 TINY = ["experiment.grid=11", "experiment.starts=9", "train.steps=40", "train.record_every=5",
@@ -175,7 +176,7 @@ def test_cli_slice_center_projection_and_grid(tiny_run):
 def test_separable_double_well_matches_cubic_roots():
     # c = 0: critical points are the 3 x 3 products of the roots of 4 w^3 - 4 w + t = 0
     t = (0.3, -0.2)
-    pts = L.critical_points(L.double_well(0.0, t), box=2.0, starts=15, iters=60)
+    pts = LT.critical_points(LT.double_well(0.0, t), box=2.0, starts=15, iters=60)
     roots = [np.sort(np.roots([4, 0, -4, ti]).real) for ti in t]
     expect = np.array([[r1, r2] for r1 in roots[0] for r2 in roots[1]])
     got = np.array([p["w"] for p in pts])
@@ -191,16 +192,16 @@ def test_separable_double_well_matches_cubic_roots():
 
 
 def test_bowl_has_one_minimum_and_classify():
-    pts = L.critical_points(L.bowl(), starts=7)
+    pts = LT.critical_points(LT.bowl(), starts=7)
     assert len(pts) == 1 and pts[0]["kind"] == "minimum" and pts[0]["w"] == [0.0, 0.0]
-    assert L.classify(np.array([1.0, 2.0])) == "minimum"
-    assert L.classify(np.array([-1.0, 2.0])) == "saddle"
-    assert L.classify(np.array([-1.0, -2.0])) == "maximum"
-    assert L.classify(np.array([0.0, 2.0])) == "degenerate"
+    assert LT.classify(np.array([1.0, 2.0])) == "minimum"
+    assert LT.classify(np.array([-1.0, 2.0])) == "saddle"
+    assert LT.classify(np.array([-1.0, -2.0])) == "maximum"
+    assert LT.classify(np.array([0.0, 2.0])) == "degenerate"
 
 
 def test_toy_gd_closed_form():
-    paths, closed = L.toy_gd([2.5, 2.0], [0.15, 0.52], 20)
+    paths, closed = LT.toy_gd([2.5, 2.0], [0.15, 0.52], 20)
     np.testing.assert_allclose(paths, closed, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(paths[0, 20], [0.85 ** 20 * 2.5, 0.4 ** 20 * 2.0], rtol=1e-12)
 
@@ -210,7 +211,7 @@ def test_filter_normalize_rows_and_biases():
     p = {"W1": rng.normal(size=(4, 3)), "b1": rng.normal(size=(4, 1)),
          "W2": rng.normal(size=(1, 4)), "b2": rng.normal(size=(1, 1))}
     d = {k: rng.normal(size=v.shape) for k, v in p.items()}
-    z = L.filter_normalize(d, p, "zero")
+    z = LR.filter_normalize(d, p, "zero")
     for k in ("W1", "W2"):
         np.testing.assert_allclose(np.linalg.norm(z[k], axis=1), np.linalg.norm(p[k], axis=1),
                                    rtol=1e-12)
@@ -218,7 +219,7 @@ def test_filter_normalize_rows_and_biases():
         cos = np.sum(z[k] * d[k], 1) / np.linalg.norm(z[k], axis=1) / np.linalg.norm(d[k], axis=1)
         np.testing.assert_allclose(cos, 1.0, rtol=1e-12)
     assert not np.any(z["b1"]) and not np.any(z["b2"])
-    f = L.filter_normalize(d, p, "filter")
+    f = LR.filter_normalize(d, p, "filter")
     np.testing.assert_allclose(np.abs(f["b1"]), np.abs(p["b1"]), rtol=1e-12)
     np.testing.assert_array_equal(np.sign(f["b1"]), np.sign(d["b1"]))
 
@@ -227,16 +228,16 @@ def test_ravel_matches_jax_and_projection():
     rng = np.random.default_rng(1)
     p = {"W2": rng.normal(size=(1, 4)), "b1": rng.normal(size=(4, 1)),
          "W1": rng.normal(size=(4, 3))}
-    flat = L.ravel(p)
+    flat = LR.ravel(p)
     np.testing.assert_array_equal(flat, np.asarray(ravel_pytree(p)[0]))
-    back = L.unravel(flat, {k: v.shape for k, v in p.items()})
+    back = LR.unravel(flat, {k: v.shape for k, v in p.items()})
     for k in p:
         np.testing.assert_array_equal(back[k], p[k])
     D = rng.normal(size=(2, flat.size))
     c = np.array([[0.3, -1.2], [0.0, 0.0], [2.0, 0.5]])
     pts = flat + c @ D
-    np.testing.assert_allclose(L.project(pts, flat, D), c, atol=1e-12)
-    V, var = L.pca_plane(pts, flat)
+    np.testing.assert_allclose(LR.project(pts, flat, D), c, atol=1e-12)
+    V, var = LR.pca_plane(pts, flat)
     np.testing.assert_allclose(V @ V.T, np.eye(2), atol=1e-12)
     np.testing.assert_allclose(var.sum(), 1.0, atol=1e-12)  # points lie in a 2-D plane
 

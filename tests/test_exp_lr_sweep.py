@@ -11,8 +11,9 @@ import pytest
 from bpexp import data
 from bpexp.errors import UserError
 from bpexp.experiments import lr_sweep
-from bpexp.experiments.lr_sweep import measured_threshold
-from bpexp.outputs import Run
+from bpexp.experiments.lr_sweep import run as lr_run
+from bpexp.experiments.lr_sweep.theory import measured_threshold
+from bpexp.runfolder import Run
 from helpers import build_cfg, run_experiment
 
 
@@ -209,7 +210,7 @@ def test_refined_threshold_within_one_percent_without_recompiling(tmp_path, opti
     from bpexp import make
     ds, (grid, fixed) = make.dataset(cfg), make.grid(cfg)
     n = sweep.COMPILES["count"]
-    again = lr_sweep.refine(cfg, make.spec(cfg, ds), ds, grid, fixed, res.bracket,
+    again = lr_run.refine(cfg, make.spec(cfg, ds), ds, grid, fixed, res.bracket,
                             res.stats["chunk_size"], cfg.experiment)
     assert again == res.rounds and sweep.COMPILES["count"] == n   # refinement never compiles
     s = lr_sweep.save(cfg, run, res)

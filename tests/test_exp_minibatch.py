@@ -11,7 +11,8 @@ from helpers import build_cfg, run_experiment
 import bpexp
 from bpexp import models
 from bpexp.errors import UserError
-from bpexp.experiments import minibatch as E
+from bpexp.experiments.minibatch import run as MR
+from bpexp.experiments.minibatch import theory as MT
 
 
 def _problem(seed=0, n=5, k=4, d=3, m=9):
@@ -40,7 +41,7 @@ def test_noise_scale_equals_numpy_from_per_example_gradients():
     model = models.get("two_layer_sigmoid")
     for seed in range(3):
         p, X, Y = _problem(seed)
-        g = np.asarray(E.per_example_grads(model, p, X, Y))
+        g = np.asarray(MT.per_example_grads(model, p, X, Y))
         ref = np_per_example_grads(p, X, Y)
         # ravel_pytree orders leaves by sorted key: W1, W2, b1, b2
         np.testing.assert_allclose(g, ref, rtol=1e-12, atol=1e-14)
@@ -49,7 +50,7 @@ def test_noise_scale_equals_numpy_from_per_example_gradients():
         np.testing.assert_allclose(G, np.concatenate([np.ravel(full[k]) for k in
                                                       ("W1", "W2", "b1", "b2")]), rtol=1e-12)
         tr = np.trace(np.cov(ref.T, bias=True))
-        b, tr_got, G2 = (float(v) for v in E.noise_scale(jnp.asarray(g)))
+        b, tr_got, G2 = (float(v) for v in MT.noise_scale(jnp.asarray(g)))
         np.testing.assert_allclose(tr_got, tr, rtol=1e-12)
         np.testing.assert_allclose(G2, G @ G, rtol=1e-12)
         np.testing.assert_allclose(b, tr / (G @ G), rtol=1e-10)
@@ -58,7 +59,7 @@ def test_noise_scale_equals_numpy_from_per_example_gradients():
 def test_gd_with_noise_scale_follows_a_python_loop():
     model = models.get("two_layer_sigmoid")
     p, X, Y = _problem(4, m=12)
-    f = E.gd_with_noise_scale(model, 6, 3)
+    f = MT.gd_with_noise_scale(model, 6, 3)
     b, tr, G2, loss = f(p, jnp.asarray(0.1), jnp.asarray(X), jnp.asarray(Y))
     q, want = p, []
     for t in range(7):
@@ -74,18 +75,18 @@ def test_gd_with_noise_scale_follows_a_python_loop():
 
 def test_steps_to_target_helpers_by_hand():
     loss = np.array([[4.0, 2.0, 6.0, 1.0, 1.0, 0.5]])
-    np.testing.assert_allclose(E.smooth(loss, 2), [[4.0, 3.0, 4.0, 3.5, 1.0, 0.75]])
-    np.testing.assert_allclose(E.smooth(loss, 1), loss)
-    assert E.first_below(E.smooth(loss, 2), 1.0).tolist() == [4]
-    assert E.first_below(loss, 0.1).tolist() == [-1]
+    np.testing.assert_allclose(MR.smooth(loss, 2), [[4.0, 3.0, 4.0, 3.5, 1.0, 0.75]])
+    np.testing.assert_allclose(MR.smooth(loss, 1), loss)
+    assert MR.first_below(MR.smooth(loss, 2), 1.0).tolist() == [4]
+    assert MR.first_below(loss, 0.1).tolist() == [-1]
     steps = np.array([[10, 12], [5, -1], [7, 9], [3, 4]])
     div = np.array([[False, False], [False, False], [False, False], [False, True]])
-    assert E.best_lr(steps, div) == 2          # row 1 misses the target, row 3 diverged
-    assert E.best_lr(steps[1:2], div[1:2]) is None
+    assert MR.best_lr(steps, div) == 2          # row 1 misses the target, row 3 diverged
+    assert MR.best_lr(steps[1:2], div[1:2]) is None
     b = np.array([1, 4, 16, 64, 256])
-    bc, smin = E.fit_critical_batch(b, 30 * (1 + 12.0 / b))
+    bc, smin = MT.fit_critical_batch(b, 30 * (1 + 12.0 / b))
     assert bc == pytest.approx(12.0, rel=0.01) and smin == pytest.approx(30, rel=0.01)
-    s, smin = E.predicted_steps([1, 512], 40.0, 512, 10.0)
+    s, smin = MT.predicted_steps([1, 512], 40.0, 512, 10.0)
     np.testing.assert_allclose(smin, 40 / (1 + 10 / 512))
     np.testing.assert_allclose(s, smin * np.array([11, 1 + 10 / 512]))
 

@@ -16,46 +16,49 @@ from helpers import np_gd_path
 import bpexp
 from bpexp import config, optim, sweep, theory, train
 from bpexp.errors import UserError
+from bpexp.experiments import _common
 from bpexp.experiments import optimizers as E
+from bpexp.experiments.optimizers import run as OR
+from bpexp.experiments.optimizers import theory as OT
 
 
 # ---------------------------------------------------------------- pure helpers
 def test_best_lr_index_skips_lrs_with_a_diverged_seed():
     final = np.array([[0.5, 0.7], [0.1, np.nan], [0.2, 0.3], [0.4, 0.4]])   # [lr, seed]
     div = ~np.isfinite(final)
-    assert E.best_lr_index(final, div) == 2           # lr 1 is lower but one seed diverged
-    assert E.best_lr_index(final, np.ones_like(div)) is None
+    assert _common.best_lr_index(final, div) == 2           # lr 1 is lower but one seed diverged
+    assert _common.best_lr_index(final, np.ones_like(div)) is None
 
 
 def test_diverged_mask():
     loss = np.array([[[1.0, 0.5]], [[1.0, 2.0]], [[1.0, np.inf]]])          # [lr, seed, step]
     final = np.array([[0.4], [3.0], [np.nan]])
     first = np.array([[-1], [-1], [1]])
-    np.testing.assert_array_equal(E.diverged_mask(loss, final, first, 1.0),
+    np.testing.assert_array_equal(_common.diverged_mask(loss, final, first, 1.0),
                                   [[False], [True], [True]])
 
 
 def test_steps_to_tol_and_max_abs_diff():
     steps = np.arange(5) * 10
-    assert E.steps_to_tol(steps, [4.0, 3.0, 1.0, 0.5, 0.1], 1.0) == 20
-    assert E.steps_to_tol(steps, [4.0, 3.0, 2.0, 2.0, 2.0], 1.0) is None
+    assert OR.steps_to_tol(steps, [4.0, 3.0, 1.0, 0.5, 0.1], 1.0) == 20
+    assert OR.steps_to_tol(steps, [4.0, 3.0, 2.0, 2.0, 2.0], 1.0) is None
     a = np.array([[1.0, 2.0], [4.0, 8.0]])
     b = a + np.array([[0.0, 1e-3], [0.5, 0.0]])
-    assert E.max_abs_diff(a, b) == (0.5, 0.5 / 8)
-    np.testing.assert_allclose(E.max_abs_diff(a, b, np.array([True, False])), (1e-3, 1e-3 / 2),
+    assert OR.max_abs_diff(a, b) == (0.5, 0.5 / 8)
+    np.testing.assert_allclose(OR.max_abs_diff(a, b, np.array([True, False])), (1e-3, 1e-3 / 2),
                                rtol=1e-12)
 
 
 def test_quadratic_rate_and_predicted_steps_match_closed_forms():
     kappa, beta = 50.0, 0.9
     lr = 2 / (1 + kappa)
-    assert math.isclose(E.quadratic_rate("gd", lr, [1.0, kappa], beta), (kappa - 1) / (kappa + 1),
+    assert math.isclose(OT.quadratic_rate("gd", lr, [1.0, kappa], beta), (kappa - 1) / (kappa + 1),
                         rel_tol=1e-12)
     # inside the complex-root band every eigendirection contracts by sqrt(beta)
-    assert math.isclose(E.quadratic_rate("momentum", 0.09, [1.0, kappa], beta), math.sqrt(beta),
+    assert math.isclose(OT.quadratic_rate("momentum", 0.09, [1.0, kappa], beta), math.sqrt(beta),
                         rel_tol=1e-12)
-    assert math.isclose(E.predicted_steps(0.5, 1.0, 1.0 / 16), 2.0)       # 0.5^(2t) = 1/16 at t = 2
-    assert E.predicted_steps(1.2, 1.0, 0.1) is None
+    assert math.isclose(OT.predicted_steps(0.5, 1.0, 1.0 / 16), 2.0)  # 0.5^(2t) = 1/16 at t = 2
+    assert OT.predicted_steps(1.2, 1.0, 0.1) is None
 
 
 # ---------------------------------------------------------------- the quadratic scan
@@ -89,7 +92,7 @@ def test_quadratic_paths_match_numpy_and_optax_twins_in_float64():
     w0 = np.array([2.5, 2.0])
     fixed = {"beta": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
     lrs = {n: np.array([0.01, 0.05]) for n in E.NAMES}
-    out = E.quadratic_paths(H, w0, lrs, fixed, steps=40, dtype="float64")
+    out = OT.quadratic_paths(H, w0, lrs, fixed, steps=40, dtype="float64")
     gd_ref = np_gd_path(lambda w: H @ w, w0, 0.05, 40)
     np.testing.assert_allclose(out[("gd", "manual")][0][1], gd_ref, rtol=1e-12, atol=1e-14)
     for i, lr in enumerate(lrs["gd"]):
@@ -141,7 +144,7 @@ def test_run_fused_equals_run_grid_per_spec():
             np.testing.assert_allclose(got.metrics[k], ref.metrics[k], rtol=1e-12, atol=1e-300,
                                        err_msg=f"{o}/{impl} {k}")
     m = fused[("momentum", "manual")].metrics
-    div = E.diverged_mask(m["loss"], m["final_loss"], m["first_nonfinite"], 1.0)
+    div = _common.diverged_mask(m["loss"], m["final_loss"], m["first_nonfinite"], 1.0)
     np.testing.assert_array_equal(div, [[False, False], [False, False], [True, True]])  # lr 100
 
 
@@ -251,7 +254,7 @@ def _check_metrics(run_dir, s, names):
                                    rtol=1e-15)
         manual = at.sel(impl="manual")
         final = manual["net_final_loss"].values                      # [lr_index, seed]
-        assert _finite_or_none(E.finite_median(final, axis=1)) == digits["final_loss_median"]
+        assert _finite_or_none(_common.finite_median(final, axis=1)) == digits["final_loss_median"]
         assert _finite_or_none(manual["quad_loss"].values[:, -1]) == q["final_loss_per_lr"]
         # select by lr: the best lr's final loss is the summary's
         by_lr = manual["net_final_loss"].swap_dims(lr_index="lr")

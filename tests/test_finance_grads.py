@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bpexp import data, grads
-from bpexp.experiments import finance as F
+from bpexp.experiments.finance import strategy as FS
+from bpexp.experiments.finance import theory as FT
 
 # periods is traced: one compile per shape, and hypothesis draws few shapes
 jit_grad = jax.jit(grads.neg_sharpe_grad)
@@ -61,9 +62,9 @@ def test_sharpe_grad_returns_vs_jax_grad():
 
 def test_tangency_matches_closed_form_and_beats_every_direction():
     R = data.load("ff_factors", dtype=np.float64).X
-    w, s = F.tangency(R)
+    w, s = FT.tangency(R)
     mu = R.mean(1)
-    Sigma = np.cov(R, bias=True)                       # independent of F.moments
+    Sigma = np.cov(R, bias=True)                       # independent of FT.moments
     s_ref = np.sqrt(12 * mu @ np.linalg.inv(Sigma) @ mu)
     assert s == pytest.approx(s_ref, rel=1e-12)
     assert np_sharpe(w @ R, 12) == pytest.approx(s_ref, rel=1e-12)
@@ -74,14 +75,14 @@ def test_tangency_matches_closed_form_and_beats_every_direction():
 
 def test_gd_reaches_the_tangency_sharpe_and_direction():
     R = data.load("ff_factors", dtype=np.float64).X
-    w_star, s_star = F.tangency(R)
+    w_star, s_star = FT.tangency(R)
     W0 = np.random.default_rng(3).standard_normal((4, 3))
     W0 /= np.linalg.norm(W0, axis=1, keepdims=True)
-    H = np.asarray(jax.jit(jax.hessian(F.pf_loss))(jnp.asarray(w_star / np.linalg.norm(w_star)),
+    H = np.asarray(jax.jit(jax.hessian(FT.pf_loss))(jnp.asarray(w_star / np.linalg.norm(w_star)),
                                                     R))
     ev = np.linalg.eigvalsh(H)
     assert abs(ev[0]) < 1e-12 * ev[-1]                 # singular along w
-    path, S, gg = map(np.asarray, jax.jit(F.pf_gd, static_argnums=3)(R, W0, 1.0 / ev[-1], 200))
+    path, S, gg = map(np.asarray, jax.jit(FT.pf_gd, static_argnums=3)(R, W0, 1.0 / ev[-1], 200))
     assert np.all(np.abs(S[:, -1] - s_star) < 1e-6)
     wT = path[:, -1]
     cos = wT @ w_star / np.linalg.norm(wT, axis=1) / np.linalg.norm(w_star)
@@ -99,20 +100,20 @@ def test_positions_have_no_look_ahead():
     X, Y = X[:, :600], Y[:, :600]
     theta = jnp.asarray(np.random.default_rng(0).standard_normal(X.shape[0] + 1))
     Xtr = X[:, :300]                                   # fixed standardization statistics
-    pos = np.asarray(F.positions(theta, F.standardize(Xtr, jnp.asarray(X))))
+    pos = np.asarray(FS.positions(theta, FS.standardize(Xtr, jnp.asarray(X))))
     for s in (0, 37, 299, 598):
         Q = P.copy()
         Q[t0 + s:] *= 1.3                              # day t0+s's return changes, and later
         X2, Y2, _, _ = data.sp500_features(Q)
         assert Y2[0, s] != Y[0, s]
-        pos2 = np.asarray(F.positions(theta, F.standardize(Xtr, jnp.asarray(X2[:, :600]))))
+        pos2 = np.asarray(FS.positions(theta, FS.standardize(Xtr, jnp.asarray(X2[:, :600]))))
         np.testing.assert_array_equal(pos2[:s + 1], pos[:s + 1])
         assert not np.array_equal(pos2[s + 1:], pos[s + 1:])
-    assert F.lookahead_check(np.asarray(theta), 600) == 0.0
+    assert FS.lookahead_check(np.asarray(theta), 600) == 0.0
 
 
 def test_walk_forward_windows_tile_the_data():
-    w = F.walk_forward(1000, 300, 100)
+    w = FS.walk_forward(1000, 300, 100)
     assert w[0] == (0, 300, 400) and len(w) == 7 and w[-1][2] <= 1000
     for (a, b, c), (a2, b2, c2) in zip(w, w[1:]):
         assert b - a == 300 and c - b == 100 and a2 - a == 100 and b2 == c
@@ -121,7 +122,7 @@ def test_walk_forward_windows_tile_the_data():
 def test_standardize_uses_the_training_window_only():
     rng = np.random.default_rng(0)
     Ftr, Fte = rng.normal(3, 2, (4, 50)), rng.normal(-5, 9, (4, 20))
-    Z = np.asarray(F.standardize(jnp.asarray(Ftr), jnp.asarray(Fte)))
+    Z = np.asarray(FS.standardize(jnp.asarray(Ftr), jnp.asarray(Fte)))
     ref = (Fte - Ftr.mean(1, keepdims=True)) / Ftr.std(1, keepdims=True)
     np.testing.assert_allclose(Z[:4], ref, rtol=1e-12)
     np.testing.assert_array_equal(Z[4], 1.0)
@@ -132,7 +133,7 @@ def test_smooth_cost_tends_to_the_exact_cost():
     pos, r = np.tanh(rng.standard_normal(30)), rng.normal(0, 0.01, 30)
     exact = pos * r - 0.001 * np.abs(np.diff(pos, prepend=0.0))
     for eps in (1e-4, 1e-8, 1e-12):
-        smooth = np.asarray(F.net_returns(jnp.asarray(pos), jnp.asarray(r), 0.001, eps))
+        smooth = np.asarray(FS.net_returns(jnp.asarray(pos), jnp.asarray(r), 0.001, eps))
         assert np.max(np.abs(smooth - exact)) <= 0.001 * np.sqrt(eps) + 1e-15
-    np.testing.assert_allclose(F.net_returns(jnp.asarray(pos), jnp.asarray(r), 0.001), exact,
+    np.testing.assert_allclose(FS.net_returns(jnp.asarray(pos), jnp.asarray(r), 0.001), exact,
                                rtol=1e-13)

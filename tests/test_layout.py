@@ -71,3 +71,28 @@ def test_experiments_never_import_the_entry_point():
     assert len(paths) >= 10
     for path in paths:
         assert "__main__" not in bpexp_imports(path), path
+
+
+def test_every_experiment_keeps_the_contract():
+    """Each discovered experiment exports the contract of bpexp/experiments/__init__.py."""
+    from bpexp import experiments
+
+    for name in experiments.names():
+        mod = experiments.get(name)
+        for attr in ("Params", "USES", "validate", "compute", "save", "present"):
+            assert callable(getattr(mod, attr, None)) or attr == "USES", (name, attr)
+        assert mod.Params().name == name, name
+        assert mod.__doc__ and "Question:" in mod.__doc__, name
+
+
+def test_no_package_shadows_a_library_module_it_imports():
+    """``from bpexp import theory`` in a package's __init__ that also has a theory.py is a trap:
+    importing the submodule rebinds the name ``theory`` in the package to the submodule."""
+    import bpexp.experiments
+
+    for init in Path(bpexp.experiments.__file__).parent.glob("*/__init__.py"):
+        subs = {p.stem for p in init.parent.glob("*.py")} - {"__init__"}
+        top = {a.name for node in ast.walk(ast.parse(init.read_text()))
+               if isinstance(node, ast.ImportFrom) and node.module == "bpexp"
+               for a in node.names}
+        assert not (top & subs), f"{init.parent.name}: from bpexp import {top & subs}"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bpexp.__main__ import check_argv
+from bpexp.cli import check_argv
 from helpers import build_cfg
 
 

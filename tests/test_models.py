@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from bpexp import gradcheck, models, primitives, stacked
 from bpexp.errors import UserError
+from bpexp.xla import FAST_COMPILE
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 TOL_AUTODIFF, TOL_FD, TOL_NUMPY = 1e-10, 1e-6, 1e-12
 FD_EPS = 1e-5
 RELU_MARGIN = 1e-3  # finite differences only where every relu pre-activation |z| > this

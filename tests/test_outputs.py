@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bpexp import outputs
+from bpexp import outputs, runfolder
 
 RUN_ID = re.compile(r"^\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}$")
 ENV_KEYS = {"bpexp", "git_commit", "git_dirty", "python", "jax", "jaxlib", "optax", "backend",
@@ -43,7 +43,7 @@ def assert_no_tmp_files(root):
 
 
 def test_run_folder_layout(tmp_path):
-    run = outputs.Run(tmp_path, "exp", "model:\n  name: mlp\n")
+    run = runfolder.Run(tmp_path, "exp", "model:\n  name: mlp\n")
     assert RUN_ID.match(run.id) and run.dir.name == run.id
     assert run.dir.parent == tmp_path / "exp" and run.dir.is_dir()
     assert (run.dir / "config.yaml").read_text() == "model:\n  name: mlp\n"
@@ -60,7 +60,7 @@ def test_run_folder_layout(tmp_path):
 
 
 def test_save_files_readable_without_bpexp(tmp_path):
-    run = outputs.Run(tmp_path, "exp")
+    run = runfolder.Run(tmp_path, "exp")
     X = np.arange(15, dtype=np.float32).reshape(3, 5)
     Y = np.ones((1, 5), np.float32)
     assert run.save_data(X, Y) is True
@@ -84,14 +84,14 @@ def test_save_files_readable_without_bpexp(tmp_path):
 
 
 def test_save_data_skips_50mb(tmp_path):
-    run = outputs.Run(tmp_path, "exp")
+    run = runfolder.Run(tmp_path, "exp")
     big = np.zeros((6_300_000,), np.float64)  # 50.4 MB
     assert run.save_data(big, np.zeros(1)) is False
     assert not (run.dir / "data.npz").exists()
 
 
 def test_finish_appends_exactly_one_index_line(tmp_path):
-    run = outputs.Run(tmp_path, "exp")
+    run = runfolder.Run(tmp_path, "exp")
     run.finish("finished", {"loss": 0.5, "n": 3, "name": "x", "ok": True, "nested": {"a": 1},
                             "arr": [1, 2]})
     run.finish("failed", error="late")  # already closed: ignored
@@ -108,16 +108,16 @@ def test_finish_appends_exactly_one_index_line(tmp_path):
 
 
 def test_latest_points_at_newest_finished(tmp_path):
-    a = outputs.Run(tmp_path, "exp")
+    a = runfolder.Run(tmp_path, "exp")
     a.finish("finished")
-    b = outputs.Run(tmp_path, "exp")
+    b = runfolder.Run(tmp_path, "exp")
     b.finish("finished")
     latest = tmp_path / "exp" / "latest"
     assert latest.is_symlink() and os.readlink(latest) == b.id
     assert latest.resolve() == b.dir.resolve()
-    c = outputs.Run(tmp_path, "exp")
+    c = runfolder.Run(tmp_path, "exp")
     c.finish("failed", error="x")
-    d = outputs.Run(tmp_path, "exp")
+    d = runfolder.Run(tmp_path, "exp")
     d.finish("interrupted")
     assert os.readlink(latest) == b.id, "only finished runs become latest"
     assert [r["status"] for r in outputs.read_index(tmp_path)] == ["finished", "finished",
@@ -127,7 +127,7 @@ def test_latest_points_at_newest_finished(tmp_path):
 
 def test_open_run_records_failure_and_reraises(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
-        with outputs.open_run(tmp_path, "exp", "a: 1\n") as run:
+        with runfolder.open_run(tmp_path, "exp", "a: 1\n") as run:
             run.save_summary({"partial": 1})
             raise RuntimeError("boom")
     env = strict_json(run.dir / "env.json")
@@ -142,7 +142,7 @@ def test_open_run_records_failure_and_reraises(tmp_path):
 
 def test_open_run_keyboard_interrupt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        with outputs.open_run(tmp_path, "exp") as run:
+        with runfolder.open_run(tmp_path, "exp") as run:
             raise KeyboardInterrupt
     assert strict_json(run.dir / "env.json")["status"] == "interrupted"
     (line,) = index_lines(tmp_path)
@@ -151,9 +151,9 @@ def test_open_run_keyboard_interrupt(tmp_path):
 
 
 def test_open_run_finishes_once(tmp_path):
-    with outputs.open_run(tmp_path, "exp") as run:  # no explicit finish: finished on exit
+    with runfolder.open_run(tmp_path, "exp") as run:  # no explicit finish: finished on exit
         pass
-    with outputs.open_run(tmp_path, "exp") as run2:
+    with runfolder.open_run(tmp_path, "exp") as run2:
         run2.finish("finished", {"x": 1.0})
     lines = index_lines(tmp_path)
     assert [(r["id"], r["status"]) for r in lines] == [(run.id, "finished"), (run2.id, "finished")]
@@ -162,7 +162,7 @@ def test_open_run_finishes_once(tmp_path):
 
 
 def test_non_finite_floats_become_null(tmp_path):
-    run = outputs.Run(tmp_path, "exp")
+    run = runfolder.Run(tmp_path, "exp")
     summary = {"nan": float("nan"), "inf": np.float32(np.inf), "ninf": -math.inf, "ok": 1.5,
                "list": [1.0, float("nan")], "arr": np.array([1.0, np.inf]), "i": np.int64(3),
                "b": np.bool_(True), "nested": {"x": np.float64("nan")}}
@@ -179,7 +179,7 @@ def test_non_finite_floats_become_null(tmp_path):
 def test_read_index_filters_by_experiment(tmp_path):
     assert outputs.read_index(tmp_path) == []
     for exp in ("a", "b", "a"):
-        outputs.Run(tmp_path, exp).finish("finished")
+        runfolder.Run(tmp_path, exp).finish("finished")
     assert [r["experiment"] for r in outputs.read_index(tmp_path, "a")] == ["a", "a"]
     assert [r["experiment"] for r in outputs.read_index(tmp_path, "b")] == ["b"]
     assert len(outputs.read_index(tmp_path)) == 3
@@ -189,12 +189,12 @@ def test_read_index_filters_by_experiment(tmp_path):
 def test_same_second_collision_retries(tmp_path, monkeypatch):
     """Two runs in the same second whose random suffix collides get distinct folders."""
     fixed = dt.datetime(2024, 1, 2, 3, 4, 5)
-    monkeypatch.setattr(outputs, "dt", types.SimpleNamespace(
+    monkeypatch.setattr(runfolder, "dt", types.SimpleNamespace(
         datetime=types.SimpleNamespace(now=lambda *a: fixed)))
     suffixes = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
-    monkeypatch.setattr(outputs, "secrets", types.SimpleNamespace(
+    monkeypatch.setattr(runfolder, "secrets", types.SimpleNamespace(
         token_hex=lambda k: next(suffixes) if k == 3 else secrets.token_hex(k)))
-    r1, r2 = outputs.Run(tmp_path, "exp"), outputs.Run(tmp_path, "exp")
+    r1, r2 = runfolder.Run(tmp_path, "exp"), runfolder.Run(tmp_path, "exp")
     assert (r1.id, r2.id) == ("2024-01-02_03-04-05_aaaaaa", "2024-01-02_03-04-05_bbbbbb")
     assert RUN_ID.match(r1.id) and r1.dir.is_dir() and r2.dir.is_dir()
 
@@ -202,7 +202,7 @@ def test_same_second_collision_retries(tmp_path, monkeypatch):
 def _make_run(root, start_at):
     """Worker (thread or spawned process): create, write and finish one run."""
     time.sleep(max(0.0, start_at - time.time()))
-    run = outputs.Run(Path(root), "par", f"pid: {os.getpid()}\n")
+    run = runfolder.Run(Path(root), "par", f"pid: {os.getpid()}\n")
     run.save_summary({"pid": os.getpid(), "thread": threading.get_ident()})
     run.finish("finished", {"pid": os.getpid()})
     return run.id

@@ -139,13 +139,14 @@ def test_a_new_optimizer_row_joins_the_optimizers_experiment(tmp_path):
         ''' " (0.01, 1.0), (0.002, 0.1)),")
         import json, sys
         from pathlib import Path
-        from bpexp.__main__ import cli
+        from bpexp.__main__ import main
+        from bpexp.cli import run
         sys.argv = ["bpexp", "+experiment=optimizers", "outputs.root=out", "train.steps=20",
                     "experiment.lr_num=3", "experiment.quad_lr_num=4", "experiment.quad_steps=40",
                     "experiment.path_steps=10", "data.m=100", "sweep.seeds=1",'''
         ''' "sweep.progress=false"]
         try:
-            cli()
+            run(main)
         except SystemExit as e:
             assert not e.code, e.code
         s = json.loads(next(Path("out/optimizers").glob("2*/summary.json")).read_text())

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
-from bpexp import make, models, primitives, stacked, sweep, train
+from bpexp import make, models, primitives, stacked, sweep, train, xla
 from bpexp.errors import UserError
 
 TOL_AUTODIFF, TOL_FD, TOL_NUMPY = 1e-10, 1e-6, 1e-12
@@ -104,7 +104,7 @@ def test_grad_matches_autodiff_numpy_and_fd(act, out, residual, norm, depth, n, 
     p, X, Y = problem(rng, out, n, m, d, hidden, depth, model)
     g, ga, loss, zs = jax.jit(  # one compile per example (eager ops would each compile)
         lambda p: (model.grad(p, X, Y), jax.grad(model.loss)(p, X, Y), model.loss(p, X, Y),
-                   preacts(p, X, act, residual, norm)), compiler_options=make.FAST_COMPILE)(p)
+                   preacts(p, X, act, residual, norm)), compiler_options=xla.FAST_COMPILE)(p)
     assert rel(g, ga) < TOL_AUTODIFF
     scale = float(jnp.linalg.norm(ravel_pytree(ga)[0]))
     assert_trees_all_close(g, ga, rtol=1e-8, atol=1e-12 * max(scale, 1.0))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from bpexp import compare, outputs
+from bpexp import compare, outputs, runfolder
 
 # 32 lrs x 4 seeds in chunks of 8 runs (2 lrs x 4 seeds): 16 chunks, ~0.1 s each
 GRID = ["+experiment=lr_sweep", "train.steps=800", "train.record_every=50",
@@ -203,7 +203,7 @@ def _continue(run_dir, root, **change):
     resolved config (with ``change`` applied) against the folder ``run_dir``."""
     import yaml
 
-    from bpexp.__main__ import check_continuation
+    from bpexp.launch import check_continuation
     from bpexp.experiments import get as experiment_module
     from helpers import build_cfg
 
@@ -282,7 +282,7 @@ def test_foreign_broken_and_other_layout_folders_exit_2_touching_nothing(tmp_pat
 
 
 def _continue_raw(root, run_id):
-    return outputs.existing_run(root, "lr_sweep", run_id, "a: 1\n")
+    return runfolder.existing_run(root, "lr_sweep", run_id, "a: 1\n")
 
 
 @pytest.mark.parametrize("change,expect", [

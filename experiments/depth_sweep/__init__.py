@@ -30,7 +30,7 @@ import numpy as np
 from bpexp import models, report
 from bpexp.theory import init_variance
 from bpexp.errors import UserError
-from bpexp.experiments._common import command, question
+from bpexp.experiments._common import question
 from bpexp.experiments.depth_sweep.figures import (_end_ratios, plot_activation,
                                                    plot_final_loss, plot_grad_norms, plot_ratios)
 from bpexp.experiments.depth_sweep.run import Result, _factor, compute, dataset  # noqa: F401
@@ -205,7 +205,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
             "bound column is the ||W||_2 product alone.")
     run.save_report(report.report(
         "Depth sweep: vanishing gradients", question(__doc__),
-        command(cfg),
+        run.reproduce(),
         [("Setup", f"mlp, {act} hidden layers, output `{out}`, data `{cfg.data.name}` "
                    f"(n={res.n}, m={res.m}, d_out={res.d_out}), depths {depths} (D hidden "
                    f"layers, L = D + 1 weight matrices), widths {widths}, inits {inits} (normal = "

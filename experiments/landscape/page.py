@@ -19,7 +19,6 @@ from bpexp.figs import (
     style_axes,
 )
 
-
 _FORMULA = re.compile(r"^[w12\s.+\-*^()0-9]+$")
 
 

@@ -9,11 +9,11 @@ import numpy as np
 
 from bpexp.figs import (
     COLORS,
-    Fig,
     MAX_LINES,
     MAX_POINTS,
     MAX_STEPS,
     MAX_VALUES,
+    Fig,
     Sub,
     as_f32,
     fmt_num,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bpexp import report
-from bpexp.experiments._common import command, question
+from bpexp.experiments._common import question
 from bpexp.experiments.depth_sweep import check_padded_engine, check_positive_ints
 from bpexp.experiments.depth_sweep.run import _factor
 from bpexp.experiments.remedies.figures import plot_remedy_norms, plot_remedy_summary
@@ -134,7 +134,7 @@ def present_remedies(cfg, run, res: RemedyResult, summary: dict) -> None:
                                              for D in depths)]
     theory_lines = "\n".join(f"- **{REMEDIES[n].label}**: {REMEDY_THEORY[n]}" for n in names)
     run.save_report(report.report(
-        "Remedies for vanishing gradients", question(__doc__), command(cfg),
+        "Remedies for vanishing gradients", question(__doc__), run.reproduce(),
         [("Setup", f"mlp width {res.width}, output `{cfg.model.output}`, data `{cfg.data.name}` "
                    f"(n={res.n}, m={res.m}, d_out={res.d_out}), depths {depths}, seeds "
                    f"{[int(s) for s in res.seeds]}, full-batch GD lr {res.lr:g} for "

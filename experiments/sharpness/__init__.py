@@ -30,7 +30,7 @@ import xarray as xr
 
 from bpexp import make, plots, report, train
 from bpexp.errors import UserError
-from bpexp.experiments._common import command, load_data, question
+from bpexp.experiments._common import load_data, question
 from bpexp.plots import plt
 
 USES = ("model", "data", "optimizer", "train")  # make.check builds them first
@@ -215,7 +215,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     report.print_table("sharpness: edge of stability (theory: late ratio ~ 1)", header, rows)
     run.save_report(report.report(
         "Edge of stability: sharpness under full-batch GD",
-        question(__doc__), command(cfg),
+        question(__doc__), run.reproduce(),
         [("Setup", f"model `{mc.name}` (activation {mc.activation}, output {mc.output}, hidden "
                    f"{mc.hidden}, depth {mc.depth}, init {mc.init}), data `{cfg.data.name}` "
                    f"(n={res.n}, m={res.m}, one-hot targets), loss (1/m) sum (Yhat - Y)^2, "

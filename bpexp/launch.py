@@ -1,0 +1,143 @@
+"""Running an experiment in its run folder: the continuation check, the experiment contract
+(compute -> save -> present), the pages, what is printed and the exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bpexp.errors import UserError, die
+from bpexp.outputs import run_dir, write_json
+from bpexp.runfolder import Run, Stopped, existing_run, open_run
+
+
+def check_continuation(module, cfg, config_yaml: str) -> dict | None:
+    """With run_id: the existing run folder's env.json (None if new), after checking that it
+    is this experiment with this config and, for a streamed grid, this chunking. Reads only."""
+    if cfg.run_id is None:
+        return None
+    env = existing_run(cfg.outputs.root, cfg.experiment.name, cfg.run_id, config_yaml)
+    if env is None or not getattr(module, "STREAMS", False):
+        return env
+    from bpexp import make, store
+
+    path = run_dir(cfg.outputs.root, cfg.experiment.name, cfg.run_id) / store.STORE
+    try:
+        have = store.read_layout(path)
+    except store.StoreMismatch as e:
+        raise UserError(f"run_id={cfg.run_id}: {e}; remove it or choose another run_id") from None
+    differs = have and store.layout_mismatch(have, make.layout(cfg).describe())
+    if differs:
+        raise UserError(f"sweep.chunk_size={cfg.sweep.chunk_size}: the store {path} was written "
+                        f"with {differs} (runs per chunk {have.get('runs_per_chunk')}); rerun "
+                        f"with sweep.chunk_size={have.get('runs_per_chunk')}")
+    return env
+
+
+
+
+def run_contract(module, cfg, run: Run) -> dict:
+    """The experiment contract: compute the numbers, save them (-> summary), present them."""
+    with run.timed("compute"):
+        res = module.compute(cfg, run)
+    with run.timed("save"):
+        summary = module.save(cfg, run, res)
+    with run.timed("present"):
+        module.present(cfg, run, res, summary)
+    return summary
+
+
+def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
+    """Run the experiment in its folder and write its pages; the last lines printed are
+    ``report: <page>`` and ``run dir: <folder>``. Exit codes: 0 done (or this process's share
+    done), 2 bad input (before any folder), 1 a bug (error.txt in the folder), 130/143
+    interrupted (the run stays resumable; its resume command is printed)."""
+    try:
+        previous = check_continuation(module, cfg, config_yaml)
+    except UserError as e:
+        die(str(e))
+    name = cfg.experiment.name
+    if previous is not None and previous.get("status") == "finished":
+        print(f"run {cfg.run_id} is already finished (see its summary.json); nothing to do")
+        print(f"run dir: {run_dir(cfg.outputs.root, name, cfg.run_id)}")
+        return
+    shard = (cfg.sweep.shard, cfg.sweep.num_shards) if cfg.sweep.shard is not None else None
+    run = None
+    try:
+        with open_run(cfg.outputs.root, name, config_yaml, run_id=cfg.run_id,
+                      shard=shard) as run:
+            run.overrides = list(overrides)
+            if run.resumed:
+                print(f"continuing run {run.id} in {run.dir}")
+            elif getattr(module, "STREAMS", False):   # kill -9 prints nothing: say it now
+                print(f"run {run.id}: if it stops, resume with: {run.resume_command()}",
+                      flush=True)
+            with run.timed("experiment"):  # compute / save / present add finer timings
+                summary = run_contract(module, cfg, run)
+            run.save_summary(summary)
+            run.finish("finished", summary)
+    except Stopped as e:
+        print(str(e))
+        print(f"run dir: {run.dir}")
+        return
+    except UserError as e:   # bad input that only showed while running: recorded failed
+        _ended(run, f"error: {e}", code=1)
+    except KeyboardInterrupt as e:
+        if run is not None:
+            what = "terminated (SIGTERM)" if type(e).__name__ == "Terminated" else "interrupted"
+            _write_pages(run, page=False)   # the index shows it interrupted
+            print(f"\n{what}; resume with:\n  {run.resume_command()}\nrun dir: {run.dir}")
+        raise
+    except BaseException as e:
+        if run is None:
+            raise
+        _ended(run, f"error: a bug in bpexp ({type(e).__name__}: {_first_line(e)}); traceback "
+                    f"in {run.dir / 'error.txt'}", code=1, resume=True)
+    _note_in_sweep(run)
+    page = _write_pages(run)
+    if page is not None:
+        print(f"report: {page}")
+    print(f"run dir: {run.dir}")
+
+
+def _ended(run: Run, message: str, code: int, resume: bool = False):
+    """A run that failed: its index page, one line on stderr, the folder, exit ``code``."""
+    _write_pages(run, page=False)
+    print(message, file=sys.stderr)
+    if resume:
+        print(f"resume with:\n  {run.resume_command()}")
+    print(f"run dir: {run.dir}")
+    sys.exit(code)
+
+
+def _write_pages(run: Run, page: bool = True):
+    """The run's report.html (when ``page``) and the outputs root's index.html; returns the
+    page's path. Building pages never fails a run: one warning line instead."""
+    try:
+        from bpexp import pages
+
+        path = pages.write_run(run.dir) if page else None
+        pages.write_index(run.root)
+        return path
+    except Exception as e:
+        print(f"warning: pages not built ({type(e).__name__}: {_first_line(e)})",
+              file=sys.stderr)
+        return None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def _note_in_sweep(run: Run) -> None:
+    """In a multirun, leave the run folder's path in the job's sweep subfolder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return
+    if hc.mode is not None and hc.mode.name == "MULTIRUN":
+        write_json(os.path.join(hc.runtime.output_dir, "job.json"),
+                   {"run_dir": str(run.dir), "overrides": list(hc.overrides.task)})

@@ -1,0 +1,74 @@
+"""Measuring time and FLOPs of compiled programs: best-of-repeats wall time, loops that keep
+XLA from hoisting work, XLA's cost analysis, fitted log-log slopes."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def best_time(f, args, repeats, min_seconds) -> float:
+    """Seconds per call of the compiled ``f``: each repeat runs it k times back to back (k
+    chosen so a repeat lasts >= min_seconds), the best repeat wins."""
+    jax.block_until_ready(f(*args))  # warm
+    t = time.perf_counter()
+    jax.block_until_ready(f(*args))
+    k = max(1, min(1000, math.ceil(min_seconds / max(time.perf_counter() - t, 1e-7))))
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(k):
+            out = f(*args)
+        jax.block_until_ready(out)
+        best = min(best, (time.perf_counter() - t) / k)
+    return best
+
+
+def looped(f):
+    """jit: (x, k, *rest) -> (acc, f(x, *rest)): f called k times (k traced: no recompile) in one
+    compiled loop, each call's input x shifted by 1e-30 x the previous output's sum, so XLA can
+    neither hoist nor skip a call; the per-call dispatch overhead is paid once, not k times."""
+
+    def g(x, k, *rest):
+        def body(_, carry):
+            acc, _out = carry
+            out = f(jax.tree_util.tree_map(lambda v: v + acc.astype(v.dtype), x), *rest)
+            s = sum(jnp.sum(o).astype(jnp.float32) for o in jax.tree_util.tree_leaves(out))
+            return 1e-30 * s, out
+
+        out0 = jax.eval_shape(f, x, *rest)
+        zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), out0)
+        return jax.lax.fori_loop(0, k, body, (jnp.zeros((), jnp.float32), zeros))
+
+    return jax.jit(g)
+
+
+def loop_time(g, x, repeats, min_seconds) -> tuple[float, object]:
+    """Seconds per call of ``looped`` g (best of ``repeats`` loops lasting >= min_seconds) and
+    the output of one call."""
+    out = jax.block_until_ready(g(x, 1))[1]
+    t = time.perf_counter()
+    jax.block_until_ready(g(x, 1))
+    k = max(1, min(100_000, math.ceil(min_seconds / max(time.perf_counter() - t, 1e-7))))
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(g(x, k))
+        best = min(best, (time.perf_counter() - t) / k)
+    return best, out
+
+
+def flops(f, *args) -> float:
+    """FLOPs of ``f`` from XLA's HLO cost analysis of the lowered computation (no compile)."""
+    return float(jax.jit(f).lower(*args).cost_analysis()["flops"])
+
+
+def slope(x, y) -> float:
+    """Least-squares slope of log y vs log x over the finite points."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(y) & (y > 0)
+    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0]) if ok.sum() >= 2 else math.nan
