@@ -142,7 +142,9 @@ def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, li
 
 
 def write_run(run_dir, standalone: bool = False) -> Path:
-    """``<run_dir>/report.html`` from the folder alone; returns its path."""
+    """``<run_dir>/report.html`` from the folder alone; returns its path.
+    Long because it writes the page's HTML parts in reading order (header, figures, report, static
+    figures, footer); each part is a few lines."""
     import plotly
 
     run_dir = Path(run_dir)

@@ -157,18 +157,8 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
     devices = list(devices or jax.devices())
     n_dev = len(devices)
     dtype = jnp.dtype(spec.dtype)
-    defaults = {k: v for k, v in optim.HYPERPARAMS[spec.optimizer].items()
-                if v is not optim.REQUIRED}
-    fixed = {"init_scale": 1.0, **defaults, **(fixed or {})}
-    flat = grid.flat()
     n_runs = grid.size
-    needed = {"lr", "seed", "init_scale", *spec.opt_hparams}
-    missing = needed - set(flat) - set(fixed)
-    if missing:
-        raise ValueError(f"{', '.join(sorted(missing))} must be a grid axis or a fixed value")
-    hp_all = {k: np.broadcast_to(np.asarray(fixed[k] if k not in flat else flat[k]), (n_runs,))
-              for k in needed}
-    hp_dtypes = {k: (np.dtype(np.int32) if k == "seed" else np.dtype(dtype)) for k in needed}
+    hp_all, hp_dtypes = _hyperparameters(spec, grid, fixed)
     lay = store.layout if store is not None else layout(spec, grid, chunk_size, n_dev)
     chunk = -(-lay.runs_per_chunk // n_dev) * n_dev   # every device gets the same share
 
@@ -183,19 +173,9 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
         return {k: jax.device_put(np.asarray(v[idx], hp_dtypes[k]), runs_sh)
                 for k, v in hp_all.items()}
 
-    k, n_shards = shard
-    if store is not None:
-        have = store.done()
-        todo = [i for i in range(lay.n_chunks) if not have[i] and i % n_shards == k]
-        out = None
-        if have.any():
-            print(f"{label}: {int(have.sum())} of {lay.n_chunks} chunks already in the store; "
-                  f"computing {len(todo)}" + (f" (shard {k} of {n_shards})" if n_shards > 1
-                                              else ""))
-    else:
-        todo = list(range(lay.n_chunks))
-        shapes = metric_shapes(spec)
-        out = {name: np.empty(lay.shape + shp, dt) for name, (_, shp, dt) in shapes.items()}
+    todo = _todo(lay, store, shard, label)
+    out = None if store is not None else {
+        name: np.empty(lay.shape + shp, dt) for name, (_, shp, dt) in metric_shapes(spec).items()}
 
     t0 = time.perf_counter()
     bar = _Progress(label, len(todo), lay.runs_per_chunk, enabled=progress)
@@ -222,6 +202,37 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
         store.claim()
     dims = train.metric_dims(tuple(grid.axes))
     return SweepResult(dict(grid.axes), out or {}, dims, record_coords(spec), stats, store)
+
+
+def _hyperparameters(spec, grid: Grid, fixed: dict | None) -> tuple[dict, dict]:
+    """Every run's numeric hyperparameters ([runs] per name: the grid's axes flattened, the
+    fixed values broadcast) and their dtypes (seeds int32, the rest the run's float)."""
+    defaults = {k: v for k, v in optim.HYPERPARAMS[spec.optimizer].items()
+                if v is not optim.REQUIRED}
+    fixed = {"init_scale": 1.0, **defaults, **(fixed or {})}
+    flat = grid.flat()
+    needed = {"lr", "seed", "init_scale", *spec.opt_hparams}
+    missing = needed - set(flat) - set(fixed)
+    if missing:
+        raise ValueError(f"{', '.join(sorted(missing))} must be a grid axis or a fixed value")
+    hp_all = {k: np.broadcast_to(np.asarray(fixed[k] if k not in flat else flat[k]),
+                                 (grid.size,)) for k in needed}
+    dt = np.dtype(jnp.dtype(spec.dtype))
+    return hp_all, {k: (np.dtype(np.int32) if k == "seed" else dt) for k in needed}
+
+
+def _todo(lay: Layout, store, shard: tuple[int, int], label: str) -> list[int]:
+    """The chunks this process computes: every one without a store; with one, the missing
+    chunks of its shard (chunk i belongs to shard i % n)."""
+    if store is None:
+        return list(range(lay.n_chunks))
+    k, n_shards = shard
+    have = store.done()
+    todo = [i for i in range(lay.n_chunks) if not have[i] and i % n_shards == k]
+    if have.any():
+        print(f"{label}: {int(have.sum())} of {lay.n_chunks} chunks already in the store; "
+              f"computing {len(todo)}" + (f" (shard {k} of {n_shards})" if n_shards > 1 else ""))
+    return todo
 
 
 def run_fused(specs: dict, lrs: dict, seeds, fixed: dict, X, Y) -> dict:

@@ -115,6 +115,8 @@ class Result:
 
 
 def compute(cfg, run) -> Result:
+    """Long because it runs the experiment's parts one after another (each a few lines) sharing
+    their inputs."""
     P = cfg.experiment
     S = SIZES[P.size]
     ds = load_data(cfg, run, name="digits", m=S["m"], features=None)

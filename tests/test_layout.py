@@ -1,6 +1,7 @@
 """The house's shape: imports point one way, the library never imports the experiments."""
 
 import ast
+import re
 from pathlib import Path
 
 import bpexp
@@ -96,3 +97,83 @@ def test_no_package_shadows_a_library_module_it_imports():
                if isinstance(node, ast.ImportFrom) and node.module == "bpexp"
                for a in node.names}
         assert not (top & subs), f"{init.parent.name}: from bpexp import {top & subs}"
+
+
+MAX_MODULE, MAX_FUNCTION = 400, 60
+LONG_REASON = "Long because"   # a longer function states why in its docstring
+
+
+def _modules():
+    import bpexp.experiments
+
+    return sorted(PKG.glob("*.py")) + sorted(Path(bpexp.experiments.__file__).parent.rglob(
+        "*.py"))
+
+
+def _code_lines(fn) -> int:
+    """Lines of a function without its docstring."""
+    doc = 0
+    if fn.body and isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant):
+        doc = fn.body[0].end_lineno - fn.body[0].lineno + 1
+    return fn.end_lineno - fn.lineno + 1 - doc
+
+
+def test_rooms_are_small():
+    """No module over 400 lines; no function over 60 (without its docstring) unless the
+    docstring says why ("Long because ...")."""
+    big = [f"{p.name}: {n}" for p in _modules()
+           if (n := len(p.read_text().splitlines())) > MAX_MODULE]
+    assert not big, big
+    long = []
+    for p in _modules():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if _code_lines(node) > MAX_FUNCTION and LONG_REASON not in (
+                        ast.get_docstring(node) or ""):
+                    long.append(f"{p.relative_to(p.parents[1])}:{node.name} "
+                                f"({_code_lines(node)} lines)")
+    assert not long, long
+
+
+def test_every_experiment_package_ships_in_the_wheel():
+    import tomllib
+
+    import bpexp.experiments
+
+    listed = set(tomllib.loads((PKG.parent / "pyproject.toml").read_text())["tool"][
+        "setuptools"]["packages"])
+    here = {f"bpexp.experiments.{p.parent.name}"
+            for p in Path(bpexp.experiments.__file__).parent.glob("*/__init__.py")}
+    assert here <= listed, here - listed
+
+
+def _docstring_ids(tree) -> set:
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            if n.body and isinstance(n.body[0], ast.Expr) and isinstance(
+                    getattr(n.body[0], "value", None), ast.Constant):
+                out.add(id(n.body[0].value))
+    return out
+
+
+# library words that are also experiment names: the quantity, not the experiment
+CONCEPTS = {"sharpness": "the Hessian's top eigenvalue (Cohen et al. 2021), a measurement"}
+
+
+def test_the_library_names_no_experiment():
+    """No string in the library's code (docstrings aside) is an experiment's name or selects
+    one (``+experiment=NAME``, ``experiment NAME``); experiments are found by discovery."""
+    from bpexp import experiments
+
+    names = set(experiments.names()) - set(CONCEPTS)
+    select = re.compile(r"experiment[= ]+(%s)\b" % "|".join(map(re.escape, sorted(names))))
+    found = []
+    for path in PKG.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        docs = _docstring_ids(tree)
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+                if n.value in names or select.search(n.value):
+                    found.append(f"{path.name}:{n.lineno} {n.value[:60]!r}")
+    assert not found, found

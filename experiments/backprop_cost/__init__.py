@@ -211,6 +211,8 @@ def save(cfg, run, res: Result) -> dict:
 
 # ---------------------------------------------------------------- present
 def present(cfg, run, res: Result, summary: dict) -> None:
+    """Long because it writes the terminal table and report.md's sections in reading order;
+    each section is a few lines over the same values."""
     P, q4, q8 = cfg.experiment, res.q4, res.q8
     s4, s8 = summary["q4"], summary["q8"]
     figs = ["q4_cost_vs_params.png", "q8_store_vs_recompute.png"]

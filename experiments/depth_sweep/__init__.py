@@ -152,6 +152,8 @@ def save(cfg, run, res: Result) -> dict:
 
 # ---------------------------------------------------------------- present
 def present(cfg, run, res: Result, summary: dict) -> None:
+    """Long because it writes the terminal table and report.md's sections in reading order;
+    each section is a few lines over the same values."""
     P = cfg.experiment
     act, out = cfg.model.activation, cfg.model.output
     steps, lr = cfg.train.steps, cfg.optimizer.lr

@@ -23,7 +23,9 @@ from bpexp.figs import (
 
 def page(ds, summary: dict) -> list[Fig]:
     """Per-layer gradient norms at init and after training: a depth slider, an init selector
-    (and a width selector when several widths were run)."""
+    (and a width selector when several widths were run).
+    Long because it builds the page's figures one after another, each a few lines of plotly
+    traces."""
     go = plotly_go()
     if "grad_norm_init" not in ds:
         return []

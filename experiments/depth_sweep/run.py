@@ -63,6 +63,8 @@ class Result:
 
 
 def compute(cfg, run) -> Result:
+    """Long because it runs the experiment's parts one after another (each a few lines) sharing
+    their inputs."""
     P = cfg.experiment
     act, out = cfg.model.activation, cfg.model.output
     ds = load_data(cfg, run)

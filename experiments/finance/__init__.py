@@ -115,6 +115,8 @@ def validate(cfg):
 
 
 def save(cfg, run, res: Result) -> dict:
+    """Long because it writes the summary's sections (schema in the README) in one place, in
+    the schema's order."""
     P = cfg.experiment
     gap, first, cos, norm_err = _stats(res)
     K = len(res.windows)
@@ -212,6 +214,8 @@ def save(cfg, run, res: Result) -> dict:
 
 # ---------------------------------------------------------------- present
 def present(cfg, run, res: Result, summary: dict) -> None:
+    """Long because it writes the terminal table and report.md's sections in reading order;
+    each section is a few lines over the same values."""
     P = cfg.experiment
     pf, st = summary["portfolio"], summary["strategy"]
     gd, si = pf["gd"], pf["scale_invariance"]

@@ -88,6 +88,8 @@ def compute(cfg, run) -> Result:
 
 
 def _portfolio(cfg) -> dict:
+    """Long because it computes the portfolio part's measurements one after another from the
+    same moments."""
     P = cfg.experiment
     ds = data.load("ff_factors", dtype=np.float64)
     R = jnp.asarray(ds.X)

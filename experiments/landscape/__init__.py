@@ -188,6 +188,8 @@ def save(cfg, run, res: Result) -> dict:
 
 # ---------------------------------------------------------------- present
 def present(cfg, run, res: Result, summary: dict) -> None:
+    """Long because it writes the terminal table and report.md's sections in reading order;
+    each section is a few lines over the same values."""
     P, crit, sl, toy = cfg.experiment, res.crit, summary["slice"], summary["toy_gd"]
     G, bound = P.grid, res.bound
     figs = ["surfaces_3d.png", "critical_points.png", "toy_gd.png", "slice_trajectory.png"]

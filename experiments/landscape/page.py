@@ -39,6 +39,8 @@ def _formula_surface(formula: str, lo=-2.0, hi=2.0, n=61):
 
 
 def page(ds, summary: dict) -> list[Fig]:
+    """Long because it builds the page's figures one after another, each a few lines of plotly
+    traces."""
     go = plotly_go()
     figs: list[Fig] = []
     surfs = []   # (label, x, y, Z, points [(x, y, z, text)], path (x, y, z) | None)

@@ -158,6 +158,8 @@ class Result:
 
 
 def compute(cfg, run) -> Result:
+    """Long because it runs the experiment's parts one after another (each a few lines) sharing
+    their inputs."""
     P = cfg.experiment
     # (a) critical points of the two surfaces
     with run.timed("critical_points"):

@@ -118,6 +118,8 @@ def save(cfg, run, res: Result) -> dict:
 
 # ---------------------------------------------------------------- present
 def present(cfg, run, res: Result, summary: dict) -> None:
+    """Long because it writes the terminal table and report.md's sections in reading order;
+    each section is a few lines over the same values."""
     s, lrs, good = summary, res.lrs, res.best
     figs = ["loss_curves.png", "final_loss_vs_lr.png", "too_small_good_too_large.png"]
     loss_curves_by_lr(res.steps, res.curves, lrs, run.figure(figs[0]),

@@ -156,6 +156,8 @@ def save(cfg, run, res: Result) -> dict:
 
 
 def present(cfg, run, res: Result, summary: dict) -> None:
+    """Long because it writes the terminal table and report.md's sections in reading order;
+    each section is a few lines over the same values."""
     P, o = cfg.experiment, cfg.optimizer
     names, net, quad, lams, w0 = res.names, res.net, res.quad, res.lams, res.w0
     figs = ["loss_at_best_lr.png", "final_loss_vs_lr.png", "quadratic_paths.png"]

@@ -22,7 +22,9 @@ from bpexp.figs import (
 
 def page(ds, summary: dict) -> list[Fig]:
     """Every optimizer's path at its best lr on the quadratic's contours, a step slider and
-    play; the network's loss curves at each optimizer's best lr."""
+    play; the network's loss curves at each optimizer's best lr.
+    Long because it builds the page's figures one after another, each a few lines of plotly
+    traces."""
     go = plotly_go()
     figs: list[Fig] = []
     opts = [str(o) for o in coord_values(ds, "optimizer")]

@@ -101,6 +101,8 @@ def _with_final(metrics) -> np.ndarray:
 
 
 def compute(cfg, run) -> Result:
+    """Long because it runs the experiment's parts one after another (each a few lines) sharing
+    their inputs."""
     P, o = cfg.experiment, cfg.optimizer
     names = list(P.optimizers)
     ds = load_data(cfg, run)
