@@ -3,9 +3,20 @@
 __version__ = "0.1.0"
 
 
-def load(run_dir):
-    """A run folder's metrics as an ``xarray.Dataset`` (``metrics.zarr``), with the resolved
-    config and the summary in ``attrs["config"]`` and ``attrs["summary"]``."""
-    from bpexp import store
+def load(run_dir, verify: bool = True):
+    """A run folder's metrics as an ``xarray.Dataset`` of ``metrics.zarr``, with the resolved
+    config and the summary in ``attrs["config"]`` and ``attrs["summary"]``. ``verify``: check
+    the values against their checksums; damage is listed in ``attrs["damaged"]`` and warned
+    about in one line (``python -m bpexp.verify RUN_DIR`` lists it)."""
+    import warnings
 
-    return store.load(run_dir)
+    from bpexp import store
+    from bpexp import verify as check
+
+    ds = store.load(run_dir)
+    if verify:
+        ds.attrs["damaged"] = check.damage(f"{run_dir}/{store.STORE}", ds)
+        if ds.attrs["damaged"]:
+            warnings.warn(f"{run_dir}: damaged {', '.join(ds.attrs['damaged'][:6])}; python -m "
+                          f"bpexp.verify {run_dir} lists them", stacklevel=2)
+    return ds

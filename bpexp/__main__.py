@@ -8,7 +8,14 @@ bpexp.experiments.get, never imported by name.
 
 from __future__ import annotations
 
-import hydra
+if __name__ == "__main__":   # Ctrl-C before a run folder exists: one line, exit 130
+    import signal
+
+    from bpexp.errors import quiet_interrupt
+
+    signal.signal(signal.SIGINT, quiet_interrupt)
+
+import hydra  # after the Ctrl-C handler: these imports take a second
 
 from bpexp import cli, config, launch
 

@@ -24,6 +24,24 @@ _GROUP_ARG = re.compile(r"^(?:\+{1,2}|~)?(?P<group>%s)=(?P<value>.*)$" % "|".joi
 _KEY_ARG = re.compile(r"^(?:\+{1,2}|~)?(?P<key>[A-Za-z_][\w.]*)=")
 
 
+def check_root(argv: list[str]) -> None:
+    """``outputs.root`` must be a folder bpexp can write (Hydra creates it before anything else
+    runs): one line otherwise."""
+    roots = [a.split("=", 1)[1] for a in argv if re.match(r"^\+{0,2}outputs\.root=", a)]
+    root = roots[-1] if roots else "outputs"
+    if "${" in root or "," in root:      # an interpolation or a multirun list: Hydra's part
+        return
+    try:
+        os.makedirs(root, exist_ok=True)
+        probe = os.path.join(root, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        die(f"outputs.root={root!r} is not a folder bpexp can write ({e.strerror or e}); "
+            "allowed: a writable folder (created if missing)")
+
+
 def check_argv(argv: list[str]) -> None:
     """Unknown group options (``model=nope``) fail here with one line, before Hydra's
     multi-line error. Handles comma lists and glob(...) of multirun."""
@@ -157,7 +175,7 @@ def _launched_in_own_process() -> bool:
 
 # sweep keys that take several forms (a count or a list, a list or {start, stop, num}): an
 # override in another form than the YAML's replaces the value instead of merging into it
-_REPLACEABLE = re.compile(r"^(?P<key>sweep\.(?:lr|seeds|init_scale))=(?P<value>[\[{].*)$")
+_REPLACEABLE = re.compile(r"^(?P<key>sweep\.(?:lr|seeds|init_scale|hparams))=(?P<value>[\[{].*)$")
 
 
 def replace_forms(argv: list[str]) -> list[str]:
@@ -177,7 +195,9 @@ def replace_forms(argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
         m = _REPLACEABLE.match(arg)
-        replace = m and preset.get(m["key"].split(".")[1]) is not None
+        # sweep.hparams is {} in the schema: a mapping given whole replaces it too
+        replace = m and (preset.get(m["key"].split(".")[1]) is not None
+                         or m["key"] == "sweep.hparams")
         out += [f"~{m['key']}", f"+{m['key']}={m['value']}"] if replace else [_add_absent(arg,
                                                                                       exp_node)]
     return out
@@ -203,10 +223,14 @@ def run(main) -> None:
     Ctrl-C (also a second Ctrl-C while the first is handled)."""
     config.register_schemas()
     check_argv(sys.argv[1:])
+    check_root(sys.argv[1:])
     sys.argv[1:] = replace_forms(sys.argv[1:])
     try:
         main()
-    except Terminated:
-        sys.exit(143)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        # everything is recorded and written; leave without the interpreter's teardown, which
+        # a signal arriving meanwhile (or JAX's threads) can turn into a traceback or a crash
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(143 if isinstance(e, Terminated) else 130)

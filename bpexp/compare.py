@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from bpexp import outputs, report
+from bpexp import outputs, report, resume
 
 try:
     from hydra.experimental.callback import Callback
@@ -54,6 +54,14 @@ def latest(rows: list[dict]) -> list[dict]:
     return list(out.values())
 
 
+def runs(root, experiment: str | None = None) -> list[dict]:
+    """Every run under ``root`` once with its latest status: index.jsonl's lines, and the run
+    folders still marked running (a process killed without a word shows ``interrupted``)."""
+    rows = outputs.read_index(Path(root), experiment)
+    rows += [r for r in resume.unclosed(root) if experiment in (None, r["experiment"])]
+    return latest(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bpexp.compare",
                                  description=__doc__.splitlines()[0])
@@ -67,7 +75,7 @@ def main(argv=None) -> int:
         print(f"error: --root={a.root!r} has no index.jsonl; run an experiment first",
               file=sys.stderr)
         return 2
-    rows = [r for r in latest(outputs.read_index(Path(a.root), a.experiment))
+    rows = [r for r in runs(a.root, a.experiment)
             if a.status in (None, r["status"])]
     if a.last > 0:
         rows = rows[-a.last:]

@@ -129,7 +129,7 @@ CHOICES = {
     "device": ("auto", "cpu", "gpu"),
 }
 MAX_SEED = 2**31 - 1  # seeds travel as int32 through the vmapped runs
-POSITIVE = {"train.steps", "train.record_every", "model.depth", "model.init_scale"}
+POSITIVE = {"train.steps", "train.record_every", "model.depth", "model.init_scale", "data.n"}
 NONNEGATIVE = {"data.m", "train.batch_size", "sweep.chunk_size", "data.noise"}
 
 
@@ -264,6 +264,9 @@ def validate(cfg: Cfg) -> Cfg:
                     for i in cfg.data.features)):
         raise ConfigError(f"data.features={cfg.data.features!r} must be null or a non-empty list "
                           "of feature indices")
+    if cfg.data.features is not None and len(set(cfg.data.features)) < len(cfg.data.features):
+        raise ConfigError(f"data.features={cfg.data.features!r} lists a feature twice; allowed: "
+                          "distinct indices")
     return cfg
 
 
@@ -331,5 +334,11 @@ def build(tree: dict, module) -> Cfg:
         raise ConfigError(f"sweep.shard={top.sweep.shard} is not allowed for experiment "
                           f"{params.name}: it does not stream a grid; allowed for experiments "
                           f"that do ({', '.join(streams)})")
-    make.check(top, module.USES)
+    make.check(top, module.USES, streams=bool(getattr(module, "STREAMS", False)))
+    lr = top.sweep.lr
+    if "sweep" in module.USES and (isinstance(lr, list) and lr != sorted(lr) or isinstance(
+            lr, dict) and float(lr.get("start", 0)) > float(lr.get("stop", 0))):
+        import sys
+
+        print("note: sweep.lr is used in ascending order", file=sys.stderr)
     return top

@@ -16,3 +16,14 @@ def die(msg: str, code: int = 2):
 
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(code)
+
+
+def quiet_interrupt(signum=None, frame=None):
+    """SIGINT where nothing needs recording (starting up, or a second Ctrl-C while the first
+    is being recorded): one line and exit 130, no traceback."""
+    import os
+    import sys
+
+    sys.stderr.write("\ninterrupted\n")
+    sys.stderr.flush()
+    os._exit(130)

@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
-from bpexp.errors import UserError, die
+from bpexp import verify
+from bpexp.errors import UserError, die, quiet_interrupt
 from bpexp.outputs import run_dir, write_json
-from bpexp.runfolder import Run, Stopped, existing_run, open_run
+from bpexp.resume import existing_run, reopen
+from bpexp.runfolder import Run, Stopped, open_run
 
 
 def check_continuation(module, cfg, config_yaml: str) -> dict | None:
@@ -23,10 +26,13 @@ def check_continuation(module, cfg, config_yaml: str) -> dict | None:
     from bpexp import make, store
 
     path = run_dir(cfg.outputs.root, cfg.experiment.name, cfg.run_id) / store.STORE
+    if path.exists() and not path.is_dir():
+        raise UserError(f"run_id={cfg.run_id}: {path} is not a store; remove it or choose "
+                        "another run_id")
     try:
         have = store.read_layout(path)
-    except store.StoreMismatch as e:
-        raise UserError(f"run_id={cfg.run_id}: {e}; remove it or choose another run_id") from None
+    except store.StoreMismatch:
+        have = None    # damaged metadata: the store rebuilds it from this (same) config
     differs = have and store.layout_mismatch(have, make.layout(cfg).describe())
     if differs:
         raise UserError(f"sweep.chunk_size={cfg.sweep.chunk_size}: the store {path} was written "
@@ -59,11 +65,18 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
         die(str(e))
     name = cfg.experiment.name
     if previous is not None and previous.get("status") == "finished":
-        print(f"run {cfg.run_id} is already finished (see its summary.json); nothing to do")
-        print(f"run dir: {run_dir(cfg.outputs.root, name, cfg.run_id)}")
-        return
+        folder = run_dir(cfg.outputs.root, name, cfg.run_id)
+        damaged = verify.problems(folder)
+        if not damaged:
+            print(f"run {cfg.run_id} is already finished (see its summary.json); nothing to do")
+            print(f"run dir: {folder}")
+            return
+        print(f"run {cfg.run_id} is finished but damaged ({'; '.join(damaged[:3])}): "
+              "computing it again")
+        reopen(folder)
     shard = (cfg.sweep.shard, cfg.sweep.num_shards) if cfg.sweep.shard is not None else None
     run = None
+    _on_sigint(signal.default_int_handler)   # from now on Ctrl-C is recorded in the folder
     try:
         with open_run(cfg.outputs.root, name, config_yaml, run_id=cfg.run_id,
                       shard=shard) as run:
@@ -84,6 +97,7 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
     except UserError as e:   # bad input that only showed while running: recorded failed
         _ended(run, f"error: {e}", code=1)
     except KeyboardInterrupt as e:
+        _on_sigint(quiet_interrupt)          # a second Ctrl-C while recording: just leave
         if run is not None:
             what = "terminated (SIGTERM)" if type(e).__name__ == "Terminated" else "interrupted"
             _write_pages(run, page=False)   # the index shows it interrupted
@@ -99,6 +113,13 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
     if page is not None:
         print(f"report: {page}")
     print(f"run dir: {run.dir}")
+
+
+def _on_sigint(handler) -> None:
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:   # not the main thread (a launcher's worker): leave it as it is
+        pass
 
 
 def _ended(run: Run, message: str, code: int, resume: bool = False):

@@ -146,11 +146,20 @@ def command(overrides: list[str], run_id: str | None = None, drop: tuple = ()) -
 
 
 def append_index(root: Path, line: dict) -> None:
-    """One JSON line, appended under an exclusive lock (parallel runs share the file)."""
+    """One JSON line, appended under an exclusive lock (parallel runs share the file). If the
+    file does not end with a newline (a writer killed mid-line), the record starts a fresh line
+    so that it is never glued onto a damaged one."""
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / INDEX, "a") as f:
+    with open(root / INDEX, "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(json.dumps(_clean(line), allow_nan=False) + "\n")
+        f.seek(0, os.SEEK_END)
+        fresh = f.tell() == 0
+        if not fresh:
+            f.seek(-1, os.SEEK_END)
+            fresh = f.read(1) == b"\n"
+        text = json.dumps(_clean(line), allow_nan=False) + "\n"
+        f.write((text if fresh else "\n" + text).encode())
         f.flush()
         fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -162,9 +171,26 @@ def point_latest(parent: Path, run_id: str) -> None:
     os.replace(tmp, parent / LATEST)
 
 
-def read_index(root: Path, experiment: str | None = None) -> list[dict]:
+def read_index(root: Path, experiment: str | None = None, warn: bool = True) -> list[dict]:
+    """The records of ``<root>/index.jsonl`` (of one experiment if given). Lines that are not
+    a JSON record (a damaged or half-written line) are skipped and counted in one warning."""
     path = Path(root) / INDEX
     if not path.exists():
         return []
-    rows = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
+    rows, bad = [], []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and "id" in row and "experiment" in row:
+            rows.append(row)
+        else:
+            bad.append(i)
+    if bad and warn:
+        print(f"warning: {path}: {len(bad)} unreadable line{'s' * (len(bad) > 1)} skipped "
+              f"(line {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''})",
+              file=sys.stderr)
     return [r for r in rows if experiment in (None, r.get("experiment"))]

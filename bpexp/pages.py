@@ -238,10 +238,10 @@ def _options(vals) -> str:
 def write_index(root) -> Path:
     """``<root>/index.html``: every run of ``<root>/index.jsonl`` once (its latest status),
     with filters by experiment and status and sortable columns; written atomically."""
-    from bpexp.compare import latest
+    from bpexp.compare import runs
 
     root = Path(root)
-    rows = latest(outputs.read_index(root))
+    rows = runs(root)
     exps = sorted({str(r.get("experiment")) for r in rows})
     stats = sorted({str(r.get("status")) for r in rows})
     body = []

@@ -31,7 +31,7 @@ SLIDE = (12.8, 7.2)      # inches: 16:9, 1280 x 720 px at DPI
 DPI = 100
 MAX_ASPECT = 2.2         # width : height of a saved PNG, at most
 MAX_PANELS = 4
-STRICT = False           # TODO(figures): True once every experiment draws slides; warns till then
+STRICT = False           # True once every experiment draws slides (tests set it)
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision
 # deficiency; black is kept for theory
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
@@ -118,13 +118,8 @@ def save(fig, path) -> Path:
     plt.close(fig)
     data = buf.getvalue()
     w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR
-    if w > MAX_ASPECT * h:
-        msg = f"{Path(path).name}: {w} x {h} px is wider than {MAX_ASPECT}:1"
-        if STRICT:
-            raise AspectError(msg)
-        import warnings
-
-        warnings.warn(msg, stacklevel=2)
+    if w > MAX_ASPECT * h and STRICT:
+        raise AspectError(f"{Path(path).name}: {w} x {h} px is wider than {MAX_ASPECT}:1")
     _atomic_bytes(Path(path), data)
     return Path(path)
 

@@ -26,67 +26,24 @@ import numpy as np
 
 from bpexp import outputs
 from bpexp.errors import UserError
-from bpexp.outputs import (SCHEMA_VERSION, STATUSES, _now, append_index, environment,
-                           experiment_dir, point_latest, run_dir, write_json, write_npz,
-                           write_text)
-
-# keys that do not change results: a rerun may change them and still continue the run
-RESUME_FREE = ("run_id", "sweep.shard", "sweep.num_shards", "sweep.progress", "outputs.root",
-               "outputs.compile_cache")
+from bpexp.outputs import (
+    SCHEMA_VERSION,
+    STATUSES,
+    _now,
+    append_index,
+    environment,
+    experiment_dir,
+    point_latest,
+    write_json,
+    write_npz,
+    write_text,
+)
+from bpexp.resume import ALIVE, _alive, config_key
 
 
 class Stopped(Exception):
     """Not an error: this process's share of a run is done and others must complete it, or
     another process already finished it. The message says which."""
-
-
-def _flatten(tree, prefix=""):
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
-def config_diff(old_yaml: str, new_yaml: str) -> list[tuple]:
-    """(dotted key, old value, new value) of every key whose value differs between two
-    resolved configs, sorted (RESUME_FREE ignored; a missing key reads as None)."""
-    import yaml
-
-    a, b = _flatten(yaml.safe_load(old_yaml) or {}), _flatten(yaml.safe_load(new_yaml) or {})
-    keys = sorted(k for k in set(a) | set(b) if a.get(k, ...) != b.get(k, ...))
-    return [(k, a.get(k), b.get(k)) for k in keys
-            if not any(k == f or k.startswith(f + ".") for f in RESUME_FREE)]
-
-
-def existing_run(root, experiment: str, run_id: str, config_yaml: str) -> dict | None:
-    """Before anything is written: None if ``<root>/<experiment>/<run_id>`` does not exist;
-    else its env.json, after checking that it is a run of this experiment with the same
-    config (any difference, a foreign or corrupted folder: a one-line UserError, nothing
-    touched)."""
-    d = run_dir(root, experiment, run_id)
-    if not d.exists():
-        return None
-    where = f"run_id={run_id}: {d}"
-    try:
-        env = json.loads((d / "env.json").read_text())
-        old = (d / "config.yaml").read_text()
-    except (OSError, ValueError):
-        raise UserError(f"{where} is not a readable bpexp run folder (env.json, config.yaml); "
-                        "choose another run_id") from None
-    env = env if isinstance(env, dict) else {}
-    if env.get("experiment") != experiment or env.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{where} holds a run of {env.get('experiment')!r} (schema "
-                        f"{env.get('schema_version')}), not {experiment} (schema "
-                        f"{SCHEMA_VERSION}); choose another run_id")
-    diff = config_diff(old, config_yaml)
-    if diff:
-        shown = ", ".join(f"{k} ({x!r} there, {y!r} now)" for k, x, y in diff[:4])
-        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
-        raise UserError(f"{where} was run with another config: {shown}{more}; rerun with the "
-                        "same values or choose another run_id")
-    return env
 
 
 class Run:
@@ -104,6 +61,7 @@ class Run:
         parent.mkdir(parents=True, exist_ok=True)
         self.shard = shard
         self.overrides: list[str] = []   # the job's command-line overrides (entry point)
+        self.config_yaml = config_yaml
         self.t0 = time.time()
         self.timings: dict[str, float] = {}
         self._lock_fd = None
@@ -126,7 +84,21 @@ class Run:
             procs = self._read_env().get("processes") or []
             self.resumed = bool(procs)
             self._proc_index = len(procs)           # this process's entry, appended
-            self._write_env(status="running", end=None)
+            self._hold_alive()
+            for other in procs:                     # owners gone without a word (kill -9)
+                if isinstance(other, dict) and other.get("status") == "running" and \
+                        not _alive(self.dir, other):
+                    other.update(status="killed", end=other.get("end") or _now())
+            self._write_env(status="running", end=None, processes_seen=procs)
+
+    def _hold_alive(self) -> None:
+        """This process's alive lock: a file it keeps locked until it exits (the kernel drops
+        the lock when the process dies, however it dies), so others can tell it is gone."""
+        name = f"{self.proc['host']}-{self.proc['pid']}-{self._proc_index}"
+        (self.dir / ALIVE).mkdir(exist_ok=True)
+        self._alive_fd = os.open(self.dir / ALIVE / name, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._alive_fd, fcntl.LOCK_EX)
+        self.proc["alive"] = name
 
     def _create(self, config_yaml: str) -> bool:
         """The folder with config.yaml and env.json, built under a temporary name and renamed
@@ -176,7 +148,7 @@ class Run:
         """Under the lock: the current file with this process's entry and ``updates`` (only
         the keys this process sets now: other processes' updates are kept)."""
         current = self._read_env()
-        procs = current.get("processes") or []
+        procs = updates.pop("processes_seen", None) or current.get("processes") or []
         while len(procs) <= self._proc_index:
             procs.append(None)
         procs[self._proc_index] = self.proc
@@ -210,7 +182,8 @@ class Run:
 
         store.write_dataset(self.dir / store.STORE, ds)
 
-    def grid_store(self, layout, metrics: dict, coords: dict, attrs: dict | None = None):
+    def grid_store(self, layout, metrics: dict, coords: dict, attrs: dict | None = None,
+                   derived: tuple = ()):
         """The run's streamed ``metrics.zarr`` for a grid cut by ``layout`` (created, or
         opened and checked when continuing). Its chunks report progress to env.json, and
         its ``claim`` (called by the sweep engine after this process's chunks) either keeps
@@ -218,8 +191,11 @@ class Run:
         from bpexp import store
 
         try:
+            attrs = {**(attrs or {}), "bpexp_config": config_key(self.config_yaml)}
             return store.GridStore.open(self.dir / store.STORE, layout, metrics, coords, attrs,
-                                        on_progress=self._progress, claim=self._claim)
+                                        derived, on_progress=self._progress, claim=self._claim,
+                                        owner=self.proc.get("alive"),
+                                        alive=lambda name: _alive(self.dir, {"alive": name}))
         except store.StoreMismatch as e:
             raise UserError(f"run_id={self.id}: {e}; rerun with the config that wrote it or "
                             "choose another run_id") from None
@@ -313,10 +289,18 @@ class Run:
             append_index(self.root, line)
             if status == "finished":
                 point_latest(experiment_dir(self.root, self.experiment), self.id)
+        self._let_go()
 
     def stopped(self) -> None:
         """This process stops without closing the run (its share is done): lock released."""
         self._release()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Drop the alive lock: this process no longer works on the run."""
+        fd, self._alive_fd = getattr(self, "_alive_fd", None), None
+        if fd is not None:
+            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ temporary folder renamed into place). Sweeps stream into it chunk by chunk (:cla
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -22,8 +24,23 @@ from pathlib import Path
 
 import numpy as np
 
+from bpexp.layout import Layout
+
 STORE = "metrics.zarr"
 ZARR_FORMAT = 2   # read by zarr-python 2 and 3 and by every xarray
+
+
+def data_hash(*arrays) -> int:
+    """A 64-bit checksum (blake2b) of arrays' values: their dtype, shape and bytes in C order,
+    every NaN written the same way (a NaN's sign and payload are not data)."""
+    h = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        if a.dtype.kind in "fc":
+            a = np.where(np.isnan(a), np.array(np.nan, a.dtype), a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return int.from_bytes(h.digest(), "little")
 
 
 def write_dataset(path, ds) -> None:
@@ -31,6 +48,8 @@ def write_dataset(path, ds) -> None:
     under a temporary name, then renamed over any previous one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    ds = ds.copy()
+    ds.attrs["bpexp_hashes"] = {k: str(data_hash(ds[k].values)) for k in ds.data_vars}
     ds.to_zarr(tmp, mode="w", zarr_format=ZARR_FORMAT, consolidated=True)
     old = None
     if path.exists():
@@ -43,7 +62,8 @@ def write_dataset(path, ds) -> None:
 
 def load(run_dir):
     """A run's metrics as an ``xarray.Dataset`` with ``attrs["config"]`` (the resolved config,
-    a dict) and ``attrs["summary"]`` (summary.json, once the run has finished) attached."""
+    a dict) and ``attrs["summary"]`` (summary.json, once the run has finished) attached.
+    (``bpexp.load`` also checks the values against their checksums: bpexp.verify.)"""
     import xarray as xr
     import yaml
 
@@ -59,78 +79,6 @@ def load(run_dir):
 
 
 # ---------------------------------------------------------------- the streamed grid store
-class Layout:
-    """How a grid's run axis is cut into chunks that are rectangles of the grid.
-
-    The grid is the row-major product of ``axes`` (e.g. lr x seed). A chunk holds every value
-    of the axes after ``split``, a block of ``block`` values of axis ``split`` and one value
-    of each axis before it, so that every chunk is one Zarr chunk of every metric: a process
-    writes whole Zarr chunks only, and shards never write the same file."""
-
-    def __init__(self, axes: dict, split: int, block: int):
-        self.axes = {k: np.asarray(v) for k, v in axes.items()}
-        self.names = tuple(self.axes)
-        self.shape = tuple(len(v) for v in self.axes.values())
-        self.split, self.block = int(split), int(block)
-        self.inner = int(np.prod(self.shape[self.split + 1:], dtype=np.int64))
-        self.per_axis = -(-self.shape[self.split] // self.block)   # blocks along the split axis
-        self.n_chunks = int(np.prod(self.shape[:self.split], dtype=np.int64)) * self.per_axis
-        self.runs_per_chunk = self.block * self.inner
-
-    @classmethod
-    def for_chunk(cls, axes: dict, chunk: int) -> Layout:
-        """The layout whose chunks hold at most ``chunk`` runs (at least one value of the last
-        axis), balanced so that the blocks along the split axis are as equal as possible."""
-        shape = [len(v) for v in axes.values()]
-        inner, split = 1, 0
-        for j in range(len(shape) - 1, -1, -1):
-            if inner * shape[j] > chunk:
-                split = j
-                break
-            inner *= shape[j]
-        else:
-            return cls(axes, 0, shape[0])                     # the whole grid is one chunk
-        block = max(1, chunk // inner)
-        n_blocks = -(-shape[split] // block)
-        return cls(axes, split, -(-shape[split] // n_blocks))
-
-    def chunk_shape(self) -> tuple:
-        """Zarr chunk shape over the grid axes."""
-        return tuple(1 if j < self.split else self.block if j == self.split else s
-                     for j, s in enumerate(self.shape))
-
-    def region(self, i: int) -> tuple:
-        """Chunk ``i`` as a tuple of slices over the grid axes."""
-        outer, q = divmod(int(i), self.per_axis)
-        lead = np.unravel_index(outer, self.shape[:self.split]) if self.split else ()
-        lo = q * self.block
-        return (tuple(slice(int(k), int(k) + 1) for k in lead)
-                + (slice(lo, min(lo + self.block, self.shape[self.split])),)
-                + tuple(slice(0, s) for s in self.shape[self.split + 1:]))
-
-    def place(self, i: int, v) -> tuple[tuple, np.ndarray]:
-        """(region, values): chunk ``i``'s runs on the leading axis of ``v`` (padding
-        dropped) reshaped onto the grid axes of its region."""
-        region = self.region(i)
-        shape = tuple(s.stop - s.start for s in region)
-        v = np.asarray(v)[:int(np.prod(shape))]
-        return region, v.reshape(shape + v.shape[1:])
-
-    def size(self, i: int) -> int:
-        """Runs in chunk ``i`` (fewer than runs_per_chunk in a last, partial block)."""
-        return int(np.prod([s.stop - s.start for s in self.region(i)]))
-
-    def runs(self, i: int) -> np.ndarray:
-        """Flat (row-major) indices of the runs of chunk ``i``, in the chunk's own order."""
-        idx = np.meshgrid(*[np.arange(s.start, s.stop) for s in self.region(i)], indexing="ij")
-        return np.ravel_multi_index([a.ravel() for a in idx], self.shape)
-
-    def describe(self) -> dict:
-        return {"axes": list(self.names), "shape": list(self.shape), "split": self.names[
-            self.split], "block": self.block, "runs_per_chunk": self.runs_per_chunk,
-            "n_chunks": self.n_chunks}
-
-
 class StoreMismatch(ValueError):
     """An existing store does not match the sweep asked of it (one line)."""
 
@@ -158,7 +106,18 @@ def read_layout(path) -> dict | None:
     return layout
 
 
+def _parses(path: Path) -> bool:
+    """Whether a metadata file is readable JSON."""
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 DONE = "chunk_done"   # int8 [chunk]: 1 once every metric of the chunk is written
+HASH = "chunk_hash"   # uint64 [chunk]: data_hash of the chunk's blocks, written before DONE
+HASHED = "bpexp_chunk_arrays"   # attrs: the arrays a chunk's hash covers, in order
 
 
 class GridStore:
@@ -170,30 +129,99 @@ class GridStore:
     complete or absent whatever kills the process. Missing chunks read as NaN (float metrics).
     """
 
-    def __init__(self, path, layout: Layout, on_progress=None, claim=None):
+    def __init__(self, path, layout: Layout, on_progress=None, claim=None, owner=None,
+                 alive=None):
         self.path, self.layout = Path(path), layout
         self.on_progress, self.claim_hook = on_progress, claim
+        self.owner, self.alive = owner, alive   # this process's name; is a name's owner alive?
         self._arrays: dict = {}
+
+    # -- taking chunks: processes of one run share the work
+    def take(self, i: int) -> bool:
+        """Claim chunk ``i`` for this process: False if it is complete, or claimed by a
+        process that is still alive (a claim of one that is gone is taken over). Without an
+        owner (one process, no run folder) every chunk is this process's."""
+        if self.owner is None:
+            return True
+        claims = self.path.with_name(f".{self.path.name}.claims")
+        claims.mkdir(exist_ok=True)
+        mark = claims / str(int(i))
+        for _ in range(2):
+            if self.done()[i]:
+                return False
+            try:
+                fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    holder = mark.read_text().strip()
+                except OSError:
+                    continue
+                if holder == self.owner or (self.alive is not None and self.alive(holder)):
+                    return holder == self.owner
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(mark)           # its owner is gone: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.owner)
+            return not self.done()[i]
+        return False
 
     # -- creation / opening
     @classmethod
     def open(cls, path, layout: Layout, metrics: dict, coords: dict, attrs: dict | None = None,
-             **hooks) -> GridStore:
+             derived: tuple = (), **hooks) -> GridStore:
         """Create the store (atomically: built under a temporary name and renamed) or open an
         existing one after checking it holds this grid with this chunking. ``metrics``: name ->
         (dims after the grid axes, shape after the grid axes, dtype); ``coords``: the extra
-        coordinates (``step``, ``param``)."""
+        coordinates (``step``, ``param``); ``derived``: metrics written once at the end, not per
+        chunk (outside the chunks' checksums). An existing store's damaged metadata is rebuilt
+        (it is fixed by the config), and chunks whose data no longer match their checksum lose
+        their marker, so the sweep computes them again (the same bits)."""
         path = Path(path)
         self = cls(path, layout, **hooks)
+        attrs = {**(attrs or {}), HASHED: sorted(set(metrics) - set(derived))}
         if not path.exists():
             tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-            self._create(tmp, metrics, coords, attrs or {})
+            self._create(tmp, metrics, coords, attrs)
             try:
                 os.rename(tmp, path)
             except OSError:               # another process created it first: use theirs
                 shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            repaired = self._repair_metadata(metrics, coords, attrs)
+            if repaired:
+                print(f"{path}: rebuilt damaged metadata ({', '.join(repaired[:4])}"
+                      f"{' ...' if len(repaired) > 4 else ''})")
         self._check(metrics)
+        bad = self.verify()
+        if bad:
+            self.forget(bad)
+            print(f"{path}: {len(bad)} chunk{'s' * (len(bad) > 1)} marked complete did not "
+                  f"match their checksum ({', '.join(map(str, bad[:8]))}"
+                  f"{' ...' if len(bad) > 8 else ''}): computing them again")
         return self
+
+    def _repair_metadata(self, metrics: dict, coords: dict, attrs: dict) -> list[str]:
+        """Rebuild the metadata files (and coordinate chunks) that are missing or no longer
+        parse, from a store created afresh for the same grid; returns the repaired files.
+        Readable files are never rewritten (a different grid is then caught by the layout
+        check), and data chunks are left alone (their checksums judge them)."""
+        tmp = self.path.with_name(f".{self.path.name}.template-{secrets.token_hex(4)}")
+        try:
+            self._create(tmp, metrics, coords, attrs)
+            fixed = []
+            for f in sorted(tmp.rglob("*")):
+                rel = f.relative_to(tmp)
+                have = self.path / rel
+                if f.is_dir() or (have.is_file() and (not f.name.startswith(".")
+                                                      or _parses(have))):
+                    continue
+                have.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, have)
+                fixed.append(str(rel))
+            return fixed
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _create(self, root: Path, metrics: dict, coords: dict, attrs: dict) -> None:
         import zarr
@@ -218,6 +246,10 @@ class GridStore:
                        compressors=None,
                        attributes={"_ARRAY_DIMENSIONS": ["chunk"],
                                    "description": "1 when every metric of the chunk is written"})
+        g.create_array(HASH, shape=(lay.n_chunks,), chunks=(1,), dtype="uint64",
+                       fill_value=None, compressors=None,
+                       attributes={"_ARRAY_DIMENSIONS": ["chunk"],
+                                   "description": f"checksum of the chunk's {HASHED}"})
         zarr.consolidate_metadata(root)
 
     def _check(self, metrics: dict) -> None:
@@ -243,6 +275,41 @@ class GridStore:
         out[[i for i in idx if i < out.size]] = True
         return out
 
+    def _hashed(self) -> list[str]:
+        """The arrays a chunk's checksum covers ([] for a store written before checksums)."""
+        if not hasattr(self, "_hashed_names"):
+            import zarr
+
+            self._hashed_names = list(zarr.open_group(self.path, mode="r").attrs.get(HASHED)
+                                      or [])
+        return self._hashed_names
+
+    def verify(self) -> list[int]:
+        """The chunks marked complete whose data are missing, undecodable or not what was
+        written (checksum); reads every complete chunk once."""
+        names = self._hashed()
+        done = np.flatnonzero(self.done())
+        if not names or not done.size:
+            return []
+        bad = []
+        for i in done.tolist():
+            region = self.layout.region(i)
+            try:
+                want = int(self._read_array(HASH)[i])
+                got = data_hash(*(self._read_array(k)[region] for k in names))
+            except Exception:     # a truncated or corrupt chunk file
+                got, want = None, 0
+            if got != want:
+                bad.append(i)
+        return bad
+
+    def forget(self, chunks) -> None:
+        """Unmark ``chunks`` (their markers removed), so that a sweep computes them again."""
+        for i in chunks:
+            for arr in (DONE, HASH):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path / arr / str(int(i)))
+
     def _array(self, name):
         import zarr
 
@@ -253,9 +320,14 @@ class GridStore:
     def write(self, i: int, values: dict) -> None:
         """Chunk ``i``: ``values[name]`` has the chunk's runs (``layout.runs(i)`` order,
         padding dropped) on its leading axis. The marker goes last."""
+        blocks = {}
         for name, v in values.items():
             region, block = self.layout.place(i, v)
             self._array(name)[region] = block
+            blocks[name] = block
+        names = self._hashed()
+        if names:
+            self._array(HASH)[i] = data_hash(*(blocks[k] for k in names))
         self._array(DONE)[i] = 1
         if self.on_progress is not None:
             self.on_progress(self)

@@ -85,14 +85,22 @@ def record_coords(spec: train.TrainSpec) -> dict:
 
 
 def _bytes_per_run(spec: train.TrainSpec) -> int:
+    """Device memory one run of a compiled chunk needs: its params, optimizer state and
+    activations, and its recorded metrics."""
     shapes = train.param_shapes(spec)
     n_params = sum(int(np.prod(s.shape)) for s in shapes.values())
     hidden = sum(s.shape[0] for k, s in shapes.items() if k.startswith("W"))
     item = jnp.dtype(spec.dtype).itemsize
-    size = {"step": 1, "param": len(shapes)}   # entries per record along each metric axis
-    records = sum(int(np.prod([size[d] for d in m.dims])) for m in train.METRICS.values() if m.of)
-    live = 6 * n_params + 4 * (hidden + spec.n) * spec.batch + spec.n_records * records
-    return int(live * item) + 64
+    live = 6 * n_params + 4 * (hidden + spec.n) * spec.batch
+    return int(live * item) + record_bytes(spec)
+
+
+def record_bytes(spec: train.TrainSpec) -> int:
+    """Bytes of one run's recorded metrics (what the store keeps per run, uncompressed)."""
+    size = {"step": spec.n_records, "param": len(train.param_shapes(spec))}
+    item = jnp.dtype(spec.dtype).itemsize
+    return item * sum(int(np.prod([size[d] for d in m.dims])) for m in train.METRICS.values()) \
+        + 64
 
 
 def auto_chunk(spec: train.TrainSpec, n_runs: int, n_dev: int) -> int:
@@ -179,9 +187,15 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
 
     t0 = time.perf_counter()
     bar = _Progress(label, len(todo), lay.runs_per_chunk, enabled=progress)
-    pending = compiled(chunk_hp(todo[0]), Xd, Yd) if todo else None
-    for j, i in enumerate(todo):
-        nxt = compiled(chunk_hp(todo[j + 1]), Xd, Yd) if j + 1 < len(todo) else None  # ahead
+    # with a store, a chunk is taken (claimed) before it is computed: processes of one run
+    # share the missing chunks instead of each computing all of them
+    chunks = (i for i in todo if store is None or store.take(i))
+    done_here = []
+    i = next(chunks, None)
+    pending = compiled(chunk_hp(i), Xd, Yd) if i is not None else None
+    while i is not None:
+        j = next(chunks, None)
+        nxt = compiled(chunk_hp(j), Xd, Yd) if j is not None else None  # dispatched ahead
         vals = {name: np.asarray(v) for name, v in pending.items()}
         if store is not None:
             store.write(i, vals)
@@ -189,9 +203,11 @@ def run_grid(spec: train.TrainSpec, X, Y, grid: Grid, fixed: dict | None = None,
             for name, v in vals.items():
                 region, block = lay.place(i, v)
                 out[name][region] = block
+        done_here.append(i)
         bar.advance(time.perf_counter() - t0)
-        pending = nxt
+        i, pending = j, nxt
     bar.close()
+    todo = done_here
     run_s = time.perf_counter() - t0
     computed = sum(lay.size(i) for i in todo)
     stats = {"runs": n_runs, "chunks": lay.n_chunks, "chunk_size": chunk,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from bpexp import compare, outputs, runfolder
+from bpexp import compare, outputs, resume
 
 # 32 lrs x 4 seeds in chunks of 8 runs (2 lrs x 4 seeds): 16 chunks, ~0.1 s each
 GRID = ["+experiment=lr_sweep", "train.steps=800", "train.record_every=50",
@@ -255,34 +255,59 @@ def test_foreign_broken_and_other_layout_folders_exit_2_touching_nothing(tmp_pat
     (exp / "other" / "config.yaml").write_text("a: 1\n")
     env_ = json.loads((reference["dir"] / "env.json").read_text())
     env_["status"] = "interrupted"
-    for name in ("broken", "layout"):
-        shutil.copytree(reference["dir"], exp / name)
-        (exp / name / "env.json").write_text(json.dumps(env_))
-    shutil.rmtree(exp / "broken" / "metrics.zarr" / "loss")
-    (exp / "broken" / "metrics.zarr" / ".zattrs").write_text("{not json")
+    shutil.copytree(reference["dir"], exp / "layout")
+    (exp / "layout" / "env.json").write_text(json.dumps(env_))
     for f in (".zattrs", ".zmetadata"):   # a store cut differently than this config cuts it
         path = exp / "layout" / "metrics.zarr" / f
         path.write_text(path.read_text().replace('"block": 2', '"block": 1'))
-    snaps = {n: snapshot(exp / n) for n in ("foreign", "other", "broken", "layout")}
+    (exp / "file").mkdir()
+    shutil.copy(reference["dir"] / "config.yaml", exp / "file")
+    (exp / "file" / "env.json").write_text(json.dumps(env_))
+    (exp / "file" / "metrics.zarr").write_text("not a store")
+    snaps = {n: snapshot(exp / n) for n in ("foreign", "other", "layout", "file")}
     for run_id, expect in [("foreign", "not a readable bpexp run folder"),
                            ("other", "holds a run of 'depth_sweep'"),
-                           ("broken", "not a readable Zarr store"),
-                           ("layout", "sweep.chunk_size=8: the store")]:
+                           ("layout", "sweep.chunk_size=8: the store"),
+                           ("file", "is not a store")]:
         with pytest.raises(UserError) as e:
-            if run_id in ("broken", "layout"):
+            if run_id in ("layout", "file"):
                 _continue(exp / run_id, tmp_path)
             else:
                 _continue_raw(tmp_path, run_id)
         assert "\n" not in str(e.value) and expect in str(e.value), str(e.value)
         assert run_id in str(e.value)
         assert snapshot(exp / run_id) == snaps[run_id]
-    p = cli(tmp_path, "run_id=broken")                      # the same through the CLI
-    assert p.returncode == 2 and "not a readable Zarr store" in p.stderr, p.stderr
-    assert snapshot(exp / "broken") == snaps["broken"]
+    p = cli(tmp_path, "run_id=file")                        # the same through the CLI
+    assert p.returncode == 2 and "is not a store" in p.stderr, p.stderr
+    assert snapshot(exp / "file") == snaps["file"]
+
+
+def test_a_damaged_store_is_repaired_to_the_same_bits(tmp_path, reference):
+    """Metadata that no longer parses (the group's .zattrs, an array's .zarray) is rebuilt from
+    the config, a metric array's chunk files deleted or truncated are recomputed, and the
+    finished run ends bitwise equal to the reference; bpexp.verify tells before and after."""
+    import shutil
+
+    from bpexp import verify
+
+    d = tmp_path / "lr_sweep" / "ref"
+    shutil.copytree(reference["dir"], d)
+    z = d / "metrics.zarr"
+    (z / ".zattrs").write_text("{not json")
+    (z / "grad_norm" / ".zarray").write_text("garbage")
+    shutil.rmtree(z / "loss")
+    chunk = next(p for p in (z / "final_loss").iterdir() if p.name[0].isdigit())
+    chunk.write_bytes(chunk.read_bytes()[:7])
+    assert verify.problems(d)                                  # damage is seen
+    p = cli(tmp_path, "run_id=ref")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "finished but damaged" in p.stdout and "rebuilt damaged metadata" in p.stdout
+    assert verify.problems(d) == []
+    assert_bitwise(metrics(d), reference["metrics"])
 
 
 def _continue_raw(root, run_id):
-    return runfolder.existing_run(root, "lr_sweep", run_id, "a: 1\n")
+    return resume.existing_run(root, "lr_sweep", run_id, "a: 1\n")
 
 
 @pytest.mark.parametrize("change,expect", [

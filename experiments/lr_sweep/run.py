@@ -134,7 +134,8 @@ def compute(cfg, run) -> Result:
     lay = make.layout(cfg, ds)     # the same cut the entry point checks a resumed store against
     st = run.grid_store(lay, {**sweep.metric_shapes(spec),
                               "diverged": ((), (), np.dtype(bool))},   # written when summarized
-                        sweep.record_coords(spec), attrs={"experiment": "lr_sweep"})
+                        sweep.record_coords(spec), attrs={"experiment": "lr_sweep"},
+                        derived=("diverged",))
     shard = ((cfg.sweep.shard, cfg.sweep.num_shards) if cfg.sweep.shard is not None
              else (0, 1))
     with run.timed("sweep"):   # returns once every chunk is in the store (else: Stopped)
