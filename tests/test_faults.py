@@ -1,8 +1,9 @@
 """The fault matrix: bad inputs, signals at any moment, every kind of store / env / index
 damage, and concurrent processes of one run_id. Each case ends in one clear line, a repaired
-run or a right number; never a traceback, a silent NaN or a wrong number. The last test prints
-the matrix's counts (tests/conftest.py adds them up from each test's
-recorded ``fault_matrix`` property, so they show under xdist too).
+run or a right number; never a traceback, a silent NaN or a wrong number. The session prints
+the matrix's counts at the end (tests/conftest.py adds up each test's recorded
+``fault_matrix`` property, so they show under xdist too). The signal and concurrency rows are
+``slow``: `pytest -m slow` (and .ci/run) runs them.
 
 Every process of the bad-input rows starts at once (module fixture) so their start-up costs
 overlap; the damage and concurrency rows work on copies of one small reference run.
@@ -111,6 +112,7 @@ SLOW_GRID = [*GRID[:-4], "sweep.lr={start: 0.01, stop: 1.0, num: 64}", "sweep.se
              "experiment.refine_rounds=0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["int_at_start", "int_twice_at_start", "int_twice_running",
                                   "term_running", "kill_running"])
 def test_signals_end_in_one_line_or_a_resumable_run(tmp_path, case, record_property):
@@ -236,6 +238,7 @@ def test_a_bad_index_line_is_skipped_and_counted(tmp_path, reference, record_pro
 
 
 # ---------------------------------------------------------------- concurrency
+@pytest.mark.slow
 def test_processes_of_one_run_id_share_the_chunks(tmp_path, reference, record_property):
     """Three processes with the same run_id at once: every chunk is computed once in all,
     one of them finalizes, and the result is the reference bit for bit."""
