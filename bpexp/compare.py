@@ -67,9 +67,11 @@ def main(argv=None) -> int:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="outputs", help="outputs root holding index.jsonl")
     ap.add_argument("--experiment", default=None, help="only runs of this experiment")
-    ap.add_argument("--status", default=None, choices=outputs.STATUSES,
+    ap.add_argument("--status", default=None, choices=(*outputs.STATUSES, "share done"),
                     help="only runs with this status")
     ap.add_argument("--last", type=int, default=0, help="only the last N matching runs")
+    ap.add_argument("--width", type=int, default=None, help="table width (default 120)")
+    ap.add_argument("--csv", default=None, help="also write every summary number to this CSV")
     a = ap.parse_args(argv)
     if not (Path(a.root) / "index.jsonl").exists():
         print(f"error: --root={a.root!r} has no index.jsonl; run an experiment first",
@@ -82,15 +84,56 @@ def main(argv=None) -> int:
     if not rows:
         print(f"no runs{' of ' + a.experiment if a.experiment else ''} in {a.root}/index.jsonl")
         return 0
-    header, body = table(rows)
+    heads = headline(rows)
+    header = ["run", "experiment", "status", "seconds"] + heads
+    body = [[r["id"], r["experiment"], r["status"], r.get("seconds")]
+            + [(r.get("summary") or {}).get(k) for k in heads] for r in rows]
     report.print_table(
         f"runs in {a.root}/index.jsonl" + (f" ({a.experiment})" if a.experiment else ""),
-        header, body)
+        header, body, width=WIDTH if a.width is None else a.width)
+    if a.csv:
+        outputs.write_text(Path(a.csv), report.csv_table(*table(rows)))
+        print(f"every summary number: {a.csv}")
     return 0
 
 
+WIDTH = 120   # the multirun table fits a terminal this wide (or the terminal, if narrower)
+
+
+def headline(rows: list[dict], k: int = 4) -> list[str]:
+    """The summary keys a table shows: each experiment's own ``HEADLINE`` (the contract's
+    optional attribute), else its first ``k`` numeric keys."""
+    from bpexp import experiments
+
+    keys: list[str] = []
+    for exp in dict.fromkeys(r["experiment"] for r in rows):
+        try:
+            chosen = list(getattr(experiments.get(exp), "HEADLINE", ()))
+        except Exception:     # an experiment no longer installed: its numbers are still shown
+            chosen = []
+        if not chosen:
+            first = next((r for r in rows if r["experiment"] == exp), {})
+            chosen = [key for key, v in (first.get("summary") or {}).items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)][:k]
+        keys += [key for key in chosen if key not in keys]
+    return keys
+
+
+def differing(overrides: dict) -> tuple[list[str], dict]:
+    """(keys, {run: {key: value}}) of the ``key=value`` overrides whose value is not the same
+    in every job (what the multirun swept)."""
+    parsed = {run: dict(o.lstrip("+~").split("=", 1) if "=" in o else (o, "")
+                        for o in ovs) for run, ovs in overrides.items()}
+    keys = list(dict.fromkeys(key for p in parsed.values() for key in p))
+    keys = [key for key in keys if len({p.get(key) for p in parsed.values()}) > 1]
+    return keys, {run: {key: p.get(key, "") for key in keys} for run, p in parsed.items()}
+
+
 class MultirunTable(Callback):
-    """Hydra callback: after a multirun, the jobs' headline numbers side by side."""
+    """Hydra callback: after a multirun, the jobs side by side: the overrides that differ
+    between them and each experiment's headline numbers, fitted to the terminal (at most
+    WIDTH columns); the full table (every override and summary key) goes to
+    ``<sweep dir>/comparison.csv`` and ``comparison.md``."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -99,19 +142,24 @@ class MultirunTable(Callback):
         if not jobs:
             return
         infos = [json.loads(p.read_text()) for p in jobs]
-        # the column shows what the jobs do not share (the swept values), not the whole command
-        shared = set.intersection(*(set(i["overrides"]) for i in infos)) if len(infos) > 1 \
-            else set()
-        for i in infos:
-            i["overrides"] = [o for o in i["overrides"] if o not in shared]
-        by_id = {Path(i["run_dir"]).name: i for i in infos}
+        by_run: dict = {}
+        for i in infos:                       # the jobs of a sharded run share one folder
+            by_run.setdefault(Path(i["run_dir"]).name, []).extend(i["overrides"])
+        keys, swept = differing({r: list(dict.fromkeys(o)) for r, o in by_run.items()})
         root = Path(config.outputs.root)
-        rows = [r for r in latest(outputs.read_index(root)) if r["id"] in by_id]
-        header, body = table(rows, {k: v["overrides"] for k, v in by_id.items()})
-        report.print_table(f"multirun {sweep_dir}", header, body)
-        outputs.write_text(sweep_dir / "comparison.md",
-                           f"# Multirun {sweep_dir.name}\n\n" + report.markdown_table(header, body))
-        print(f"comparison: {sweep_dir / 'comparison.md'}")
+        rows = [r for r in latest(outputs.read_index(root)) if r["id"] in by_run]
+        full_header, full_body = table(rows, {k: v for k, v in by_run.items()})
+        outputs.write_text(sweep_dir / "comparison.csv", report.csv_table(full_header,
+                                                                           full_body))
+        outputs.write_text(sweep_dir / "comparison.md", f"# Multirun {sweep_dir.name}\n\n"
+                           + report.markdown_table(full_header, full_body))
+        heads = headline(rows)
+        header = ["run", "status"] + keys + heads
+        body = [[r["id"], r["status"]] + [swept.get(r["id"], {}).get(k, "") for k in keys]
+                + [(r.get("summary") or {}).get(k) for k in heads] for r in rows]
+        report.print_table(f"multirun {sweep_dir.name}: {len(jobs)} jobs", header, body,
+                           width=WIDTH)
+        print(f"comparison: {sweep_dir / 'comparison.csv'} (every override and number)")
 
 
 if __name__ == "__main__":

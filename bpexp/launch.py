@@ -96,10 +96,11 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
         return
     except UserError as e:   # bad input that only showed while running: recorded failed
         _ended(run, f"error: {e}", code=1)
-    except KeyboardInterrupt as e:
+    except (KeyboardInterrupt, SystemExit) as e:   # Ctrl-C, SIGTERM, a requeued Slurm job
         _on_sigint(quiet_interrupt)          # a second Ctrl-C while recording: just leave
         if run is not None:
-            what = "terminated (SIGTERM)" if type(e).__name__ == "Terminated" else "interrupted"
+            what = {"Terminated": "terminated (SIGTERM)", "SystemExit": "stopped"}.get(
+                type(e).__name__, "interrupted")
             _write_pages(run, page=False)   # the index shows it interrupted
             print(f"\n{what}; resume with:\n  {run.resume_command()}\nrun dir: {run.dir}")
         raise

@@ -21,17 +21,38 @@ def fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
-def print_table(title: str, header: list[str], rows: list[list]) -> None:
+def print_table(title: str, header: list[str], rows: list[list], width: int | None = None
+                ) -> None:
+    """A table on the terminal. With ``width``: at most that many columns (or the terminal's
+    own width if narrower), cells cut with an ellipsis rather than wrapped; else as wide as
+    its contents."""
+    import shutil
+
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=title)
     for h in header:
-        t.add_column(h, overflow="fold")
+        t.add_column(h, overflow="ellipsis" if width else "fold", no_wrap=bool(width))
     for r in rows:
         t.add_row(*[fmt(v) for v in r])
     widths = [max([len(h)] + [len(fmt(r[i])) for r in rows]) for i, h in enumerate(header)]
-    Console(width=max(80, sum(w + 3 for w in widths) + 4)).print(t)
+    natural = max(80, sum(w + 3 for w in widths) + 4)
+    if width:
+        natural = min(natural, width, shutil.get_terminal_size((width, 24)).columns)
+    Console(width=natural).print(t)
+
+
+def csv_table(header: list[str], rows: list[list]) -> str:
+    """The rows as CSV text, numbers in full precision."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows([["" if v is None else v for v in r] for r in rows])
+    return buf.getvalue()
 
 
 def _cell(v) -> str:

@@ -41,6 +41,9 @@ from bpexp.outputs import (
 from bpexp.resume import ALIVE, _alive, config_key
 
 
+SHARE_DONE = "share done"   # an index line's status: a process that computed its share and left
+
+
 class Stopped(Exception):
     """Not an error: this process's share of a run is done and others must complete it, or
     another process already finished it. The message says which."""
@@ -292,9 +295,17 @@ class Run:
         self._let_go()
 
     def stopped(self) -> None:
-        """This process stops without closing the run (its share is done): lock released."""
+        """This process stops without closing the run (its share is done, or another process
+        finished it): lock released, one index line saying so (the run's own status stays)."""
         self._release()
         self._let_go()
+        append_index(self.root, {"id": self.id, "experiment": self.experiment,
+                                 "dir": str(self.dir), "status": SHARE_DONE,
+                                 "start": self.proc["start"], "end": _now(),
+                                 "seconds": round(time.time() - self.t0, 3),
+                                 "shard": self.proc.get("shard"),
+                                 "chunks_computed": self.proc.get("chunks_computed", 0),
+                                 "summary": {}})
 
     def _let_go(self) -> None:
         """Drop the alive lock: this process no longer works on the run."""
@@ -314,7 +325,7 @@ def open_run(root, experiment: str, config_yaml: str = "", **kw):
     except Stopped:
         run.stopped()
         raise
-    except KeyboardInterrupt as e:
+    except (KeyboardInterrupt, SystemExit) as e:   # told to stop (a signal, a job requeued)
         run.finish("interrupted", error=type(e).__name__)
         raise
     except BaseException as e:

@@ -28,6 +28,9 @@ exports:
     present(cfg, run, res, summary) -> None
                                  the terminal table, figures/*.png and report.md, drawn from
                                  ``res`` and ``summary`` alone.
+    HEADLINE = ("key", ...)      optional: the summary numbers a comparison table shows
+                                 (python -m bpexp.compare, a multirun's table); default:
+                                 its first four numeric summary keys.
     page(ds, summary) -> [Fig]   optional: the run page's own interactive figures
                                  (bpexp.figs.Fig), drawn from the stored Dataset
                                  (metrics.zarr) and summary.json alone, so that

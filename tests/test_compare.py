@@ -58,8 +58,17 @@ def test_multirun_writes_comparison(tmp_path):
     assert len(tables) == 1
     text = tables[0].read_text()
     assert "experiment.lr=0.5" in text and "experiment.lr=0.1" in text
-    assert "outputs.root=" not in text   # what every job shares is not repeated per row
     assert len(outputs.read_index(tmp_path, "worked_example")) == 2
+    # the terminal table: the swept key and the headline numbers, within 120 columns
+    shown = p.stdout[p.stdout.index("multirun "):p.stdout.index("comparison: ")]
+    assert max(map(len, shown.splitlines())) <= 120, shown
+    assert "experiment.lr" in shown and "outputs.root" not in shown
+    # the CSV holds everything: every summary key of both runs
+    import csv
+    (path,) = (tmp_path / "multirun").glob("*/comparison.csv")
+    rows = list(csv.DictReader(path.open()))
+    keys = set().union(*(r["summary"] for r in outputs.read_index(tmp_path)))
+    assert len(rows) == 2 and keys <= set(rows[0])
 
 
 @pytest.mark.slow

@@ -39,6 +39,8 @@ from bpexp.experiments.lr_sweep.run import (
 )
 
 USES = ("model", "data", "optimizer", "train", "sweep")  # make.check builds them first
+# the numbers a comparison table shows for a run (bpexp.compare)
+HEADLINE = ("threshold_theory", "threshold_measured", "threshold_refined", "best_lr")
 STREAMS = True   # the grid streams into metrics.zarr chunk by chunk: resumable, shardable
 
 
