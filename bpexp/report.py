@@ -23,10 +23,12 @@ def fmt(v, digits: int = 4) -> str:
 
 def print_table(title: str, header: list[str], rows: list[list], width: int | None = None
                 ) -> None:
-    """A table on the terminal. With ``width``: at most that many columns (or the terminal's
-    own width if narrower), cells cut with an ellipsis rather than wrapped; else as wide as
-    its contents."""
+    """A table on the terminal. With ``width``: at most that many columns (or, printed to a
+    terminal, the terminal's own width if narrower), cells cut with an ellipsis rather than
+    wrapped; else as wide as its contents. Printed to a pipe or a file, ``COLUMNS`` is ignored:
+    a log keeps the whole table."""
     import shutil
+    import sys
 
     from rich.console import Console
     from rich.table import Table
@@ -39,7 +41,9 @@ def print_table(title: str, header: list[str], rows: list[list], width: int | No
     widths = [max([len(h)] + [len(fmt(r[i])) for r in rows]) for i, h in enumerate(header)]
     natural = max(80, sum(w + 3 for w in widths) + 4)
     if width:
-        natural = min(natural, width, shutil.get_terminal_size((width, 24)).columns)
+        natural = min(natural, width)
+        if sys.stdout.isatty():
+            natural = min(natural, shutil.get_terminal_size((width, 24)).columns)
     Console(width=natural).print(t)
 
 

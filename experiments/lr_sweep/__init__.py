@@ -35,6 +35,7 @@ from bpexp.experiments.lr_sweep.page import page  # noqa: F401  (the run page's 
 from bpexp.experiments.lr_sweep.run import (
     Result,
     compute,  # noqa: F401  (the experiment contract)
+    interval,
     refined,
 )
 
@@ -55,6 +56,7 @@ class Params:
                                  # (0: steps / 25)
     refine_rounds: int = 3       # vectorized bisection rounds inside the coarse bracket
     refine_tol: float = 0.002    # stop once hi / lo - 1 <= this
+    refine_max_steps: int = 20000  # a round trains up to this long to resolve its lr spacing
 
 
 def _finite_above(lo):
@@ -68,6 +70,7 @@ RULES = {
     "growth_factor": (_finite_above(1), "a finite number > 1"),
     "growth_window": (lambda x: 0 < x <= 1, "a number in (0, 1]"),
     "refine_rounds": (lambda x: 0 <= x <= 20, "an int in [0, 20]"),
+    "refine_max_steps": (lambda x: 1 <= x <= 10**6, "an int in [1, 1000000]"),
     "refine_tol": (_finite_above(0), "a finite number > 0"),
 }
 
@@ -97,8 +100,12 @@ def save(cfg, run, res: Result) -> dict:
             "threshold_measured": res.thr_meas, "theory_kind": res.kind,
             "threshold_bracket": res.bracket, "grid_step_ratio": res.step_ratio,
             "measured_over_theory": (res.thr_meas / res.thr) if res.thr and res.thr_meas else None,
-            "threshold_refined": refined(res), "refined_bracket": list(res.rounds[-1])
+            "threshold_refined": refined(res), "refined_bracket": list(res.rounds[-1][:2])
             if res.rounds else res.bracket, "refine_rounds": len(res.rounds),
+            "refine_steps": [int(r[2]) for r in res.rounds],
+            "threshold_interval": interval(res, cfg.experiment)[0] if res.kind == "exact"
+            else None,       # the growth rule's resolution holds on quadratic losses only
+            "refined_resolution": interval(res, cfg.experiment)[1],
             "refined_over_theory": (refined(res) / res.thr) if res.thr and refined(res) else None,
             "steps_to_resolve_refine_tol": math.log(cfg.experiment.growth_factor) / (
                 4 * cfg.experiment.refine_tol * cfg.experiment.growth_window),
@@ -148,11 +155,13 @@ def present(cfg, run, res: Result, summary: dict) -> None:
             ["measured / theory", (res.thr_meas / res.thr) if res.thr and res.thr_meas else None,
              f"bracket ratio x{res.step_ratio:.3f}" if res.step_ratio else ""],
             ["threshold, refined (vectorized bisection)", s["threshold_refined"],
-             f"{s['refine_rounds']} rounds, bracket {report.fmt(s['refined_bracket'][0])} - "
-             f"{report.fmt(s['refined_bracket'][1])}" if s["refined_bracket"][0] else ""],
-            ["refined / theory", s["refined_over_theory"],
-             f"resolution x{s['refined_bracket'][1] / s['refined_bracket'][0]:.4f}"
+             f"{s['refine_rounds']} rounds ({'/'.join(map(str, s['refine_steps']))} steps), "
+             f"bracket {s['refined_bracket'][0]:.6g} - {s['refined_bracket'][1]:.6g}"
              if s["refined_bracket"][0] and s["refined_bracket"][1] else ""],
+            ["refined / theory", s["refined_over_theory"],
+             f"threshold in [{s['threshold_interval'][0]:.6g}, {s['threshold_interval'][1]:.6g}]"
+             f" (growth rule resolves {s['refined_resolution']:.1e})"
+             if s["threshold_interval"] and s["threshold_interval"][0] else ""],
             ["best lr (lowest median final loss)", s["best_lr"],
              f"final loss {report.fmt(float(res.med[good]))}"],
             ["runs", s["runs"], f"{s['sweep_s']:.2f} s after {s['compile_s']:.2f} s compile"]]

@@ -3,6 +3,8 @@ vectorized bisection of the bracket, sharpness tracked at the bracket."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 
@@ -17,13 +19,28 @@ from bpexp.experiments.lr_sweep.theory import measured_threshold, threshold_theo
 SUMMARY_BUDGET = 64 << 20   # bytes of loss curves read at once while summarizing the store
 
 
+def refine_spec(spec, P, lo: float, hi: float, per: int):
+    """The training a refinement round needs to tell its lrs apart: on a quadratic an lr a
+    relative ``d`` above the threshold grows the loss by exp(4 d t) over t steps, so the growth
+    rule (x growth_factor over the last growth_window) sees d >= ln(g) / (4 w steps). With the
+    round's lrs a factor (hi/lo)^(1/(per+1)) apart, the steps that resolve that spacing (never
+    fewer than the coarse grid's, at most ``refine_max_steps``; the same number of records)."""
+    d = (hi / lo) ** (1 / (per + 1)) - 1
+    need = math.log(P.growth_factor) / (4 * P.growth_window * d)
+    steps = int(min(max(spec.steps, need), max(P.refine_max_steps, spec.steps)))
+    every = -(-steps // spec.n_records)
+    if every * spec.n_records == spec.steps:
+        return spec
+    return dataclasses.replace(spec, steps=every * spec.n_records, record_every=every)
+
+
 def refine(cfg, spec, ds, grid, fixed, bracket, chunk, P):
     """Vectorized bisection of the bracket [lo, hi]: each round trains as many lrs
     geometrically inside it as fill the coarse sweep's compiled chunk (x the other grid axes),
-    so no round compiles again, and keeps the new bracket (largest lr where no run diverged,
-    smallest where all did). Stops after ``P.refine_rounds`` rounds, once hi / lo - 1 <=
-    ``P.refine_tol``, or when a round cannot narrow it (training too short to tell the runs
-    apart). Returns [(lo, hi) per round]."""
+    for as many steps as resolve their spacing (refine_spec; a longer training compiles once),
+    and keeps the new bracket (largest lr where no run diverged, smallest where all did). Stops
+    after ``P.refine_rounds`` rounds, once hi / lo - 1 <= ``P.refine_tol``, or when a round
+    cannot narrow it. Returns [(lo, hi, steps) per round]."""
     lo, hi = bracket
     n_other = grid.size // len(grid.axes["lr"])
     per = max(2, chunk // n_other)
@@ -32,7 +49,8 @@ def refine(cfg, spec, ds, grid, fixed, bracket, chunk, P):
         if hi / lo - 1 <= P.refine_tol:
             break
         lrs = np.geomspace(lo, hi, per + 2)[1:-1]
-        r = sweep.run_grid(spec, ds.X, ds.Y, sweep.Grid({**grid.axes, "lr": lrs}), fixed,
+        sp = refine_spec(spec, P, lo, hi, per)
+        r = sweep.run_grid(sp, ds.X, ds.Y, sweep.Grid({**grid.axes, "lr": lrs}), fixed,
                            devices=sweep.devices_for(cfg.device), chunk_size=chunk,
                            progress=False)
         loss = r.metrics["loss"].reshape(len(lrs), -1, r.metrics["loss"].shape[-1])
@@ -44,7 +62,7 @@ def refine(cfg, spec, ds, grid, fixed, bracket, chunk, P):
         if (new_lo, new_hi) == (lo, hi):
             break
         lo, hi = new_lo, new_hi
-        rounds.append((lo, hi))
+        rounds.append((lo, hi, sp.steps))
     return rounds
 
 
@@ -87,7 +105,8 @@ class Result:
     resolution: float              # quadratic: smallest (lr / threshold - 1) the growth rule sees
     best: int                      # index of the best lr (the smallest when every lr diverged)
     track: dict | None             # nonlinear gd: sharpness along the runs at the bracket
-    rounds: list                   # [(lo, hi)] the bracket after each refinement round
+    rounds: list                   # [(lo, hi, steps)] the bracket after each refinement round
+    train_steps: int = 0           # the coarse grid's training length
 
 
 def summarize(st, P, budget: int = SUMMARY_BUDGET) -> dict:
@@ -179,10 +198,20 @@ def compute(cfg, run) -> Result:
                   lam=lam, thr=thr, kind=kind, thr_meas=thr_meas, bracket=[lo, hi],
                   step_ratio=hi / lo if lo and hi else None,
                   resolution=math.log(P.growth_factor) / (4 * window_steps),
-                  best=best, track=track, rounds=rounds)
+                  best=best, track=track, rounds=rounds, train_steps=cfg.train.steps)
 
 
 def refined(res) -> float | None:
     """Geometric midpoint of the last refined bracket (the coarse one without refinement)."""
-    lo, hi = res.rounds[-1] if res.rounds else res.bracket
+    lo, hi = res.rounds[-1][:2] if res.rounds else res.bracket
     return float(np.sqrt(lo * hi)) if lo and hi else None
+
+
+def interval(res, P) -> tuple[list, float]:
+    """(the interval the threshold lies in, the growth rule's resolution d) of the last
+    bracket: an lr up to a relative d above the threshold may still pass as converged in the
+    training it had, so the threshold lies in [lo / (1 + d), hi] (quadratic losses)."""
+    lo, hi, steps = res.rounds[-1] if res.rounds else (*res.bracket, None)
+    steps = steps or res.train_steps
+    d = math.log(P.growth_factor) / (4 * P.growth_window * steps)
+    return ([lo / (1 + d), hi] if lo and hi else [lo, hi]), d
