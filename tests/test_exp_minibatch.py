@@ -324,8 +324,8 @@ def test_recorded_best_lr_growth_recomputed():
     assert (g["b_from"], g["b_sat"]) == (int(b[0]), int(b[k]))
     slope = np.log(lr[k] / lr[0]) / np.log(b[k] / b[0])
     assert g["slope"] == pytest.approx(slope, rel=1e-12)
-    assert g["shape"] == ("sub-linear" if slope < 0.9 else "linear" if slope <= 1.1
-                          else "super-linear")
+    assert g["shape"] == ("flat" if k == 0 else "sub-linear" if slope < 0.9
+                          else "linear" if slope <= 1.1 else "super-linear")
     for x, r in g["x4_ratios"].items():
         i = list(b).index(float(x))
         assert r == pytest.approx(lr[list(b).index(4 * float(x))] / lr[i], rel=1e-12)
@@ -386,3 +386,16 @@ def test_recorded_words_quote_the_summary():
     block = text.readme(rec)
     assert all(x in block for x in text.details(s)) and rec["command"] in block
     assert docs.main(["check"]) == 0
+
+
+def test_lr_words_follow_the_growth_shape():
+    """The lr title's verb comes from the measured shape, 'flat' included."""
+    from bpexp.experiments.minibatch import text
+
+    g = {"b_from": 1, "b_sat": 1, "lr_sat": 0.2, "slope": 0.0, "x4_ratios": {"1": 1.0},
+         "shape": "flat", "flat_after_sat": True, "next_lr": None, "next_lr_diverged": [],
+         "theory": None}
+    assert text.lr_title({"best_lr_growth": g}).startswith("Best lr does not grow with B")
+    g |= {"b_sat": 16, "slope": 1.0, "x4_ratios": {"1": 4.0, "4": 4.0}, "shape": "linear"}
+    assert text.lr_title({"best_lr_growth": g}) == ("Best lr grows linearly with B (x4.0 for x4 "
+                                                    "from B = 1), flat at 0.2 from B = 16")

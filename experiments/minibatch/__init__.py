@@ -177,8 +177,8 @@ def _lr_growth(res: Result, per, b_crit, b_init):
     out = {"b_from": int(bo[0]), "b_sat": int(bo[k]), "lr_from": float(lo[0]),
            "lr_sat": float(lo[k]), "slope": slope, "per_x4": float(4 ** slope),
            "x4_ratios": {str(x): v for x, v in x4.items()},
-           "shape": ("linear" if 0.9 <= slope <= 1.1 else "sub-linear" if slope < 0.9
-                     else "super-linear"),
+           "shape": ("flat" if k == 0 else "linear" if 0.9 <= slope <= 1.1
+                     else "sub-linear" if slope < 0.9 else "super-linear"),
            "flat_after_sat": bool(np.all(lo[k:] == lo[k])),
            "next_lr": nxt, "next_lr_diverged": [int(x) for x in bo[k:]
                                                 if nxt in per[str(int(x))]["diverged_lrs"]],

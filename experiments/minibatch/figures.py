@@ -184,7 +184,10 @@ def plot_noise(res: Result, summary, target, path):
         v = res.trace_sigma[kk] * phi(bb, res.m, rep) / bb
         ax.plot(bb, plots.positive(v), lw=2, **plots.style(i),
                 label=f"phi(B) tr(Sigma)/B, {'with' if rep else 'without'} replacement")
-    ax.axhline(res.grad_sq[kk], color="k", lw=1.5, label="|G|^2 (crossing: B = B_noise_eff)")
+    bk = res.b_noise[kk]          # phi(B) tr/B = |G|^2 at B = B_noise, or this without
+    ax.axhline(res.grad_sq[kk], color="k", lw=1.5,
+               label=f"|G|^2: crossed at B = {bk:.0f} (with), {bk * res.m / (res.m - 1 + bk):.0f}"
+                     " (without)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size B")

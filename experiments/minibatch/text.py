@@ -48,6 +48,8 @@ def lr_title(s) -> str:
             else f"slope {g['slope']:.2f} in log-log")
     tail = (f", flat at {g['lr_sat']:.3g} from B = {g['b_sat']}" if g["flat_after_sat"]
             else f", largest at B = {g['b_sat']}")
+    if g["shape"] == "flat":
+        return f"Best lr does not grow with B: largest already at B = {g['b_from']}"
     return f"Best lr grows {g['shape']}ly with B ({grow}){tail}"
 
 
@@ -126,7 +128,8 @@ def _lr_sentence(s):
         return None
     rat = ", ".join(f"x{v:.2g} from B = {b} to {4 * int(b)}" for b, v in g["x4_ratios"].items()
                     if int(b) < g["b_sat"])
-    out = (f"The best lr grows {g['shape']}ly with B ({rat + '; ' if rat else ''}linear scaling "
+    grows = "does not grow" if g["shape"] == "flat" else f"grows {g['shape']}ly"
+    out = (f"The best lr {grows} with B ({rat + '; ' if rat else ''}linear scaling "
            f"would be x4; log-log slope {g['slope']:.2f} from B = {g['b_from']} to "
            f"{g['b_sat']})")
     if g["flat_after_sat"]:
@@ -202,7 +205,9 @@ def shows(s) -> list[str]:
     g = s["best_lr_growth"]
     if g is not None:
         r = g["x4_ratios"].get(str(g["b_from"]))
-        t = (f"The best lr grows {g['shape']}ly with B ("
+        grows = ("does not grow with B (" if g["shape"] == "flat"
+                 else f"grows {g['shape']}ly with B (")
+        t = (f"The best lr {grows}"
              + (f"x{r:.1f} for x4 from B = {g['b_from']}; " if r is not None else "")
              + f"log-log slope {g['slope']:.2f} up to B = {g['b_sat']})")
         if g["flat_after_sat"] and g["next_lr_diverged"]:
