@@ -26,6 +26,7 @@ import xarray as xr
 from matplotlib.lines import Line2D
 from sklearn import datasets as skd
 
+from bpexp.experiments.credit_assignment.text import shows
 from bpexp import make, plots, primitives, report, stacked, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import load_data, question
@@ -256,7 +257,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
          ("Per layer", report.markdown_table(header, rows)),
          ("Theory vs measurement", report.markdown_table(["quantity", "measured", "theory"],
                                                          check))],
-        figs))
+        figs, shows=shows(summary)))
 
 
 def _loss_text(output):
