@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from bpexp import verify
+from bpexp import outputs, verify
 from bpexp.errors import UserError, die, quiet_interrupt
 from bpexp.outputs import run_dir, write_json
 from bpexp.resume import existing_run, reopen
@@ -75,6 +75,7 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
               "computing it again")
         reopen(folder)
     shard = (cfg.sweep.shard, cfg.sweep.num_shards) if cfg.sweep.shard is not None else None
+    outputs.FIGURES = bool(cfg.outputs.figures)
     run = None
     _on_sigint(signal.default_int_handler)   # from now on Ctrl-C is recorded in the folder
     try:
@@ -110,7 +111,7 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
         _ended(run, f"error: a bug in bpexp ({type(e).__name__}: {_first_line(e)}); traceback "
                     f"in {run.dir / 'error.txt'}", code=1, resume=True)
     _note_in_sweep(run)
-    page = _write_pages(run)
+    page = _write_pages(run, page=outputs.FIGURES)
     if page is not None:
         print(f"report: {page}")
     print(f"run dir: {run.dir}")

@@ -113,6 +113,9 @@ def _now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+FIGURES = True   # outputs.figures: False skips writing PNGs (plots.save) and the run's page
+
+
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")   # safe as one folder name
 LATEST, INDEX = "latest", "index.jsonl"
 RESERVED = (LATEST, "multirun")

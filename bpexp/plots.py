@@ -113,6 +113,11 @@ class AspectError(ValueError):
 def save(fig, path) -> Path:
     """PNG to a temporary name, then renamed; closes the figure. Refuses (AspectError) a
     figure whose saved PNG is wider than MAX_ASPECT : 1."""
+    from bpexp import outputs
+
+    if not outputs.FIGURES:   # outputs.figures=false: drawn, not rendered nor written
+        plt.close(fig)
+        return Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)

@@ -62,7 +62,7 @@ class Params:
                                  # (0: steps / 25)
     refine_rounds: int = 3       # vectorized bisection rounds inside the coarse bracket
     refine_tol: float = 0.002    # stop once hi / lo - 1 <= this
-    refine_max_steps: int = 20000  # a round trains up to this long to resolve its lr spacing
+    refine_max_steps: int = 2500   # a round trains up to this long to resolve its lr spacing
 
 
 def _finite_above(lo):
