@@ -36,7 +36,10 @@ def np_sharpe(r, periods):
 def test_schema_and_files(tiny_run):
     run_dir, s, ds = tiny_run
     for f in FIGS:
-        assert (run_dir / "figures" / f).stat().st_size > 10_000, f
+        png = (run_dir / "figures" / f).read_bytes()
+        assert len(png) > 10_000, f
+        w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert w <= 2.2 * h and w >= 1000, (f, w, h)           # a slide, not a strip
     assert (run_dir / "report.md").exists() and not (run_dir / "metrics.npz").exists()
     assert set(s) == {"portfolio", "strategy"}
     pf, st = s["portfolio"], s["strategy"]

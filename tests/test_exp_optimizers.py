@@ -232,8 +232,12 @@ def _check(run_dir, s, names, rel_tol):
             rel = v["max_rel_diff_manual_vs_optax"]
             assert rel < rel_tol, (prob, n, rel)
     assert s["tolerance"]["quadratic"] == 1e-6 and s["tolerance"]["digits"] > 0
-    for f in ("loss_at_best_lr.png", "final_loss_vs_lr.png", "quadratic_paths.png"):
-        assert (run_dir / "figures" / f).stat().st_size > 10_000, f
+    for f in ("loss_at_best_lr.png", "final_loss_vs_lr.png", "quadratic_paths.png",
+              "manual_vs_optax.png"):
+        png = (run_dir / "figures" / f).read_bytes()
+        assert len(png) > 10_000, f
+        w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert w <= 2.2 * h and w >= 1000, (f, w, h)           # a slide, not a strip
     assert (run_dir / "report.md").exists()
     _check_metrics(run_dir, s, names)
 

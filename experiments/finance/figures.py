@@ -97,7 +97,7 @@ def fig_contours(res: Result, title, path):
     ax.set_xlabel(f"weight on {a}")
     ax.set_ylabel(f"weight on {b}")
     ax.grid(False)
-    plots.legend_outside(ax, "right", bbox_to_anchor=(1.35, 1.0))
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", frameon=False)
     ax.set_title(title, fontsize=16)
     return plots.save(fig, path)
 

@@ -86,7 +86,8 @@ def readme(record: dict) -> str:
         f"*Strategy*: {st['days']} days {st['period']}, {st['windows']} walk-forward windows, "
         f"{len(st['lrs'])} lrs x {st['seeds']} seeds x {{with, without}} the cost, "
         f"{st['steps']} GD steps; mean over windows and seeds, trained with the cost:\n\n"
-        + table + f"\nBuy and hold: {st['buy_hold_out_mean']:.2f} out of sample on average. At "
+        + table + f"\n{_trend(b)} Buy and hold: {st['buy_hold_out_mean']:.2f} out of sample on "
+        f"average. At "
         f"lr {st['lr']:g} the per-window out-of-sample Sharpe (mean of {st['seeds']} seeds) "
         f"ranges {min(at):.2f}..{max(at):.2f} and beats buy and hold in "
         f"{sum(w['out_sharpe'] > w['buy_hold_out'] for w in pw)} of {len(pw)} windows. "
@@ -101,3 +102,16 @@ def readme(record: dict) -> str:
 
 def _e(xs, d=None):
     return ", ".join(f"{x:.{d}g}" if d else f"{x:.0e}" for x in xs)
+
+
+def _trend(b: dict) -> str:
+    """In vs out of sample from the smallest to the largest lr, in words that follow the
+    numbers."""
+    i0, i1 = b["in_sharpe_mean"][0], b["in_sharpe_mean"][-1]
+    o0, o1 = b["out_sharpe_mean"][0], b["out_sharpe_mean"][-1]
+    if i1 > i0 and o1 < o0:
+        return (f"The more aggressively the rule is fitted, the better it looks in sample "
+                f"({i0:.2f} -> {i1:.2f}) and the worse out of sample ({o0:.2f} -> {o1:.2f}): "
+                f"the lecture's warnings (non-stationary, limited data) measured.")
+    return (f"From the smallest to the largest lr the in-sample Sharpe goes {i0:.2f} -> {i1:.2f}, "
+            f"the out-of-sample one {o0:.2f} -> {o1:.2f}.")

@@ -113,9 +113,8 @@ def fig_final_vs_lr(names, net, quad, title_net, title_q, bounds, title, path):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("learning rate (log)")
-        ax.set_title(sub, fontsize=14)
-        if marked:
-            plots.note(ax, f"arrows at the top: {marked} diverged lrs", "lower left")
+        ax.set_title(f"{sub}\n({marked} diverged lrs: arrows at the top)" if marked else sub,
+                     fontsize=14)
     axes[0].set_ylabel("final training loss (median over seeds)")
     axes[1].set_ylabel("final f(w)")
     first = True
