@@ -332,6 +332,9 @@ def _check_twins(ds, s, names):
     assert tw["spiking_lrs"] == len(kept) - len(calm)
     if tw["spiking_lrs"]:
         assert tw["spiking_max_abs"] == max(r[3] for r in kept if r[2] > tw["loss_growth_limit"])
+    for p, v in tw["spiking_max_abs_by_problem"].items():
+        sp = [r[3] for r in kept if r[0] == p and r[2] > tw["loss_growth_limit"]]
+        assert v == (max(sp) if sp else None), p
 
 
 def _check_words(run_dir, s):

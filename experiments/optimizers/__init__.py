@@ -278,12 +278,14 @@ def _twin_words(tw: dict, precision: str) -> str:
            f"its start.")
     w = tw["worst"]
     if w is not None:
+        per = [f"{v:.3g} on {p}" + (f" ({w['optimizer']}, lr {w['lr']:.3g}, loss growth "
+                                     f"{w['loss_growth']:.2g}x)" if p == w["problem"] else "")
+               for p, v in tw["spiking_max_abs_by_problem"].items() if v is not None]
         out += (f" At the {tw['spiking_lrs']} lrs where it spikes higher (unstable transients "
                 f"that still end below the start, so not counted as diverged) the difference "
-                f"grows with the spike, up to {w['max_abs_diff']:.3g} ({w['optimizer']} on "
-                f"{w['problem']}, lr {w['lr']:.3g}, loss growth {w['loss_growth']:.2g}x): the two "
-                f"write the same update in a different order, and the unstable run amplifies "
-                f"that one-ulp rounding difference.")
+                f"reaches {' and '.join(per)}: the two write the same update in a different "
+                f"order, and an unstable run can amplify that one-ulp rounding difference by "
+                f"orders of magnitude.")
     return out + (f" {tw['lrs_left_out_diverged']} lrs where every run diverged are left out "
                   f"(both implementations overflow).")
 

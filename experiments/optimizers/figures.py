@@ -222,7 +222,7 @@ def fig_twins(names, data, net, quad, limit, title, path):
     notes = ["arrows: every seed diverged (left out)"]
     if zero:
         notes.append(f"{', '.join(zero)}: exactly 0 at every lr")
-    plots.note(a1, "\n".join(notes), "upper left")
+    plots.note(a1, "\n".join(notes), "lower right")
     for n in names:
         for fits, mk, lab in ((net, "o", data), (quad, "^", "quadratic")):
             f = fits[n]

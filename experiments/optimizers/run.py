@@ -76,6 +76,8 @@ def twin_summary(fits: dict, limit: float = GROWTH_LIMIT) -> dict:
             "spiking_lrs": len(spiking),
             "spiking_max_abs": None if worst is None else worst[4],
             "spiking_max_rel": max((r[5] for r in spiking), default=None),
+            "spiking_max_abs_by_problem": {p: max((r[4] for r in spiking if r[0] == p),
+                                                  default=None) for p in fits},
             "worst": None if worst is None else dict(zip(
                 ("problem", "optimizer", "lr", "loss_growth", "max_abs_diff"), worst[:5]))}
 
