@@ -268,7 +268,7 @@ def _first_diverged(q: Fit | None) -> str:
 # ---------------------------------------------------------------- words from the summary
 
 
-def _twin_words(tw: dict, precision: str) -> str:
+def _twin_words(tw: dict, precision: str, left_out: bool = True) -> str:
     """The exact manual-vs-optax claim of one run (its summary's ``manual_vs_optax``)."""
     if tw["calm_max_abs"] is None:
         return "No lr ran without diverging: nothing to compare."
@@ -287,7 +287,7 @@ def _twin_words(tw: dict, precision: str) -> str:
                 f"order, and an unstable run can amplify that one-ulp rounding difference by "
                 f"orders of magnitude.")
     return out + (f" {tw['lrs_left_out_diverged']} lrs where every run diverged are left out "
-                  f"(both implementations overflow).")
+                  f"(both implementations overflow)." if left_out else "")
 
 
 def shows(summary: dict, data: str) -> list[str]:
@@ -319,7 +319,7 @@ def shows(summary: dict, data: str) -> list[str]:
         lo, hi = min(fin, key=fin.get), max(fin, key=fin.get)
         out.append(f"On {data}, at each optimizer's best lr, {lo} ends lowest ({fin[lo]:.3g}) "
                    f"and {hi} highest ({fin[hi]:.3g}).")
-    out.append(_twin_words(summary["manual_vs_optax"], summary["precision"]))
+    out.append(_twin_words(summary["manual_vs_optax"], summary["precision"], left_out=False))
     return out
 
 
