@@ -81,10 +81,14 @@ def fig_contours(res: Result, title, path):
     fig.colorbar(cs, ax=ax, label="annualized Sharpe ratio S(w)", shrink=0.9)
     lim = g[-1]
     u = res.pair_w_star
-    ax.plot([0, lim * 1.5 * u[0]], [0, lim * 1.5 * u[1]], color="#F0E442", lw=4, zorder=3,
-            label=f"+Σ⁻¹μ: S = S* = {res.pair_s_star:.3f}\n(Sharpe max = loss min)")
-    ax.plot([0, -lim * 1.5 * u[0]], [0, -lim * 1.5 * u[1]], color="#F0E442", lw=2.5,
-            ls=(0, (2, 2)), zorder=3, label="-Σ⁻¹μ: S = -S*\n(Sharpe min = loss max)")
+    ray = np.array([0.0, lim * 1.5])
+    for sgn, lw, lab in ((1, 2.4, f"+Σ⁻¹μ (closed form): S = S* = {res.pair_s_star:.3f}\n"
+                                   "(Sharpe max = loss min)"),
+                         (-1, 1.6, "-Σ⁻¹μ: S = -S*\n(Sharpe min = loss max)")):
+        if sgn > 0:                                   # a halo so the ray shows on dark red
+            ax.plot(ray * u[0], ray * u[1], color="#F0E442", lw=7, alpha=0.8, zorder=3)
+        plots.theory_line(ax, sgn * ray * u[0], sgn * ray * u[1], label=lab, linewidth=lw,
+                          **({} if sgn > 0 else {"linestyle": (0, (1, 2))}))
     for k, p in enumerate(res.pair_path):
         ax.plot(p[:, 0], p[:, 1], "-", color="k", lw=1.2, zorder=4,
                 label="GD paths (lr = 2/λmax)" if k == 0 else None)
