@@ -25,6 +25,7 @@ depth when storing, ~half as fast with checkpoints, flat when recomputing, whose
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import jax
@@ -119,17 +120,20 @@ class Result:
     resolved: dict
     backend: str
     device: str
+    load: tuple       # 1-minute load average before and after: how shared the machine was
 
 
 def compute(cfg, run) -> Result:
     P = cfg.experiment
     R = resolved(P)
     k4, k8 = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    load = os.getloadavg()[0]
     with run.timed("q4"):
         q4 = run_q4(P, R, k4)
     with run.timed("q8"):
         q8 = run_q8(P, R, k8)
-    return Result(q4, q8, R, jax.default_backend(), str(jax.devices()[0]))
+    return Result(q4, q8, R, jax.default_backend(), str(jax.devices()[0]),
+                  (load, os.getloadavg()[0]))
 
 
 # ---------------------------------------------------------------- save
@@ -150,7 +154,8 @@ def q4_table(q4: Q4) -> dict:
             r = float(fpe_t[i, j] / fpe_f[i, j])
             out["time_vs_flops"][k] = {"params": int(q4.params[j]), "fpe_time": float(fpe_t[i, j]),
                                        "fpe_flops": float(fpe_f[i, j]), "ratio": r,
-                                       "tracks": bool(1 / text.TRACK <= r <= text.TRACK)}
+                                       "tracks": bool(1 / text.TRACK <= r <= text.TRACK),
+                                       "temp_mb": float(q4.temp_bytes[i, j] / 1e6)}
     return out
 
 
@@ -194,6 +199,7 @@ def save(cfg, run, res: Result) -> dict:
     h, m = P.q8_width, P.q8_batch
     return {
         "backend": res.backend, "device": res.device, "size": P.size, "dtype": "float32",
+        "cpu_count": os.cpu_count(), "load_average": list(res.load),
         "q4": {"depth": P.depth, "batch": P.batch, "activation": P.activation,
                "widths": q4.widths, "params": q4.params,
                "max_params_forward": res.resolved["max_params_forward"],

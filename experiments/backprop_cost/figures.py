@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from bpexp import plots
 from bpexp.experiments.backprop_cost import text
@@ -83,9 +84,11 @@ def fig_q4(q4: Q4, s4, device, path):
     _loglog(b, "parameters P", "seconds", f"wall time on {device} (machine-dependent)")
     _loglog(c, "parameters P", "cost / one forward pass", text.fpe_title(s4))
     _loglog(d, "parameters P", "GFLOP/s achieved", text.rate_title(s4))
+    d.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    d.yaxis.set_minor_formatter(NullFormatter())
     if not np.isfinite(q4.seconds[2]).all():
         plots.note(b, f"forward mode, differences: timed to P = "
-                   f"{int(x[np.isfinite(q4.seconds[2])].max()):,}", "upper left")
+                   f"{int(x[np.isfinite(q4.seconds[2])].max()):,}", "lower right")
     _fig_legend(fig, axes, 3)
     fig.suptitle(text.q4_title(s4), fontsize=16)
     return plots.save(fig, path)

@@ -41,7 +41,8 @@ def tracks_text(s4, method) -> str:
     t = s4["time_vs_flops"][method]
     word = "tracks" if t["tracks"] else "does not track"
     return (f"{NAMES[method]}: time {word} FLOPs at P = {t['params']:,} ({t['fpe_time']:.3g} "
-            f"forward passes in time vs {t['fpe_flops']:.3g} in FLOPs, ratio {t['ratio']:.2f})")
+            f"forward passes in time vs {t['fpe_flops']:.3g} in FLOPs, ratio {t['ratio']:.2f}; "
+            f"its program holds {t['temp_mb']:.3g} MB of temporaries)")
 
 
 def q4_title(s4) -> str:
@@ -69,8 +70,9 @@ def rate_title(s4) -> str:
 def q8_title(s8) -> str:
     L = s8["depths"][-1]
     return (f"Q8: storing z, a costs {s8['bytes_per_layer']['store'] / 1e3:.0f} kB a layer; "
-            f"storing nothing stays flat but is {s8['time_ratio_deepest']['recompute']:.1f}x "
-            f"slower at L = {L}")
+            f"storing nothing stays flat but takes {s8['time_ratio_deepest']['recompute']:.1f}x "
+            f"the time at L = {L} (this machine; counted "
+            f"{s8['matmul_ratio_deepest']['recompute']:.1f}x)")
 
 
 def shows(s) -> list[str]:
@@ -87,7 +89,8 @@ def shows(s) -> list[str]:
         f"P = {s4['params'][0]:,}..{s4['params'][-1]:,}), the FLOPs grow like: {fits}.",
         f"So backprop costs {min(bp):.2f}..{max(bp):.2f} forward passes whatever P, forward "
         "mode and central differences a number of forward passes proportional to P.",
-        f"Wall time on {s['device']} (machine-dependent): {tr}.",
+        f"Wall time on {s['device']} ({s['cpu_count']} cores, 1-minute load average "
+        f"{s['load_average'][0]:.1f}; machine-dependent): {tr}.",
         f"Storing z, a costs {s8['bytes_per_layer']['store']:,.0f} bytes of temp memory a layer "
         f"(theory {s8['theory']['bytes_per_layer_store_z_and_a']:,}), jax.checkpoint "
         f"{s8['bytes_per_layer']['checkpoint']:,.0f} (theory "
@@ -121,8 +124,10 @@ def readme(record) -> str:
         f"{s8['theory']['bytes_per_layer_checkpoint_a_and_dW']:,}), recompute "
         f"{mem['recompute']:,.1f} (theory 0). Backprop vs forward mode: "
         f"{s4['backprop_vs_forward_mode_rel_err']:.1e} (float32).", "",
-        f"\\* Machine-dependent (wall time on {mach['cpu_count']} CPU cores, {mach['platform']}, "
-        f"backend {mach['backend']}): {'; '.join(tracks_text(s4, k) for k in s4['time_vs_flops'])}"
+        f"\\* Machine-dependent (wall time on {s['cpu_count']} CPU cores, {mach['platform']}, "
+        f"backend {mach['backend']}, 1-minute load average {s['load_average'][0]:.1f} before "
+        f"and {s['load_average'][1]:.1f} after): "
+        + "; ".join(tracks_text(s4, k) for k in s4["time_vs_flops"]) +
         f". Q8 at L = {L}: checkpoint {s8['time_ratio_deepest']['checkpoint']:.2f}x the stored "
         f"backward's time (counted {s8['matmul_ratio_deepest']['checkpoint']:.2f}x), recompute "
         f"{s8['time_ratio_deepest']['recompute']:.1f}x (counted "
