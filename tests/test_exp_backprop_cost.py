@@ -283,3 +283,19 @@ def test_presets():
     assert 3 * (256 ** 2 + 256) + 257 > 100_000
     assert large["widths"][-1] > small["widths"][-1] and large["depths"][-1] >= 128
     assert B.resolved(B.Params(widths=[8, 4]))["widths"] == [4, 8]
+
+
+@pytest.mark.slow
+def test_default_range_flop_slopes():
+    """The default preset's nets (P = 65..197,633) costed, nothing timed beyond P = 1: the
+    measured FLOP slopes stay within 0.05 of the theory's over 3.5 decades, and the fit's
+    standard error is small against that tolerance."""
+    P = B.Params(max_params_forward=1, repeats=1, min_seconds=0.0)
+    R = B.resolved(P)
+    q4 = BQ4.run_q4(P, R, jax.random.PRNGKey(0))
+    assert q4.params[-1] > 100_000
+    t4 = B.q4_table(q4)
+    for k in BQ4.Q4_METHODS:
+        assert abs(t4["slope_flops"][k] - B.THEORY_SLOPE[k]) < 0.05, (k, t4["slope_flops"][k])
+        assert t4["slope_flops_stderr"][k] < 0.01
+    assert np.isnan(q4.seconds[2:]).all() and np.all(q4.seconds[:2] > 0)
