@@ -149,6 +149,8 @@ def test_titles_and_takeaways_state_the_summary(tiny_run):
         assert not any(n in no for n in tracks)
     else:
         assert ("does not track" in title) == (not tracks)
+    assert "at no P" in BX.rate_title({**q4, "time_vs_flops": {}})
+    assert "at no P" in BX.shows({**s, "q4": {**q4, "time_vs_flops": {}}})[2]
     t8 = BX.q8_title(q8)
     assert f"{q8['bytes_per_layer']['store'] / 1e3:.0f} kB a layer" in t8
     assert f"takes {q8['time_ratio_deepest']['recompute']:.1f}x the time at L = 8" in t8
@@ -158,6 +160,10 @@ def test_titles_and_takeaways_state_the_summary(tiny_run):
     for k in BQ4.Q4_METHODS:
         assert f"{BX.NAMES[k]} P^{q4['slope_flops'][k]:.3f}" in shows[0]
     assert "disagrees" not in shows[0]
+    assert f"backprop costs {min(bp):.2f}..{max(bp):.2f} forward passes" in shows[1]
+    for k in ("forward_mode", "finite_differences"):
+        r = np.array(q4["forward_pass_equivalents_flops"][k]) / np.array(q4["params"])
+        assert f"{r.min():.2f}..{r.max():.2f} x P" in shows[1]
     assert " ".join(shows) in (run_dir / "report.md").read_text()
     rec = {"summary": s, "command": "python -m bpexp +experiment=backprop_cost",
            "machine": {"platform": "Linux", "backend": "cpu"}}

@@ -45,6 +45,13 @@ def tracks_text(s4, method) -> str:
             f"its program holds {t['temp_mb']:.3g} MB of temporaries)")
 
 
+def per_p(s4, method) -> str:
+    """The range over P of (cost in forward passes) / P, measured in FLOPs."""
+    r = [f / p for f, p in zip(map(num, s4["forward_pass_equivalents_flops"][method]),
+                               s4["params"]) if math.isfinite(f)]
+    return f"{min(r):.2f}..{max(r):.2f}"
+
+
 def q4_title(s4) -> str:
     sl = s4["slope_flops"]
     return (f"Q4: all P gradients cost $P^{{{num(sl['backprop']):.2f}}}$ FLOPs by backprop, "
@@ -58,6 +65,8 @@ def fpe_title(s4) -> str:
 
 
 def rate_title(s4) -> str:
+    if not s4["time_vs_flops"]:
+        return "time vs FLOPs: forward mode was timed at no P (max_params_forward)"
     yes = [NAMES[k] for k, t in s4["time_vs_flops"].items() if t["tracks"]]
     no = [NAMES[k] for k, t in s4["time_vs_flops"].items() if not t["tracks"]]
     if not no:
@@ -82,13 +91,16 @@ def shows(s) -> list[str]:
     fits = ", ".join(f"{NAMES[k]} {slope_text(s4, k)} (theory P^{th[k]}, "
                      f"{'agrees' if agrees(s4, k) else 'disagrees'})" for k in th)
     bp = finite(s4["forward_pass_equivalents_flops"]["backprop"])
-    tr = "; ".join(tracks_text(s4, k) for k in s4["time_vs_flops"])
+    tr = ("; ".join(tracks_text(s4, k) for k in s4["time_vs_flops"])
+          or "forward mode and differences were timed at no P (max_params_forward)")
     L = s8["depths"][-1]
     return [
         f"Measured on the compiled program that computes all P gradients (XLA's cost analysis, "
         f"P = {s4['params'][0]:,}..{s4['params'][-1]:,}), the FLOPs grow like: {fits}.",
-        f"So backprop costs {min(bp):.2f}..{max(bp):.2f} forward passes whatever P, forward "
-        "mode and central differences a number of forward passes proportional to P.",
+        f"So backprop costs {min(bp):.2f}..{max(bp):.2f} forward passes at every P (theory ~3), "
+        f"forward mode {per_p(s4, 'forward_mode')} x P and central differences "
+        f"{per_p(s4, 'finite_differences')} x P (theory: a tangent pass of ~1-2 forwards, and 2 "
+        "forwards, per parameter).",
         f"Wall time on {s['device']} ({s['cpu_count']} cores, 1-minute load average "
         f"{s['load_average'][0]:.1f}; machine-dependent): {tr}.",
         f"Storing z, a costs {s8['bytes_per_layer']['store']:,.0f} bytes of temp memory a layer "
@@ -127,7 +139,7 @@ def readme(record) -> str:
         f"\\* Machine-dependent (wall time on {s['cpu_count']} CPU cores, {mach['platform']}, "
         f"backend {mach['backend']}, 1-minute load average {s['load_average'][0]:.1f} before "
         f"and {s['load_average'][1]:.1f} after): "
-        + "; ".join(tracks_text(s4, k) for k in s4["time_vs_flops"]) +
+        + ("; ".join(tracks_text(s4, k) for k in s4["time_vs_flops"]) or "not timed") +
         f". Q8 at L = {L}: checkpoint {s8['time_ratio_deepest']['checkpoint']:.2f}x the stored "
         f"backward's time (counted {s8['matmul_ratio_deepest']['checkpoint']:.2f}x), recompute "
         f"{s8['time_ratio_deepest']['recompute']:.1f}x (counted "
