@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.ticker import FormatStrFormatter, NullFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from bpexp import plots
 from bpexp.experiments.backprop_cost import text
@@ -84,6 +84,7 @@ def fig_q4(q4: Q4, s4, device, path):
     _loglog(b, "parameters P", "seconds", f"wall time on {device} (machine-dependent)")
     _loglog(c, "parameters P", "cost / one forward pass", text.fpe_title(s4))
     _loglog(d, "parameters P", "GFLOP/s achieved", text.rate_title(s4))
+    d.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     d.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     d.yaxis.set_minor_formatter(NullFormatter())
     if not np.isfinite(q4.seconds[2]).all():
