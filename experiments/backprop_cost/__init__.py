@@ -6,7 +6,7 @@ grows from ~1e2 to ~1e5 and beyond? (Q8) what do the cached z_l, a_l of the forw
 memory and time of the backward pass that stores them, one that keeps only each layer's input
 (jax.checkpoint) and one that stores nothing and recomputes, as the depth grows?
 Theory: reverse mode returns every dL/dtheta for a small constant multiple of one forward pass
-(Baur & Strassen 1983; Griewank & Walther 2008, "Evaluating Derivatives", sec. 4.6, the cheap
+(Baur & Strassen 1983; Griewank & Walther 2008, "Evaluating Derivatives", ch. 4, the cheap
 gradient principle: ~3 for matmul layers, the forward matmul, then dW and delta). One forward
 pass of an MLP costs ~2 m P FLOPs (m examples), so backprop's cost grows like P^1. Forward mode
 needs one JVP (~2-3 forwards) per parameter and central differences two forwards per
@@ -311,7 +311,12 @@ def present(cfg, run, res: Result, summary: dict) -> None:
           f"wall time: the same program run (best of {P.repeats}), forward mode and differences "
           f"up to P = {res.resolved['max_params_forward']:,} (beyond: compiled, not run); "
           "forward and backprop are timed k times inside one compiled loop so the ~us dispatch "
-          f"cost is not counted.{blocks} fpe = cost / one forward pass's cost.\n\n"
+          f"cost is not counted.{blocks} fpe = cost / one forward pass's cost. Theory (Baur & "
+          "Strassen 1983; Griewank & Walther 2008, ch. 4, the cheap gradient principle): "
+          "backprop a small constant number of forward passes, so FLOPs ~ P^1; forward mode "
+          "and differences O(1) forward passes per parameter, so ~ P^2. It holds for FLOPs at "
+          "every P; wall time follows only where the programs are compute-bound (per-operation "
+          "overhead at small P, memory traffic of the P x P tangents at large P).\n\n"
           + report.markdown_table(h4, r4) + "\n" + report.markdown_table(hs, rs) + "\n"
           + report.markdown_table(ht, rt)),
          ("Q8: store vs recompute",
@@ -320,6 +325,8 @@ def present(cfg, run, res: Result, summary: dict) -> None:
           f"(deterministic); time is best of {P.repeats}. The stored backward is grads.py's; "
           "the checkpointed one is jax.grad through a lax.scan of jax.checkpoint layers (it also "
           "stacks the per-layer dW, h^2 x 4 B a layer); the recomputing one is the same delta "
-          "recursion with nothing stored (a_{l-1} recomputed from X for each l).\n\n"
+          "recursion with nothing stored (a_{l-1} recomputed from X for each l). Theory: "
+          "the store/recompute trade-off of checkpointing (Griewank 1992; Chen et al. 2016, "
+          "'Training deep nets with sublinear memory cost').\n\n"
           + report.markdown_table(h8, r8) + "\n" + report.markdown_table(h8t, r8t))],
         figs, shows=shows))
