@@ -210,6 +210,20 @@ def test_xla_flops_against_hand_count():
     assert fl == pytest.approx(hand, rel=0.01)
 
 
+def test_whole_program_count_equals_its_blocks():
+    """XLA counts a loop's body once: the blocked program (7 blocks of 119 of the P = 833
+    directions) reports one block's FLOPs, and the whole vmapped program ~7 times that (the
+    same work, counted over all P; 5%: the blocks' slicing and loop bookkeeping differ)."""
+    model = models.get("mlp", activation="tanh", output="identity_mse")
+    X, Y, p = BQ4.problems(model, jax.random.PRNGKey(0), [(16, 1, 16, 3)])[0]
+    theta, whole, blocks = BQ4.q4_programs(model, p, X, Y, 119)
+    assert theta.size == 7 * 119
+    for k in ("forward_mode", "finite_differences"):
+        w = BT.cost(jax.jit(whole[k]).lower(theta).compile())[0]
+        b = BT.cost(jax.jit(blocks[k]).lower(theta).compile())[0]
+        assert w / b == pytest.approx(7, rel=0.05), k
+
+
 # ---------------------------------------------------------------- the gradient programs, float64
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
 def test_checkpoint_and_recompute_equal_jax_grad(activation):
