@@ -50,7 +50,9 @@ def test_schema_and_files(tiny_run):
         assert w * h > 300_000 and w <= 2.2 * h            # a slide, never a strip
     assert (run_dir / "report.md").read_text().split("\n")[2] == "## What this run shows"
     assert set(s) == {"backend", "device", "size", "dtype", "cpu_count", "load_average", "q4",
-                      "q8"}
+                      "q8", *B.HEADLINE}
+    for k in B.HEADLINE:   # top-level copies, for the run index and comparison tables
+        assert s[k] == s["q4"]["slope_flops"][k.removeprefix("flop_slope_")]
     q4, q8 = s["q4"], s["q8"]
     assert q4["widths"] == [4, 16, 64] and q8["depths"] == [2, 4, 8]
     for key in ("seconds", "flops", "temp_bytes", "timed_in_blocks",

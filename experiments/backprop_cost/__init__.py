@@ -50,6 +50,8 @@ PRESETS = {
     "large": {"widths": [4, 8, 16, 32, 64, 128, 256, 512, 1024],
               "max_params_forward": 200_000, "depths": [2, 4, 8, 16, 32, 64, 128, 256]},
 }
+HEADLINE_METHODS = ("backprop", "forward_mode", "finite_differences")
+HEADLINE = tuple(f"flop_slope_{k}" for k in HEADLINE_METHODS)  # comparison tables
 THEORY_SLOPE = {"forward": 1, "backprop": 1, "forward_mode": 2, "finite_differences": 2}
 
 
@@ -200,6 +202,7 @@ def save(cfg, run, res: Result) -> dict:
     return {
         "backend": res.backend, "device": res.device, "size": P.size, "dtype": "float32",
         "cpu_count": os.cpu_count(), "load_average": list(res.load),
+        **{f"flop_slope_{k}": t4["slope_flops"][k] for k in HEADLINE_METHODS},  # the index
         "q4": {"depth": P.depth, "batch": P.batch, "activation": P.activation,
                "widths": q4.widths, "params": q4.params,
                "max_params_forward": res.resolved["max_params_forward"],
