@@ -65,6 +65,11 @@ def _as_typed(argv: list[str]) -> list[str]:
     return out
 
 
+def measured(text: str) -> str:
+    """A machine-dependent number inside a table whose header names the machine (machine())."""
+    return "(machine-dependent)" if MASK else text
+
+
 def record(run_dir, name: str | None = None) -> dict:
     """The record of a finished run folder: experiment, command, summary, config, machine."""
     import yaml

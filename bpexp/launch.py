@@ -82,6 +82,8 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
         with open_run(cfg.outputs.root, name, config_yaml, run_id=cfg.run_id,
                       shard=shard) as run:
             run.overrides = list(overrides)
+            import bpexp   # imports, config and validation: process start to the run folder
+            run.timings.setdefault("startup", round(run.t0 - bpexp.STARTED, 4))
             if run.resumed:
                 print(f"continuing run {run.id} in {run.dir}")
             elif getattr(module, "STREAMS", False):   # kill -9 prints nothing: say it now

@@ -118,6 +118,9 @@ def save(fig, path) -> Path:
     if not outputs.FIGURES:   # outputs.figures=false: drawn, not rendered nor written
         plt.close(fig)
         return Path(path)
+    import time
+
+    t = time.perf_counter()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -126,6 +129,7 @@ def save(fig, path) -> Path:
     if w > MAX_ASPECT * h and STRICT:
         raise AspectError(f"{Path(path).name}: {w} x {h} px is wider than {MAX_ASPECT}:1")
     _atomic_bytes(Path(path), data)
+    outputs.FIGURE_S[Path(path).name] = round(time.perf_counter() - t, 4)
     return Path(path)
 
 

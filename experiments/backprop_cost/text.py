@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from bpexp import docs
+
 # a measured slope "agrees" with the theory's when within this of it (the fits span >= 2
 # decades of P, where a constant-factor change of 20% moves a slope by < 0.05)
 SLOPE_TOL = 0.15
@@ -121,8 +123,8 @@ def readme(record) -> str:
     th = s4["theory"]["slope"]
     rows = ["| method | FLOPs slope (fit ± s.e.) | theory | time slope* |",
             "|---|---|---|---|"]
-    rows += [f"| {NAMES[k]} | {slope_text(s4, k)[2:]} | {th[k]} | "
-             f"{num(s4['slope_time'][k]):.2f} |" for k in th]
+    tslope = {k: docs.measured(f"{num(s4['slope_time'][k]):.2f}") for k in th}
+    rows += [f"| {NAMES[k]} | {slope_text(s4, k)[2:]} | {th[k]} | {tslope[k]} |" for k in th]
     L = s8["depths"][-1]
     mem = s8["bytes_per_layer"]
     return "\n".join([
@@ -136,11 +138,12 @@ def readme(record) -> str:
         f"{s8['theory']['bytes_per_layer_checkpoint_a_and_dW']:,}), recompute "
         f"{mem['recompute']:,.1f} (theory 0). Backprop vs forward mode: "
         f"{s4['backprop_vs_forward_mode_rel_err']:.1e} (float32).", "",
-        f"\\* Machine-dependent (wall time on {s['cpu_count']} CPU cores, {mach['platform']}, "
-        f"backend {mach['backend']}, 1-minute load average {s['load_average'][0]:.1f} before "
-        f"and {s['load_average'][1]:.1f} after): "
-        + ("; ".join(tracks_text(s4, k) for k in s4["time_vs_flops"]) or "not timed") +
-        f". Q8 at L = {L}: checkpoint {s8['time_ratio_deepest']['checkpoint']:.2f}x the stored "
-        f"backward's time (counted {s8['matmul_ratio_deepest']['checkpoint']:.2f}x), recompute "
-        f"{s8['time_ratio_deepest']['recompute']:.1f}x (counted "
-        f"{s8['matmul_ratio_deepest']['recompute']:.1f}x)."])
+        docs.measured(
+            f"\\* Machine-dependent (wall time on {s['cpu_count']} CPU cores, {mach['platform']}, "
+            f"backend {mach['backend']}, 1-minute load average {s['load_average'][0]:.1f} before "
+            f"and {s['load_average'][1]:.1f} after): "
+            + ("; ".join(tracks_text(s4, k) for k in s4["time_vs_flops"]) or "not timed") +
+            f". Q8 at L = {L}: checkpoint {s8['time_ratio_deepest']['checkpoint']:.2f}x the stored "
+            f"backward's time (counted {s8['matmul_ratio_deepest']['checkpoint']:.2f}x), recompute "
+            f"{s8['time_ratio_deepest']['recompute']:.1f}x (counted "
+            f"{s8['matmul_ratio_deepest']['recompute']:.1f}x).")])

@@ -4,7 +4,7 @@ hand-typed expectation: every number and every comparison word comes from summar
 
 from __future__ import annotations
 
-from bpexp import report
+from bpexp import docs, report
 
 NAMES = {"with_replacement": "with replacement (phi = 1)",
          "without_replacement": "without replacement (phi = (m - B)/(m - 1))"}
@@ -253,7 +253,8 @@ def readme(record) -> str:
         f"Recorded run: `{record['command']}` ({len(s['seeds'])} seeds; seed range = (max - min)"
         " / median of the steps; the model columns are steps).", "",
         report.markdown_table(header, rows), *details(s), "",
-        f"The sweep took {t:.0f} s ({s['compile_s']:.0f} s compiling) on "
-        f"{mach.get('backend')} ({', '.join(mach.get('devices') or [])}"
-        + (f", {mach['cpu_count']} cores" if mach.get("cpu_count") else "")
-        + f"), {mach.get('platform')}, {str(mach.get('start'))[:10]} (machine-dependent)."])
+        docs.measured(
+            f"The sweep took {t:.0f} s ({s['compile_s']:.0f} s compiling) on "
+            f"{mach.get('backend')} ({', '.join(mach.get('devices') or [])}"
+            + (f", {mach['cpu_count']} cores" if mach.get("cpu_count") else "")
+            + f"), {mach.get('platform')}, {str(mach.get('start'))[:10]} (machine-dependent).")])
