@@ -1,0 +1,123 @@
+"""The adaptive-EoS figures (slide style, bpexp.plots), drawn from summary.json alone; each
+title states a takeaway computed from the numbers (:func:`takeaway`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bpexp import plots
+
+TITLE = {"adam": "Adam", "rmsprop": "RMSprop", "momentum": "Momentum"}
+MEASURED = {"adam": "preconditioned", "rmsprop": "preconditioned", "momentum": "raw"}
+FIELD = {"adam": "precond_sharpness", "rmsprop": "precond_sharpness",
+         "momentum": "raw_sharpness"}   # the summary's array of the measured sharpness
+
+
+def rows_of(summary: dict, name: str) -> list[str]:
+    return [k for k in summary["labels"] if summary["runs"][k]["optimizer"] == name]
+
+
+def takeaway(summary: dict, name: str) -> str:
+    """One line: how many of optimizer ``name``'s runs hover at their threshold, the range of
+    their late mean ratios and, for the adaptive ones, how far the raw sharpness is from 2/lr."""
+    runs = [summary["runs"][k] for k in rows_of(summary, name)]
+    regimes = [g for r in runs for g in r["regime"]]
+    at, n = regimes.count("at the edge"), len(regimes)
+    lo, hi = summary[f"{name}_late_ratio_range"]
+    who = "all runs hover" if at == n else f"{at} of {n} runs hover"
+    raw = [x for r in runs for x in r["late_raw_over_2_over_lr"]]
+    tail = (f"raw sharpness only {max(raw):.2f} x 2/lr" if name != "momentum"
+            else f"{min(raw):.0f}-{max(raw):.0f} x GD's 2/lr")
+    return (f"{TITLE[name]}: {who} at the threshold ({MEASURED[name]} sharpness)\n"
+            f"late mean {lo:.2f}-{hi:.2f} x threshold; {tail}")
+
+
+def headline(summary: dict) -> str:
+    raw = summary["adaptive_raw_ratio_max"]
+    tail = f"; adaptive runs' raw sharpness <= {raw:.2f} x 2/lr" if raw is not None else ""
+    return (f"{summary['runs_at_edge']} of {summary['runs_total']} runs hover within "
+            f"{100 * summary['edge_tol']:.0f}% of their threshold{tail}")
+
+
+def _seeds(ax, steps, curves, i, label):
+    for j, y in enumerate(np.asarray(curves, np.float64)):
+        ax.plot(steps, plots.positive(y), **plots.style(i), lw=2.0 if j == 0 else 1.0,
+                alpha=1.0 if j == 0 else 0.6, label=label if j == 0 else None)
+
+
+def fig_optimizer(summary: dict, name: str, path):
+    """2 x 2: the measured sharpness with each row's threshold (theory, dashed), measured /
+    threshold with the late window shaded, the raw sharpness x lr / 2 (1 = GD's 2/lr), the loss;
+    every seed (the first thick)."""
+    S, keys = summary, rows_of(summary, name)
+    steps, lsteps = np.asarray(S["steps"]), np.asarray(S["loss_steps"])
+    fig, ax = plots.slide(2, 2, sharex=True)
+    (a, b), (c, d) = ax
+    for i, k in enumerate(keys):
+        r = S["runs"][k]
+        meas = np.asarray(r[FIELD[name]], np.float64)
+        _seeds(a, steps, meas, i, k.removeprefix(name + " "))
+        plots.theory_line(a, y=r["threshold"], label="threshold " + r["threshold_formula"]
+                          if i == 0 else None)
+        _seeds(b, steps, meas / r["threshold"], i, None)
+        _seeds(c, steps, np.asarray(r["raw_sharpness"], np.float64) * r["lr"] / 2, i, None)
+        _seeds(d, lsteps, r["loss"], i, None)
+    start = steps[-1] * (1 - S["late_fraction"])
+    b.axvspan(start, steps[-1], color="0.9", zorder=0, label="late window (averaged)")
+    plots.theory_line(b, y=1.0)
+    plots.theory_line(c, y=1.0, label="raw sharpness = GD's edge 2/lr")
+    meas = np.concatenate([np.ravel(S["runs"][k][FIELD[name]]) for k in keys]).astype(float)
+    meas = meas[np.isfinite(meas) & (meas > 0)]
+    if meas.size and meas.max() > 20 * meas.min():
+        a.set_yscale("log")
+    a.set_ylabel(f"{MEASURED[name]} sharpness")
+    b.set_ylabel("measured / threshold")
+    top = np.nanmax([np.nanmax(np.asarray(S["runs"][k][FIELD[name]], np.float64)
+                               / S["runs"][k]["threshold"]) for k in keys])
+    if top > 2.5:
+        b.set_ylim(0, 2.5)
+        plots.note(b, f"clipped: up to {top:.3g} in the first steps\n(moments start at 0:"
+                   " the first P is tiny)", loc="lower right")
+    c.set_yscale("log")
+    c.set_ylabel("raw sharpness x lr / 2")
+    d.set_yscale("log")
+    d.set_ylabel("training loss (MSE)")
+    c.set_xlabel("step")
+    d.set_xlabel("step")
+    h, lab = [], []
+    for x in (a, b, c):
+        hx, lx = x.get_legend_handles_labels()
+        h, lab = h + hx, lab + lx
+    fig.legend(h, lab, loc="outside lower center", ncol=4, frameon=False, fontsize=13)
+    fig.suptitle(takeaway(S, name), fontsize=16)
+    return plots.save(fig, path)
+
+
+def fig_ratios(summary: dict, path):
+    """Left: each run's late mean of measured / threshold (every seed a dot) against theory 1
+    with the +-edge_tol band; right: the late raw sharpness x lr / 2 (log), 1 = GD's 2/lr."""
+    S = summary
+    fig, (a, b) = plots.slide(1, 2)
+    x = np.arange(len(S["labels"]))
+    names = list(dict.fromkeys(S["runs"][k]["optimizer"] for k in S["labels"]))
+    for i, k in enumerate(S["labels"]):
+        r = S["runs"][k]
+        st = plots.style(names.index(r["optimizer"]))
+        first = k == rows_of(S, r["optimizer"])[0]
+        lab = TITLE[r["optimizer"]] if first else None
+        a.plot([i] * len(r["late_ratio"]), r["late_ratio"], "o", color=st["color"], label=lab)
+        b.plot([i] * len(r["late_raw_over_2_over_lr"]), r["late_raw_over_2_over_lr"], "o",
+               color=st["color"], label=lab)
+    tol = S["edge_tol"]
+    a.axhspan(1 - tol, 1 + tol, color="0.9", zorder=0, label=f"+-{100 * tol:.0f}%")
+    plots.theory_line(a, y=1.0, label="theory")
+    plots.theory_line(b, y=1.0, label="GD's edge 2/lr")
+    b.set_yscale("log")
+    for ax in (a, b):
+        ax.set_xticks(x, [k.replace(" lr=", "\nlr=") for k in S["labels"]], fontsize=9,
+                      rotation=90)
+    a.set_ylabel("late mean: measured / threshold")
+    b.set_ylabel("late mean: raw sharpness x lr / 2")
+    plots.legend_outside(b)
+    fig.suptitle(headline(S), fontsize=16)
+    return plots.save(fig, path)
