@@ -202,10 +202,14 @@ def _check_takeaways(s):
         assert ("all runs hover" in text) == (at == len(late))
         if name != "momentum":
             raw = max(x for r in runs for x in r["late_raw_over_2_over_lr"])
-            assert f"raw sharpness only {raw:.2f} x 2/lr" in text
+            assert f"raw sharpness only {raw:.2g} x 2/lr" in text
     regimes = [g for k in s["labels"] for g in s["runs"][k]["regime"]]
     head = figures.headline(s)
     assert head.startswith(f"{regimes.count('at the edge')} of {len(regimes)} runs hover")
+    if s["adaptive_raw_ratio_max"] is not None:
+        raw = max(x for k in s["labels"] if s["runs"][k]["optimizer"] != "momentum"
+                  for x in s["runs"][k]["late_raw_over_2_over_lr"])
+        assert f"raw sharpness <= {raw:.2g} x 2/lr" in head
     shows = " ".join(E.shows(s))
     for k in s["labels"]:
         assert f"{s['runs'][k]['late_ratio_mean']:.3f}" in shows

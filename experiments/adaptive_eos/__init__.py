@@ -209,7 +209,8 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     for name in ("adam", "rmsprop", "momentum"):
         if figures.rows_of(S, name):
             figs.append(f"{name}.png")
-            figures.fig_optimizer(S, name, run.figure(figs[-1]))
+            figures.fig_optimizer(S, name, run.figure(figs[-1]),
+                                  loss={r.label: res.loss[i] for i, r in enumerate(res.grid)})
     header, rows = table(S)
     report.print_table("adaptive_eos: measured sharpness / threshold (theory: 1)", header, rows)
     setup = (f"model `{mc.name}` (activation {mc.activation}, output {mc.output}, hidden "
@@ -233,9 +234,12 @@ def present(cfg, run, res: Result, summary: dict) -> None:
 def readme(record: dict) -> str:
     """The README block: the command, the measured ratios per run, the machine."""
     S, mach = record["summary"], record["machine"]
-    lines = [f"`{record['command']}` ({S['m']} digits, {S['precision']}, "
-             f"{len(S['seeds'])} seeds; compile {S['compile_s']:.0f} s + run "
-             f"{S['run_s']:.0f} s on {mach.get('cpu_count')} CPU cores, machine-dependent):", "",
+    cores = f", {mach['cpu_count']} cores" if mach.get("cpu_count") else ""
+    lines = [f"`{record['command']}` ({S['m']} digits, {S['precision']}, {len(S['seeds'])} "
+             f"seeds): compile {S['compile_cpu_s']:.0f} s + run {S['run_cpu_s']:.0f} s of CPU "
+             f"({S['compile_s'] + S['run_s']:.0f} s wall) on {mach.get('backend')} "
+             f"({mach.get('platform')}{cores}; machine-dependent). Late mean over the last "
+             f"{100 * S['late_fraction']:.0f}% of training:", "",
              "| run | threshold | late mean measured / threshold (per seed) | raw x lr/2 |",
              "|---|---|---|---|"]
     for k in S["labels"]:

@@ -26,7 +26,7 @@ def takeaway(summary: dict, name: str) -> str:
     lo, hi = summary[f"{name}_late_ratio_range"]
     who = "all runs hover" if at == n else f"{at} of {n} runs hover"
     raw = [x for r in runs for x in r["late_raw_over_2_over_lr"]]
-    tail = (f"raw sharpness only {max(raw):.2f} x 2/lr" if name != "momentum"
+    tail = (f"raw sharpness only {max(raw):.2g} x 2/lr" if name != "momentum"
             else f"{min(raw):.0f}-{max(raw):.0f} x GD's 2/lr")
     return (f"{TITLE[name]}: {who} at the threshold ({MEASURED[name]} sharpness)\n"
             f"late mean {lo:.2f}-{hi:.2f} x threshold; {tail}")
@@ -34,7 +34,7 @@ def takeaway(summary: dict, name: str) -> str:
 
 def headline(summary: dict) -> str:
     raw = summary["adaptive_raw_ratio_max"]
-    tail = f"; adaptive runs' raw sharpness <= {raw:.2f} x 2/lr" if raw is not None else ""
+    tail = f"; adaptive runs' raw sharpness <= {raw:.2g} x 2/lr" if raw is not None else ""
     return (f"{summary['runs_at_edge']} of {summary['runs_total']} runs hover within "
             f"{100 * summary['edge_tol']:.0f}% of their threshold{tail}")
 
@@ -45,12 +45,13 @@ def _seeds(ax, steps, curves, i, label):
                 alpha=1.0 if j == 0 else 0.6, label=label if j == 0 else None)
 
 
-def fig_optimizer(summary: dict, name: str, path):
+def fig_optimizer(summary: dict, name: str, path, loss=None):
     """2 x 2: the measured sharpness with each row's threshold (theory, dashed), measured /
-    threshold with the late window shaded, the raw sharpness x lr / 2 (1 = GD's 2/lr), the loss;
-    every seed (the first thick)."""
+    threshold with the late window shaded, the raw sharpness x lr / 2 (1 = GD's 2/lr), the loss
+    (``loss``: {label: [seed, step + 1]} at every step, else the summary's at the measurement
+    steps); every seed (the first thick)."""
     S, keys = summary, rows_of(summary, name)
-    steps, lsteps = np.asarray(S["steps"]), np.asarray(S["loss_steps"])
+    steps = np.asarray(S["steps"])
     fig, ax = plots.slide(2, 2, sharex=True)
     (a, b), (c, d) = ax
     for i, k in enumerate(keys):
@@ -59,9 +60,15 @@ def fig_optimizer(summary: dict, name: str, path):
         _seeds(a, steps, meas, i, k.removeprefix(name + " "))
         plots.theory_line(a, y=r["threshold"], label="threshold " + r["threshold_formula"]
                           if i == 0 else None)
+        a.annotate(f"{r['threshold']:.0f}" if r["threshold"] >= 100 else
+                   f"{r['threshold']:.3g}", (steps[-1], r["threshold"]), ha="right",
+                   va="bottom", fontsize=11, zorder=12)
         _seeds(b, steps, meas / r["threshold"], i, None)
         _seeds(c, steps, np.asarray(r["raw_sharpness"], np.float64) * r["lr"] / 2, i, None)
-        _seeds(d, lsteps, r["loss"], i, None)
+        if loss is None:
+            _seeds(d, steps, r["loss"], i, None)
+        else:
+            _seeds(d, np.arange(np.shape(loss[k])[-1]), loss[k], i, None)
     start = steps[-1] * (1 - S["late_fraction"])
     b.axvspan(start, steps[-1], color="0.9", zorder=0, label="late window (averaged)")
     plots.theory_line(b, y=1.0)
@@ -112,9 +119,10 @@ def fig_ratios(summary: dict, path):
     a.axhspan(1 - tol, 1 + tol, color="0.9", zorder=0, label=f"+-{100 * tol:.0f}%")
     plots.theory_line(a, y=1.0, label="theory")
     plots.theory_line(b, y=1.0, label="GD's edge 2/lr")
+    a.legend(loc="lower left", frameon=False, fontsize=12)
     b.set_yscale("log")
     for ax in (a, b):
-        ax.set_xticks(x, [k.replace(" lr=", "\nlr=") for k in S["labels"]], fontsize=9,
+        ax.set_xticks(x, [k.replace(" lr=", "\nlr=") for k in S["labels"]], fontsize=11,
                       rotation=90)
     a.set_ylabel("late mean: measured / threshold")
     b.set_ylabel("late mean: raw sharpness x lr / 2")

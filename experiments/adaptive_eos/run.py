@@ -215,15 +215,15 @@ def run_summary(row: Row, steps, precond, raw, loss, P) -> dict:
             "regime": [regime(r, h, late_start, f, P.edge_tol)
                        for r, h, f in zip(late, hits, finite)],
             "final_loss": [float(x[-1]) for x in loss],
-            "precond_sharpness": precond, "raw_sharpness": raw, "loss": loss}
+            "precond_sharpness": precond, "raw_sharpness": raw,
+            "loss": np.asarray(loss)[:, np.asarray(steps)]}    # at the measurement steps
 
 
 def summarize(res, P, precision: str) -> dict:
     """summary.json (schema in the README) from a Result."""
     runs = {r.label: run_summary(r, res.s_steps, res.precond[i], res.raw[i], res.loss[i], P)
             for i, r in enumerate(res.grid)}
-    out = {"labels": list(runs), "steps": res.s_steps, "loss_steps": res.l_steps,
-           "seeds": res.seeds, "runs": runs}
+    out = {"labels": list(runs), "steps": res.s_steps, "seeds": res.seeds, "runs": runs}
     for name in NAMES:
         late = [x for r in runs.values() if r["optimizer"] == name for x in r["late_ratio"]]
         out[f"{name}_late_ratio_mean"] = float(np.mean(late)) if late else None
