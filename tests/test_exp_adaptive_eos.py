@@ -246,6 +246,7 @@ def test_cli_small_run_hovers_at_the_adaptive_edge(tmp_path):
     _check_takeaways(s)
     report = (run_dir / "report.md").read_text()
     assert "## What this run shows" in report and E.shows(s)[0] in report
+    assert "aeos-ratio" in (run_dir / "report.html").read_text()      # the page's own figures
     for f in ("late_ratios.png", "adam.png"):
         assert (run_dir / "figures" / f).stat().st_size > 10_000
     block = E.readme(docs.record(run_dir))

@@ -5,8 +5,8 @@ Question: train a tanh MLP with MSE on digits by full-batch Adam (two beta1), RM
 heavy-ball momentum and track the preconditioned sharpness lambda_max(P^-1 H), P the diagonal
 preconditioner the optimizer divides its step by, and the raw sharpness lambda_max(H). Where do
 they go?
-Theory (Cohen et al. 2022, "Adaptive Gradient Methods at the Edge of Stability", arXiv
-2207.14484, Sections 2-3; momentum: Cohen et al. 2021, ICLR, Appendix on momentum): written as
+Theory: Cohen et al. 2022, "Adaptive Gradient Methods at the Edge of Stability" (arXiv
+2207.14484, Sections 2-3; momentum: Cohen et al. 2021, ICLR, appendix on momentum). Written as
 w -= lr P^-1 m, each method with P frozen is GD / heavy-ball momentum on P^-1 H, stable iff
 lambda_max(P^-1 H) < (2 + 2 beta1) / ((1 - beta1) lr) for Adam (38/lr at beta1 = 0.9), 2/lr for
 RMSprop; for momentum (P = I) the raw sharpness has the bound (2 + 2 beta) / ((1 - beta) lr).
@@ -227,7 +227,8 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     run.save_report(report.report(
         "Adaptive edge of stability: preconditioned sharpness under Adam and RMSprop",
         question(__doc__), run.reproduce(),
-        [("Setup", setup), ("Theory vs measurement", report.markdown_table(header, rows))],
+        [("Theory", " ".join(__doc__.split("Theory:")[1].split("Measurement:")[0].split())),
+         ("Setup", setup), ("Theory vs measurement", report.markdown_table(header, rows))],
         figs, shows=shows(S)))
 
 
@@ -249,3 +250,4 @@ def readme(record: dict) -> str:
                      + " ".join(f"{x:.3g}" for x in r["late_raw_over_2_over_lr"]) + " |")
     lines += ["", " ".join(shows(S))]
     return "\n".join(lines) + "\n"
+from bpexp.experiments.adaptive_eos.page import page  # noqa: E402,F401  (the run page's figures)
