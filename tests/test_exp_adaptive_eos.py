@@ -195,11 +195,13 @@ def _check_takeaways(s):
         runs = [s["runs"][k] for k in s["labels"] if s["runs"][k]["optimizer"] == name]
         if not runs:
             continue
-        late = [x for r in runs for x in r["late_ratio"]]
-        at = sum(g == "at the edge" for r in runs for g in r["regime"])
+        late = [x for r in runs for x in r["late_ratio"] if x is not None]
+        regimes = [g for r in runs for g in r["regime"]]
+        at = regimes.count("at the edge")
         text = figures.takeaway(s, name)
         assert f"late mean {min(late):.2f}-{max(late):.2f} x threshold" in text
-        assert ("all runs hover" in text) == (at == len(late))
+        assert ("all runs hover" in text) == (at == len(regimes))
+        assert (f"({regimes.count('diverged')} diverged)" in text) == ("diverged" in regimes)
         if name != "momentum":
             raw = max(x for r in runs for x in r["late_raw_over_2_over_lr"])
             assert f"raw sharpness only {raw:.2g} x 2/lr" in text
@@ -212,9 +214,11 @@ def _check_takeaways(s):
         assert f"raw sharpness <= {raw:.2g} x 2/lr" in head
     shows = " ".join(E.shows(s))
     for k in s["labels"]:
-        assert f"{s['runs'][k]['late_ratio_mean']:.3f}" in shows
+        mean = s["runs"][k]["late_ratio_mean"]
+        assert (f"{mean:.3f}" if mean is not None else "nan") in shows
         for r, g in zip(s["runs"][k]["late_ratio"], s["runs"][k]["regime"]):
-            assert (abs(r - 1) <= s["edge_tol"]) == (g == "at the edge")
+            assert (r is not None and abs(r - 1) <= s["edge_tol"]) == (g == "at the edge")
+            assert (r is None) == (g == "diverged")
 
 
 def test_cli_small_run_hovers_at_the_adaptive_edge(tmp_path):
@@ -296,3 +300,19 @@ def test_default_run_reaches_the_adaptive_edge(tmp_path):
     assert all(g.startswith("below: never reached") for g in mom2["regime"]), mom2["regime"]
     assert all(x > 1 for x in mom3["late_raw_over_2_over_lr"])   # far above GD's 2/lr
     _check_takeaways(s)
+
+
+@pytest.mark.slow
+def test_a_diverging_run_is_reported_as_diverged(tmp_path):
+    """Momentum at lr 8 (threshold 4.75, below the sharpness at init) diverges: its regime says
+    so, its late ratio is null, the title counts it, and the README block still renders."""
+    run_dir = run_experiment("adaptive_eos", tmp_path, "train.steps=100", "experiment.seeds=1",
+                             "experiment.adam_lrs=[]", "experiment.rmsprop_lrs=[]",
+                             "experiment.momentum_lrs=[3.0,8.0]")
+    s = json.loads((run_dir / "summary.json").read_text())
+    r = s["runs"]["momentum b=0.9 lr=8"]
+    assert r["regime"] == ["diverged"] and r["late_ratio"] == [None]
+    assert s["momentum_late_ratio_range"] == [s["runs"]["momentum b=0.9 lr=3"]["late_ratio"][0]] * 2
+    assert "(1 diverged)" in figures.takeaway(s, "momentum")
+    _check_takeaways(s)
+    assert "| momentum b=0.9 lr=8 |" in E.readme(docs.record(run_dir))

@@ -34,6 +34,7 @@ import numpy as np
 from bpexp import make
 from bpexp.errors import UserError
 from bpexp.experiments._common import load_data
+from bpexp.experiments.adaptive_eos.run import fmt
 
 USES = ("model", "data", "train")   # make.check builds them first
 HEADLINE = ("adam_late_ratio_mean", "rmsprop_late_ratio_mean", "momentum_late_ratio_mean",
@@ -153,10 +154,6 @@ def save(cfg, run, res: Result) -> dict:
 
 
 # ---------------------------------------------------------------- present
-def _pct(x: float) -> str:
-    return f"{x:.3f}"
-
-
 def shows(S: dict) -> list[str]:
     """"What this run shows": sentences generated from the summary alone."""
     out = []
@@ -166,8 +163,8 @@ def shows(S: dict) -> list[str]:
         keys = [k for k in S["labels"] if S["runs"][k]["optimizer"] == name]
         if not keys:
             continue
-        per = ", ".join(f"{k.removeprefix(name + ' ')}: {_pct(S['runs'][k]['late_ratio_mean'])}"
-                        for k in keys)
+        per = ", ".join(f"{k.removeprefix(name + ' ')}: "
+                        f"{fmt(S['runs'][k]['late_ratio_mean'], '.3f')}" for k in keys)
         reg = [g for k in keys for g in S["runs"][k]["regime"]]
         out.append(f"Under full-batch {name} the {what} over the last "
                    f"{100 * S['late_fraction']:.0f}% of training averages {per} x its threshold "
@@ -175,7 +172,7 @@ def shows(S: dict) -> list[str]:
                    f"{100 * S['edge_tol']:.0f}% of it.")
     if S["adaptive_raw_ratio_max"] is not None:
         out.append(f"The adaptive runs' raw sharpness stays at most "
-                   f"{S['adaptive_raw_ratio_max']:.3f} x 2/lr: it sits at no edge, the "
+                   f"{fmt(S['adaptive_raw_ratio_max'], '.3f')} x 2/lr: it sits at no edge, the "
                    "preconditioner absorbs the curvature.")
     off = [f"{k} seed {s}: {g}" for k in S["labels"]
            for s, g in zip(S["seeds"], S["runs"][k]["regime"]) if g != "at the edge"]
@@ -191,8 +188,8 @@ def table(S: dict) -> tuple[list[str], list[list]]:
     for k in S["labels"]:
         r = S["runs"][k]
         rows.append([k, r["threshold"], r["threshold_formula"], r["measured"],
-                     r["late_ratio_mean"], " ".join(f"{x:.3f}" for x in r["late_ratio"]),
-                     " ".join(f"{x:.3g}" for x in r["late_raw_over_2_over_lr"]),
+                     r["late_ratio_mean"], " ".join(fmt(x, ".3f") for x in r["late_ratio"]),
+                     " ".join(fmt(x, ".3g") for x in r["late_raw_over_2_over_lr"]),
                      " ".join(str(h) for h in r["first_step_ratio_ge_0.9"]),
                      "; ".join(dict.fromkeys(r["regime"])), float(np.median(r["final_loss"]))])
     return header, rows
@@ -246,8 +243,8 @@ def readme(record: dict) -> str:
     for k in S["labels"]:
         r = S["runs"][k]
         lines.append(f"| {k} | {r['threshold']:.4g} = {r['threshold_formula']} | "
-                     + " ".join(f"{x:.3f}" for x in r["late_ratio"]) + " | "
-                     + " ".join(f"{x:.3g}" for x in r["late_raw_over_2_over_lr"]) + " |")
+                     + " ".join(fmt(x, ".3f") for x in r["late_ratio"]) + " | "
+                     + " ".join(fmt(x, ".3g") for x in r["late_raw_over_2_over_lr"]) + " |")
     lines += ["", " ".join(shows(S))]
     return "\n".join(lines) + "\n"
 from bpexp.experiments.adaptive_eos.page import page  # noqa: E402,F401  (the run page's figures)

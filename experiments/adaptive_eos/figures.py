@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bpexp import plots
+from bpexp.experiments.adaptive_eos.run import finite, fmt
 
 TITLE = {"adam": "Adam", "rmsprop": "RMSprop", "momentum": "Momentum"}
 MEASURED = {"adam": "preconditioned", "rmsprop": "preconditioned", "momentum": "raw"}
@@ -23,18 +24,23 @@ def takeaway(summary: dict, name: str) -> str:
     runs = [summary["runs"][k] for k in rows_of(summary, name)]
     regimes = [g for r in runs for g in r["regime"]]
     at, n = regimes.count("at the edge"), len(regimes)
-    lo, hi = summary[f"{name}_late_ratio_range"]
+    late = finite(x for r in runs for x in r["late_ratio"])
     who = "all runs hover" if at == n else f"{at} of {n} runs hover"
-    raw = [x for r in runs for x in r["late_raw_over_2_over_lr"]]
-    tail = (f"raw sharpness only {max(raw):.2g} x 2/lr" if name != "momentum"
-            else f"{min(raw):.0f}-{max(raw):.0f} x GD's 2/lr")
+    raw = finite(x for r in runs for x in r["late_raw_over_2_over_lr"]) or [float("nan")]
+    tail = (f"raw sharpness only {fmt(max(raw), '.2g')} x 2/lr" if name != "momentum"
+            else f"{fmt(min(raw), '.0f')}-{fmt(max(raw), '.0f')} x GD's 2/lr")
+    span = (f"late mean {min(late):.2f}-{max(late):.2f} x threshold" if late
+            else "no finite late mean")
+    if len(late) < n:
+        span += f" ({n - len(late)} diverged)"
     return (f"{TITLE[name]}: {who} at the threshold ({MEASURED[name]} sharpness)\n"
-            f"late mean {lo:.2f}-{hi:.2f} x threshold; {tail}")
+            f"{span}; {tail}")
 
 
 def headline(summary: dict) -> str:
     raw = summary["adaptive_raw_ratio_max"]
-    tail = f"; adaptive runs' raw sharpness <= {raw:.2g} x 2/lr" if raw is not None else ""
+    tail = f"; adaptive runs' raw sharpness <= {fmt(raw, '.2g')} x 2/lr" if raw is not None \
+        else ""
     return (f"{summary['runs_at_edge']} of {summary['runs_total']} runs hover within "
             f"{100 * summary['edge_tol']:.0f}% of their threshold{tail}")
 
@@ -112,9 +118,13 @@ def fig_ratios(summary: dict, path):
         st = plots.style(names.index(r["optimizer"]))
         first = k == rows_of(S, r["optimizer"])[0]
         lab = TITLE[r["optimizer"]] if first else None
-        a.plot([i] * len(r["late_ratio"]), r["late_ratio"], "o", color=st["color"], label=lab)
-        b.plot([i] * len(r["late_raw_over_2_over_lr"]), r["late_raw_over_2_over_lr"], "o",
+        late = np.asarray(r["late_ratio"], np.float64)             # null (diverged) -> nan
+        a.plot([i] * len(late), late, "o", color=st["color"], label=lab)
+        b.plot([i] * len(late), np.asarray(r["late_raw_over_2_over_lr"], np.float64), "o",
                color=st["color"], label=lab)
+        if not np.all(np.isfinite(late)):
+            a.annotate("diverged", (i, 1.0), rotation=90, ha="center", va="center",
+                       fontsize=11, color=st["color"])
     tol = S["edge_tol"]
     a.axhspan(1 - tol, 1 + tol, color="0.9", zorder=0, label=f"+-{100 * tol:.0f}%")
     plots.theory_line(a, y=1.0, label="theory")

@@ -151,6 +151,16 @@ FORMULA = {"adam": "(2 + 2 b1) / ((1 - b1) lr)", "rmsprop": "2 / lr",
            "momentum": "(2 + 2 b) / ((1 - b) lr)"}
 
 
+def fmt(x, spec: str) -> str:
+    """``x`` formatted with ``spec``; "nan" for a non-finite number or None (JSON's null)."""
+    return format(x, spec) if x is not None and math.isfinite(x) else "nan"
+
+
+def finite(xs) -> list[float]:
+    """The finite numbers of ``xs`` (a diverged run's null / nan left out)."""
+    return [float(x) for x in xs if x is not None and math.isfinite(x)]
+
+
 def late_mask(steps, late_fraction):
     """[measurement] bool: the measurements in the last ``late_fraction`` of training, steps >=
     (1 - f) * last step (with a rounding margin)."""
@@ -224,13 +234,13 @@ def summarize(res, P, precision: str) -> dict:
     runs = {r.label: run_summary(r, res.s_steps, res.precond[i], res.raw[i], res.loss[i], P)
             for i, r in enumerate(res.grid)}
     out = {"labels": list(runs), "steps": res.s_steps, "seeds": res.seeds, "runs": runs}
-    for name in NAMES:
-        late = [x for r in runs.values() if r["optimizer"] == name for x in r["late_ratio"]]
+    for name in NAMES:      # over the runs that did not diverge
+        late = finite(x for r in runs.values() if r["optimizer"] == name
+                      for x in r["late_ratio"])
         out[f"{name}_late_ratio_mean"] = float(np.mean(late)) if late else None
-        out[f"{name}_late_ratio_range"] = [float(np.min(late)), float(np.max(late))] \
-            if late else None
-    raw = [x for r in runs.values() if r["optimizer"] in ADAPTIVE
-           for x in r["late_raw_over_2_over_lr"]]
+        out[f"{name}_late_ratio_range"] = [min(late), max(late)] if late else None
+    raw = finite(x for r in runs.values() if r["optimizer"] in ADAPTIVE
+                 for x in r["late_raw_over_2_over_lr"])
     regimes = [g for r in runs.values() for g in r["regime"]]
     ok = np.isfinite(res.precond) & np.isfinite(res.raw)
     return {**out, "adaptive_raw_ratio_max": float(np.max(raw)) if raw else None,
