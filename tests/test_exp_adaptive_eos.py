@@ -270,6 +270,14 @@ def test_bad_values_are_one_line_user_errors(key, value):
     assert f"experiment.{key}={value!r}" in msg and "allowed" in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("tree,key", [({"optimizer": {"name": "adam"}}, "optimizer.name="),
+                                      ({"train": {"batch_size": 32}}, "train.batch_size=32")])
+def test_other_sections_are_checked(tree, key):
+    with pytest.raises(UserError) as e:
+        build_cfg({"experiment": {"name": "adaptive_eos"}, "model": {"name": "mlp"}, **tree})
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
 @pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_a_nonzero_exit(tmp_path):
     """(slow: a process of its own; the in-process checks above are the fast ones)"""

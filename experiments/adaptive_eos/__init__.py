@@ -94,6 +94,10 @@ def validate(cfg):
         if not 0 < getattr(P, key) <= 1:
             raise UserError(f"experiment.{key}={getattr(P, key)!r} is not allowed; allowed: a "
                             "number in (0, 1]")
+    if cfg.optimizer.name != "gd":
+        raise UserError(f"optimizer.name={cfg.optimizer.name!r} is not allowed; adaptive_eos "
+                        "trains every optimizer of its grid (experiment.adam_lrs, rmsprop_lrs, "
+                        "momentum_lrs); leave optimizer at its default")
     if cfg.train.batch_size != 0:
         raise UserError(f"train.batch_size={cfg.train.batch_size} is not allowed; adaptive_eos "
                         "needs full-batch training (0)")
