@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bpexp import make
+from bpexp import docs, make
 from bpexp.errors import UserError
 from bpexp.experiments._common import load_data
 from bpexp.experiments.adaptive_eos.run import fmt
@@ -237,10 +237,12 @@ def readme(record: dict) -> str:
     """The README block: the command, the measured ratios per run, the machine."""
     S, mach = record["summary"], record["machine"]
     cores = f", {mach['cpu_count']} cores" if mach.get("cpu_count") else ""
+    cost = docs.measured(
+        f"compile {S['compile_cpu_s']:.0f} s + run {S['run_cpu_s']:.0f} s of CPU "
+        f"({S['compile_s'] + S['run_s']:.0f} s wall) on {mach.get('backend')} "
+        f"({mach.get('platform')}{cores}; machine-dependent)")
     lines = [f"`{record['command']}` ({S['m']} digits, {S['precision']}, {len(S['seeds'])} "
-             f"seeds): compile {S['compile_cpu_s']:.0f} s + run {S['run_cpu_s']:.0f} s of CPU "
-             f"({S['compile_s'] + S['run_s']:.0f} s wall) on {mach.get('backend')} "
-             f"({mach.get('platform')}{cores}; machine-dependent). Late mean over the last "
+             f"seeds): {cost}. Late mean over the last "
              f"{100 * S['late_fraction']:.0f}% of training:", "",
              "| run | threshold | late mean measured / threshold (per seed) | raw x lr/2 |",
              "|---|---|---|---|"]
