@@ -25,7 +25,6 @@ import xarray as xr
 from bpexp import make, optim, plots, report, sweep, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import load_data, question
-from bpexp.plots import plt
 
 SIZES = {  # reference grids: runs = lrs x seeds, full-batch GD on digits, two_layer_sigmoid, MSE
     "tiny": {"hidden": 8, "lrs": 4, "seeds": 2, "steps": 20, "m": 200},
@@ -293,7 +292,7 @@ def shows(s: dict) -> list[str]:
 def plot_times(times: dict, scaling: list, path, title="bench"):
     """Bars of wall seconds per method; beside it, seconds vs number of runs (log-log) with a
     linear-cost reference line."""
-    fig, axes = plt.subplots(1, 2 if scaling else 1, figsize=(11 if scaling else 6, 4))
+    fig, axes = plots.slide(1, 2 if scaling else 1)
     ax = axes[0] if scaling else axes
     names = list(times)
     ax.barh(names, [times[k] for k in names],

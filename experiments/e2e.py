@@ -18,6 +18,7 @@ and its load; run it where it matters).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,6 +67,7 @@ class Result:
     import_jax_s: float
     python_s: float
     runs: list            # per child: {"kind", "wall_s", "peak_rss_mb", "timings", "summary"}
+    load: tuple = ()      # 1-minute load average before and after: how shared the machine was
 
 
 def time_import_jax() -> tuple[float, float]:
@@ -83,6 +85,7 @@ def time_import_jax() -> tuple[float, float]:
 
 def compute(cfg, run) -> Result:
     P = cfg.experiment
+    load0 = os.getloadavg()[0]
     bare, imp = time_import_jax()
     root, cache = run.path("runs"), run.path("jax_cache")
     runs = []
@@ -96,7 +99,7 @@ def compute(cfg, run) -> Result:
         env = json.loads((d / "env.json").read_text())
         runs.append({"kind": kind, **meas, "timings": env.get("timings", {}),
                      "summary": json.loads((d / "summary.json").read_text())})
-    return Result(import_jax_s=imp, python_s=bare, runs=runs)
+    return Result(import_jax_s=imp, python_s=bare, runs=runs, load=(load0, os.getloadavg()[0]))
 
 
 COMPUTE_PARTS = ("compile_s", "sweep_s")   # the science, as the target's summary states it
@@ -135,7 +138,8 @@ def save(cfg, run, res: Result) -> dict:
                                          for k, v in med["timings"].items()
                                          if k.startswith("figure ")},
             "ratio_e2e_over_compute": med["wall_s"] / denom if denom > 0 else None,
-            "peak_rss_mb": med["peak_rss_mb"]}
+            "peak_rss_mb": med["peak_rss_mb"], "cpu_count": os.cpu_count(),
+            "load_average": list(res.load)}
 
 
 def shows(s: dict) -> list[str]:
@@ -187,7 +191,9 @@ def readme(record: dict) -> str:
     def sec(v):
         return docs.measured(f"{v:.2f}")
 
-    lines = [f"`{record['command']}`, {docs.machine('timings', record)}:", "",
+    load = docs.measured(f"{s['load_average'][0]:.1f} before, {s['load_average'][1]:.1f} after")
+    lines = [f"`{record['command']}`, {docs.machine('timings', record)}, 1-minute load "
+             f"average {load}:", "",
              "| phase (warm run) | seconds |", "|---|---|"]
     lines += [f"| {k} | {sec(v)} |" for k, v in s["phases"].items()]
     science = s["import_jax_s"] + s["warm_compile_s"] + s["sweep_s"]

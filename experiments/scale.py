@@ -32,7 +32,6 @@ import numpy as np
 from bpexp import data, plots, report, sweep, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
-from bpexp.plots import plt
 from bpexp.store import GridStore
 
 USES = ()  # the child runs are configured below; this process reads no shared section
@@ -259,7 +258,7 @@ def fig_scale(grids, overhead, path):
     runs = np.array([x["runs"] for x in grids], float)
     rss = np.array([x["peak_rss_mb"] for x in grids])
     per_run = overhead["in_memory_mb"] / overhead["runs"]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, ax2) = plots.slide(1, 2)
     ax.plot(runs, rss, "o-", color="tab:blue", label="measured peak RSS (streamed to Zarr)")
     ax.plot(runs, rss[0] + per_run * (runs - runs[0]), "s--", color="tab:gray",
             label=f"+ the grid kept in memory ({per_run * 2**20:.0f} B/run)")

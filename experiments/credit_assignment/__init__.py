@@ -325,7 +325,7 @@ def fig_network(widths, g, ew, min_width, names, db, title, path):
 
 
 def fig_layer_mass(L, mass, delta_mean, m, path):
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = plots.slide(1, 3)
     x = np.arange(1, L + 1)
     labels = [f"layer {l}" for l in x]
     for ax, key, title in ((axes[0], "grad_abs_sum", "sum of |gradient| per layer"),
