@@ -212,6 +212,24 @@ def shows(s: dict, P) -> list[str]:
         f"The largest network checked has {m[big]['n_params']} parameters ({big})."]
 
 
+def readme(record: dict) -> str:
+    """The README block: the worst errors of the recorded run, overall and for the residual /
+    batch-norm cases, with the number of cases."""
+    m = record["summary"]["models"]
+    rb = {k: r for k, r in m.items() if k.endswith(("_res", "_bn"))}
+
+    def worst(rows, key):
+        return max(r[key] for r in rows.values())
+
+    out = (f"`{record['command']}`: {'all' if record['summary']['passed'] else 'NOT all'} "
+           f"{len(m)} cases pass; worst relative errors {worst(m, 'rel_err_autodiff'):.1e} vs "
+           f"jax.grad and {worst(m, 'rel_err_fd'):.1e} vs finite differences")
+    if rb:
+        out += (f" (the {len(rb)} residual / batch-norm cases: "
+                f"{worst(rb, 'rel_err_autodiff'):.1e} and {worst(rb, 'rel_err_fd'):.1e})")
+    return out + ".\n"
+
+
 def gradcheck_errors(names, err_ad, err_fd, tol_ad, tol_fd, path):
     """Horizontal bars: relative error of the manual gradient vs autodiff (``err_ad[model]``)
     and vs finite differences (``err_fd[model]``) per model (log scale), with the pass

@@ -32,6 +32,7 @@ from bpexp import make, plots, report, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import load_data, question
 from bpexp.experiments.sharpness import text
+from bpexp.experiments.sharpness.text import readme  # noqa: F401  (README's block)
 
 USES = ("model", "data", "optimizer", "train")  # make.check builds them first
 INT32_MAX = 2**31 - 1

@@ -54,3 +54,8 @@ def shows(s: dict) -> list[str]:
                f"separates them; power iteration would mix them); the largest Lanczos residual "
                f"bounds every value to {s['max_rel_residual']:.1e} relative.")
     return out
+
+
+def readme(record: dict) -> str:
+    """The README block: the recorded command and what it shows."""
+    return f"`{record['command']}`: " + " ".join(shows(record["summary"])) + "\n"
