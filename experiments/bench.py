@@ -22,7 +22,7 @@ import numpy as np
 import optax
 import xarray as xr
 
-from bpexp import make, optim, plots, report, sweep, train
+from bpexp import docs, make, optim, plots, report, sweep, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import load_data, question
 
@@ -314,3 +314,32 @@ def plot_times(times: dict, scaling: list, path, title="bench"):
         ax2.set_title("Cost vs number of runs (small model)", fontsize=9)
         ax2.legend(fontsize=8)
     return plots.save(fig, path)
+
+
+def readme(record: dict) -> str:
+    """The README block: the recorded run's table, every number marked machine-dependent."""
+    s = record["summary"]
+
+    def t(v, f=".2f"):
+        return docs.measured(format(v, f))
+
+    rows = [("(a) the engine: one vmapped, compiled call", t(s["engine_s"]),
+             f"{t(s['gflops'], '.0f')} GFLOP/s (6 x weights x examples per step)"),
+            ("(b) a jitted `lax.scan` per run, looped in Python", t(s["loop_s"]),
+             f"engine {t(s['speedup_vs_loop'])}x faster"),
+            ("(c) a Python loop over a jitted step", t(s["naive_s"]),
+             f"engine {t(s['speedup_vs_naive'])}x faster"),
+            ("engine with `jax.grad` instead of the hand-derived backward pass",
+             t(s["autodiff_s"]), f"{t(s['autodiff_s'] / s['manual_s'])}x the hand-derived"),
+            ("compile", t(s["compile_s"]), "once per structure; new lr values do not recompile"),
+            ("float32 GEMM peak of the same process", f"{t(s['gemm_peak_gflops'], '.0f')} "
+             "GFLOP/s", f"engine at {t(s['frac_of_peak'], '.0%')} of it"),
+            ("peak RSS", f"{t(s['peak_rss_mb'], '.0f')} MB", "")]
+    lines = [f"`{record['command']}` ({s['runs']} runs x {s['steps']} steps, hidden "
+             f"{s['hidden']}, {s['backend']}), {docs.machine('timings', record)}:", "",
+             "| | seconds | |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if s["scaling"]:
+        lines += ["", "Cost vs the number of runs: " + ", ".join(
+            f"{g['runs']} runs in {t(g['seconds'], '.3g')} s" for g in s["scaling"]) + "."]
+    return "\n".join(lines) + "\n"
