@@ -31,8 +31,11 @@ from bpexp import models, report
 from bpexp.theory import init_variance
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
-from bpexp.experiments.depth_sweep.figures import (_end_ratios, plot_activation,
-                                                   plot_final_loss, plot_grad_norms, plot_ratios)
+from bpexp.experiments.depth_sweep.figures import (_end_ratios, first_note, grad_title,
+                                                   loss_title,
+                                                   plot_activation, plot_final_loss,
+                                                   plot_grad_norms, plot_ratios, ratio_title)
+from bpexp.experiments.depth_sweep.text import readme, shows  # noqa: F401
 from bpexp.experiments.depth_sweep.run import Result, _factor, compute, dataset  # noqa: F401
 from bpexp.experiments.depth_sweep.theory import fprime_max
 
@@ -144,7 +147,33 @@ def save(cfg, run, res: Result) -> dict:
                                   "prod_{l=2..D+1} ||W_l||_2"),
                       "note": ("fprime_max = 0.25 for sigmoid; 1 for tanh and relu, whose bound is "
                                "the ||W|| product alone"),
-                      "holds_everywhere": bool(np.all(M["delta_attenuation"] <= M["bound"]))}}
+                      "holds_everywhere": bool(np.all(M["delta_attenuation"] <= M["bound"]))},
+            "class_entropy": res.class_entropy,
+            "ratio_outside_band": outside_band(res.ratio_measured[0], res.ratio_predicted_weight[0],
+                                               res.ratio_measured_dz[0], res.ratio_predicted[0],
+                                               inits)}
+
+
+def outside_band(meas_w, pred_w, meas_dz, glorot, inits, band=2.0) -> dict:
+    """Ratios measured / predicted outside [1/band, band], over every depth, init, seed and
+    layer pair (``[depth, init, seed, pair]``, the headline width): counts for the weight and
+    the dL/dz ratios, how many of the weight ones are the first pair (dW_1 = dz_1 X^T) or the
+    last (below the output; a net of depth 1 has one pair, counted as first), and per init
+    the count and the median measured / predicted at the first pair."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = meas_w / pred_w
+        rw, rz = np.abs(np.log(r)), np.abs(np.log(meas_dz / glorot))
+    ok = np.isfinite(rw)
+    D = np.sum(np.isfinite(pred_w), axis=-1, keepdims=True)        # pairs of each net
+    pair = np.arange(pred_w.shape[-1])
+    first, last = pair == 0, (pair == D - 1) & (pair > 0)
+    out = ok & (rw > np.log(band))
+    return {"band": band, "total": int(ok.sum()), "count": int(out.sum()),
+            "at_first": int((out & first).sum()), "at_last": int((out & last).sum()),
+            "dz_count": int((np.isfinite(rz) & (rz > np.log(band))).sum()),
+            "by_init": {k: int(out[:, i].sum()) for i, k in enumerate(inits)},
+            "first_pair_ratio_median": {k: float(np.nanmedian(r[:, i, :, 0]))
+                                        for i, k in enumerate(inits)}}
 
 
 # ---------------------------------------------------------------- the remedies side by side
@@ -160,14 +189,18 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     depths, widths, inits, seeds = res.depths, res.widths, res.inits, res.seeds
     # the figures show the headline width
     figs = ["activation.png", "grad_norms_vs_layer.png", "final_loss_vs_depth.png",
-            "ratio_measured_vs_predicted.png"]
+            "ratio_measured_vs_predicted.png", "grad_norms_after_training.png"]
     plot_activation(act, run.figure(figs[0]))
-    plot_grad_norms(depths, inits, res.grad_norm_init[0], res.grad_norm_final[0],
-                    res.ratio_predicted_weight[0], act, steps, widths[0], run.figure(figs[1]))
+    plot_grad_norms(depths, inits, res.grad_norm_init[0], res.ratio_predicted_weight[0], act,
+                    "at init", widths[0], grad_title(summary), run.figure(figs[1]))
     plot_final_loss(depths, inits, res.loss[0][..., 0], res.loss[0][..., -1], out, steps, lr,
-                    widths[0], run.figure(figs[2]))
+                    res.class_entropy, loss_title(summary), run.figure(figs[2]))
     plot_ratios(inits, res.ratio_measured_dz[0], res.ratio_predicted[0], res.ratio_measured[0],
-                res.ratio_predicted_weight[0], act, widths[0], run.figure(figs[3]))
+                res.ratio_predicted_weight[0], act, widths[0], ratio_title(summary),
+                run.figure(figs[3]), first_note(summary))
+    plot_grad_norms(depths, inits, res.grad_norm_final[0], None, act, f"after {steps} steps",
+                    widths[0], f"After {steps} GD steps (lr {lr:g}): per-layer weight-gradient "
+                    "norms", run.figure(figs[4]))
 
     Dm, fmax = depths[-1], fprime_max(act)
     header = ["init", "n Var(W)", "E f'(z)^2", "Glorot", "dz ratio", "dW pred.", "dW ratio",
@@ -239,7 +272,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
           "the forward pass (not measured here).\n\n" + report.markdown_table(
               ["init", "D", "|dW_1|/|dW_L| init", "|dW_1|/|dW_L| final", "|dz_1|/|dz_L| init",
                "|dz_1|/|dz_L| final", "final loss"], after))],
-        figs))
+        figs, shows=shows(summary)))
 
 
 from bpexp.experiments.depth_sweep.page import page  # noqa: E402,F401  (the run page's figures)
