@@ -15,6 +15,9 @@ import bpexp
 from bpexp import models, stacked, theory
 from bpexp.experiments.depth_sweep import engine
 from bpexp.experiments.remedies import bn
+from bpexp.experiments.remedies import figures as RF
+from bpexp.experiments.remedies import text as RX
+from bpexp.report import fmt
 from bpexp.experiments.remedies import theory as RT
 from bpexp.experiments.remedies import width as W
 
@@ -48,14 +51,19 @@ def test_cli_remedies_order_as_theory_says(tmp_path):
     batch-normalized nets' (and ReLU + He's); the stored norms equal those the library's mlp
     (models.get("mlp").grad) computes from the same initial weights; the theory factors match."""
     cmd = [sys.executable, "-m", "bpexp", "+experiment=remedies", f"outputs.root={tmp_path}",
-           "experiment.depths=[2,30]", "data.m=200",
-           "train.steps=5", "sweep.seeds=2", "sweep.progress=false"]
+           "experiment.depths=[2,30]", "data.m=200", "experiment.widths=[16,64]",
+           "experiment.width_seeds=4", "train.steps=5", "sweep.seeds=2", "sweep.progress=false"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     run_dir = Path(r.stdout.strip().splitlines()[-1][len("run dir: "):])
     s = json.loads((run_dir / "summary.json").read_text())
-    for f in ("remedies_grad_norms.png", "remedies_summary.png"):
+    for f in ("remedies_grad_norms.png", "remedies_summary.png", "relu_width.png",
+              "remedies_weight_grads.png"):
         assert (run_dir / "figures" / f).stat().st_size > 1000, f
+    assert (run_dir / "report.md").read_text().split("\n")[2] == "## What this run shows"
+    _check_width_study(run_dir, s)
+    _check_bn_parts(s)
+    _check_claims(s)
     R = {k: v["depths"]["30"] for k, v in s["remedies"].items()}
     for k in ("residual", "batchnorm", "relu_he"):
         assert R["sigmoid"]["ratio_first_last"] < 1e-12 * R[k]["ratio_first_last"], k
@@ -222,3 +230,94 @@ def test_bn_decomposition_against_autodiff_deltas():
     assert 0 < T < 1.5
     assert out["transfer"] < out["transfer_independent"] - 0.03
     assert abs(out["transfer_independent"] - 1) < 0.1
+
+
+def _check_width_study(run_dir, s):
+    """The ReLU + He width study of the CLI run: theory beside measurement per width, the
+    stored squared norms recomputed in numpy for one seed, the summary recomputed from them."""
+    rw = s["relu_width"]
+    assert rw["depth"] == 30 and len(rw["seeds"]) == 4 and list(rw["widths"]) == ["16", "64"]
+    ds = bpexp.load(run_dir)
+    sq = ds["relu_width_sq_norms"]
+    assert sq.dims == ("width", "width_seed", "layer", "example")
+    Xy = np.load(run_dir / "data.npz")
+    X, Y = Xy["X"].astype(np.float64), Xy["Y"].astype(np.float64)
+    for h, e in rw["widths"].items():
+        t, m = e["theory"], e["measured"]
+        # per-example factor: within 4 standard errors (+0.01: the softmax's homogeneity lift)
+        assert abs(np.log(m["factor_per_example"] / t["factor_per_example"])) < \
+            4 * m["log_factor_se"] + 0.01, (h, m, t)
+        assert abs(m["mean_sq_ratio"] - 1) < 4 * m["mean_sq_ratio_se"] + 0.02, (h, m)
+        # the batch factor lies between the per-example law and the mean field
+        assert t["factor_per_example"] - 0.02 < m["factor_batch"] < 1.02, (h, m)
+        np.testing.assert_allclose(m["log_ratio_var"], t["log_ratio_var"], rtol=0.35)
+        got = sq.sel(width=int(h)).values
+        again = W.measure(got, int(h), Y.shape[0])
+        for k in ("factor_per_example", "mean_sq_ratio", "factor_batch"):
+            np.testing.assert_allclose(again[k], m[k], rtol=1e-12)
+    # seed 0, width 16 in numpy from the same draws (float32 weights, float64 arithmetic)
+    h = 16
+    draws = engine.uniform_draws(jax.random.split(jax.random.PRNGKey(0))[0], X.shape[0], h,
+                                 Y.shape[0], 30, jnp.float32)
+    p = {k: np.asarray(v, np.float64) for k, v in engine.init_stack(draws, "he", 1.0).items()}
+    Ws = [p["W_in"]] + list(p["W_h"]) + [p["W_out"]]
+    a, masks = X, []
+    for Wl in Ws[:-1]:
+        z = Wl @ a
+        masks.append(z > 0)
+        a = np.maximum(z, 0)
+    zL = Ws[-1] @ a
+    P = np.exp(zL - zL.max(0))
+    P /= P.sum(0)
+    d = (P - Y) / Y.shape[1]
+    ref = [np.sum(d ** 2, axis=0)]
+    for Wl, mk in zip(Ws[:0:-1], masks[::-1]):
+        d = (Wl.T @ d) * mk
+        ref.append(np.sum(d ** 2, axis=0))
+    ref = np.array(ref[::-1])                                  # [layer 1..31, example]
+    got = sq.sel(width=h).values[0]
+    alive = np.all(ref[:30] > 0, axis=0)
+    np.testing.assert_allclose(got[:, alive], ref[:, alive], rtol=2e-3)
+
+
+def _check_bn_parts(s):
+    """The batch-norm decomposition: parts multiply to measured / predicted; the shortfall is
+    the transfer (dz tied to W), which independent weights remove; compounded over the hidden
+    layers it explains the summary's gap between the predicted and measured dz ratio at depth
+    30 to within x1.5."""
+    b = s["bn_parts"]
+    np.testing.assert_allclose(b["measured_over_predicted"],
+                               b["transfer"] * b["gain_over_predicted"] * b["projection"],
+                               rtol=1e-9)
+    assert b["transfer"] < b["transfer_independent"] - 0.03
+    assert abs(b["gain_over_predicted"] - 1) < 0.02 and 0.97 < b["projection"] <= 1
+    d = s["remedies"]["batchnorm"]["depths"]["30"]
+    gap = d["dz_ratio_first_last_predicted"] / d["dz_ratio_first_last"]
+    assert 1 / 1.5 < RX.bn_compound(s) / gap < 1.5, (RX.bn_compound(s), gap)
+
+
+def _check_claims(s):
+    """Every sentence and title states numbers of the summary: recomputed here."""
+    n = len(s["seeds"])
+    div = RX.diverged_text(s)
+    for name, e in s["remedies"].items():
+        for D, d in e["depths"].items():
+            said = f"{d['diverged']} of {n} seeds at depth {D}"
+            assert (said in div) == (d["diverged"] > 0), (name, D, div)
+    rows = RX.width_rows(s)
+    dev = max(abs(e["measured"]["factor_per_example"] / e["theory"]["factor_per_example"] - 1)
+              for e in s["relu_width"]["widths"].values())
+    assert RX.width_max_dev(s) == pytest.approx(dev, rel=1e-12)
+    assert f"within {dev:.1%}" in RX.width_title(s)
+    m16 = s["relu_width"]["widths"]["16"]["measured"]["factor_per_example"]
+    assert f"{m16:.3f} (width 16)" in RX.width_title(s) and len(rows) == 2
+    shows = " ".join(RX.shows(s))
+    assert f"x{RX.bn_compound(s):.0f} over {s['bn_parts']['pairs']} layers" in shows
+    sig = s["remedies"]["sigmoid"]["depths"]["30"]["dz_ratio_first_last"]
+    assert RF.dz_title(s).startswith(f"Depth 30: dL/dz at layer 1 over layer L is "
+                                     f"{fmt(sig, 1)} with no remedy")
+    rest = [s["remedies"][k]["depths"]["30"]["dz_ratio_first_last"]
+            for k in ("relu_he", "residual", "batchnorm")]
+    assert f"{fmt(min(rest), 2)} to {fmt(max(rest), 2)} with a remedy" in RF.dz_title(s)
+    assert "ReLU + He" in RX.readme({"summary": s, "command": "python -m bpexp x",
+                                     "machine": {}})

@@ -176,9 +176,10 @@ def _zoom(ax, d, lossT, inits, class_entropy):
 def first_note(summary) -> str:
     """The first pair's story: dW_1 = dz_1 X^T with z-scored X."""
     r = summary["ratio_outside_band"]["first_pair_ratio_median"]
-    return ("right panel, hollow: dW_1 = dz_1 X^T with X z-scored\n(mean 0 per feature); the "
-            "activations above\nhave a positive mean, which the prediction\nignores. Median "
-            "measured / predicted:\n" + ", ".join(f"{k} x{v:.2f}" for k, v in r.items()))
+    return ("right panel, hollow = first pair:\ndW_1 = dz_1 X^T, X z-scored (mean 0\nper "
+            "feature); the activations above\nhave a positive mean, which the\nprediction "
+            "ignores. Median\nmeasured / predicted:\n"
+            + "\n".join(f"{k} x{v:.2f}" for k, v in r.items()))
 
 
 def ratio_title(summary) -> str:

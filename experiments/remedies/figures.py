@@ -66,7 +66,6 @@ def plot_remedy_norms(res, s, path):
                 plots.note(ax, "measured: batch (Frobenius) norms, between\nthe mean field and "
                                "the per-example law", loc="lower left")
             if name == "batchnorm" and s.get("bn_parts"):
-                ax.set_ylim(top=np.nanmax(y) * 40)
                 b = s["bn_parts"]
                 plots.note(ax, f"estimate assumes dz independent of W;\nmeasured ||W^T dz|| "
                                f"x{b['transfer']:.3f}/layer -> x{text.bn_compound(s):.0f} "
@@ -74,6 +73,11 @@ def plot_remedy_norms(res, s, path):
         ax.set_yscale("log")
         _log_ticks(ax.yaxis)
         lo, hi = ax.get_ylim()
+        if "batchnorm" in g and s.get("bn_parts"):   # room for the note above the curves
+            hi *= 30
+        if "relu_he" in g:                            # ... and below them
+            lo /= 5
+        ax.set_ylim(lo, hi)
         if hi / lo < 100:    # less than two decades: label 1-2-5 ticks too
             ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
             ax.yaxis.set_major_formatter(matplotlib.ticker.LogFormatterSciNotation(
@@ -152,19 +156,19 @@ def plot_remedy_summary(res, s, path):
         _log_ticks(ax.yaxis)
         ax.set_xlabel("depth D (hidden layers)")
         ax.set_ylabel(yl, fontsize=13)
-    a0.set_ylim(bottom=np.nanmin(res.dz_first_last) / 10)
+    a0.set_ylim(bottom=np.nanmin(res.dz_first_last) / 1e9)   # room for the note below
     a3.axis("off")
     seen = {}
     for ax in (a0, a1, a2):
         for h, lab in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(lab, h)
-    a3.legend(list(seen.values()), list(seen), loc="upper center", frameon=False, fontsize=12)
+    a3.legend(list(seen.values()), list(seen), loc="center", frameon=False, fontsize=12)
     if s.get("bn_parts"):
         b = s["bn_parts"]
-        a3.text(0.02, 0.0, f"Batch norm's estimate assumes dL/dz independent of W; batch norm\n"
-                f"ties them (||W^T dz|| x{b['transfer']:.3f} per layer), x{text.bn_compound(s):.0f}"
-                f" at depth {b['depth']}: see the report", fontsize=11,
-                transform=a3.transAxes, va="bottom", color="0.25")
+        plots.note(a0, f"batch norm: the estimate assumes dz\nindependent of W; batch norm "
+                       f"ties them\n(||W^T dz|| x{b['transfer']:.3f}/layer): "
+                       f"x{text.bn_compound(s):.0f} too high at D = {b['depth']}",
+                   loc="lower left")
     div = text.diverged_text(s)
     fig.suptitle(f"Remedies vs depth (lr {res.lr:g}): "
                  + (div if div else "no run diverged"), fontsize=14 if div else 17)
