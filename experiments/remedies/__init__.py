@@ -8,13 +8,20 @@ Theory: each remedy's per-layer factor of the back-propagated dL/dz (REMEDY_THEO
 per run from the measured E[f'^2]): the Glorot factor sqrt(n Var(W) E[f'^2]) for the inits
 (x0.14 per layer plain, x0.23 Xavier, 1 for ReLU + He; Glorot & Bengio 2010), the Jacobian
 I + W^T diag f' for skip connections (He et al. 2016: dL/da never shrinks through the identity
-path), and for batch norm (Ioffe & Szegedy 2015) a factor free of the scale of W (about 1;
-the prediction is an upper estimate: the batch-norm backward projects dL/dy onto the
-complement of 1 and zhat, which can only shorten it).
+path), and for batch norm (Ioffe & Szegedy 2015) a factor free of the scale of W (about 1).
+Two refinements, measured by the run: (1) the ReLU + He factor 1 is a mean, E[R] of the squared
+per-layer ratio; a run reports a geometric mean, and at width h one example's R is exactly
+(2/h) chi^2_K, K ~ Bin(h, 1/2) (Hanin 2018; Hanin & Nica 2019), so the measured factor is
+exp(E[log R]/2) ~ 1 - 5/(4h) (remedies.width; widths 16..128 at the deepest depth); (2) the
+batch-norm estimate assumes dL/dz independent of W, which batch norm's scale invariance breaks
+(dL/dw_i is orthogonal to w_i), so it overshoots by a few % per layer (remedies.bn splits the
+factor into transfer, gain and projection).
 Expected: at depth 30 the plain sigmoid's ||dL/dW_1|| / ||dL/dW_L|| is ~1e-25 while the
 residual and batch-normalized nets keep it within a few decades of 1 and ReLU + He near 1;
 only the repaired nets still train at depth 30 (ReLU + He at the shared lr 0.5 diverges in
-some seeds: that lr is near its stability edge).
+some seeds: that lr is near its stability edge); the finite-width law matches the measured
+ReLU + He factor per example at every width within its standard errors, and the transfer
+shortfall of batch norm compounds to the gap between its estimate and the measurement.
 """
 
 from __future__ import annotations

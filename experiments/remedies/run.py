@@ -131,15 +131,21 @@ def compute_remedies(cfg, run) -> RemedyResult:
     freq = freq[freq > 0]
     res = RemedyResult(n=ds.n, m=ds.m, d_out=ds.d_out, width=h, lr=lr, remedies=names,
                        depths=depths, seeds=seeds, class_entropy=float(-freq @ np.log(freq)), **M)
-    if P.widths:   # ReLU + He at the deepest depth over widths (finding 5)
+    return _studies(cfg, run, res, X, Y, dtype)
+
+
+def _studies(cfg, run, res, X, Y, dtype):
+    """The two studies at the deepest depth: ReLU + He over widths (finding 5) and the
+    batch-norm factor in three parts."""
+    P, dmax, out = cfg.experiment, max(res.depths), cfg.model.output
+    if P.widths:
         wseeds = make.seed_values(P.width_seeds, cfg.seed)
         with run.timed("relu_width_study"):
             res.relu_width, res.relu_width_sq = finite_width.study(
-                X, Y, dmax, list(P.widths), wseeds,
-                                                            dtype, out)
-    if "batchnorm" in names and dmax >= 2:
+                X, Y, dmax, list(P.widths), wseeds, dtype, out)
+    if "batchnorm" in res.remedies and dmax >= 2:
         with run.timed("batchnorm_decomposition"):
-            res.bn_parts = bn.decompose(X, Y, dmax, h, seeds, dtype, out)
+            res.bn_parts = bn.decompose(X, Y, dmax, res.width, res.seeds, dtype, out)
     return res
 
 

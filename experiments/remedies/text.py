@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+from bpexp.experiments.depth_sweep.text import machine_text
 from bpexp.report import fmt
 
 
@@ -115,9 +116,8 @@ def readme(record) -> str:
     Dm, D0 = s["depths"][-1], s["depths"][0]
     mid = s["depths"][len(s["depths"]) // 2]
     m = record.get("machine") or {}
-    lines = [f"`{record['command']}` ({len(s['seeds'])} seeds, width {s['width']}; "
-             f"recorded on {m.get('platform', '?')}, {m.get('cpu_count', '?')} CPUs, "
-             f"{m.get('backend', '?')}):", "",
+    lines = [f"`{record['command']}` ({len(s['seeds'])} seeds, width {s['width']}; recorded "
+             f"on {machine_text(m)}):", "",
              f"| remedy | per-layer factor, theory | measured | RMS dz_1 / dz_L, theory | "
              f"measured | dW_1 / dW_L | final loss D = {D0} | D = {mid} | D = {Dm} |",
              "|---|---|---|---|---|---|---|---|---|"]
