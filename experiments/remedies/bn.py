@@ -18,6 +18,8 @@ distribution, independent of delta): it returns to ~1, which locates the shortfa
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,19 +28,24 @@ from bpexp import primitives, stacked, theory, train
 from bpexp.experiments.depth_sweep import engine
 
 
-def _pieces(X, Y, D, h, seeds, dtype, output):
-    """Per seed: the hidden W_l, delta_l, f'(y_l), inv_std_l (l = 1..D) and W_L, delta_L of
-    the batch-normalized sigmoid net (standard init) of the remedies run."""
-    n, d_out = X.shape[0], Y.shape[0]
-
-    def one(seed):
+@functools.lru_cache(maxsize=8)
+def _compiled(n, h, d_out, D, dtype, output):
+    """The jitted per-seed pass, one per shape (so repeated calls do not compile again)."""
+    def one(seed, X, Y):
         draws = engine.uniform_draws(train.run_keys(seed)[0], n, h, d_out, D, dtype)
         q = stacked.unstack(engine.init_stack(draws, "standard", 1.0, "batch"), D)
         _, _, fp, deltas = stacked.loss_and_grad(q, X, Y, "sigmoid", output, False, "batch")
         return ([q[f"W{l}"] for l in range(1, D + 2)], [deltas[l] for l in range(1, D + 2)],
                 [c.fprime for c in fp.caches], [c.inv_std for c in fp.caches])
 
-    out = jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.int32))
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+
+
+def _pieces(X, Y, D, h, seeds, dtype, output):
+    """Per seed: the hidden W_l, delta_l, f'(y_l), inv_std_l (l = 1..D) and W_L, delta_L of
+    the batch-normalized sigmoid net (standard init) of the remedies run."""
+    f = _compiled(X.shape[0], h, Y.shape[0], D, jnp.dtype(dtype), output)
+    out = f(jnp.asarray(seeds, jnp.int32), X, Y)
     return jax.tree.map(lambda a: np.asarray(a, np.float64), out)
 
 

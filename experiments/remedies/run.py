@@ -89,8 +89,7 @@ def compute_remedies(cfg, run) -> RemedyResult:
     M.update({k: np.full(shp, np.nan) for k in ("ratio_first_last", "dz_first_last",
                                                  "dz_first_last_predicted", "bound")})
     M["loss"] = np.full(shp + (steps + 1,), np.nan)
-    seeds_arr = jnp.asarray(seeds, jnp.int32)
-    scale = cfg.model.init_scale
+    seeds_arr, scale = jnp.asarray(seeds, jnp.int32), cfg.model.init_scale
     with np.errstate(divide="ignore", invalid="ignore"):
         for ri, name in enumerate(names):
             r = REMEDIES[name]
@@ -138,7 +137,7 @@ def _studies(cfg, run, res, X, Y, dtype):
     """The two studies at the deepest depth: ReLU + He over widths (finding 5) and the
     batch-norm factor in three parts."""
     P, dmax, out = cfg.experiment, max(res.depths), cfg.model.output
-    if P.widths:
+    if P.widths and dmax >= 2:    # the law needs two hidden layers (one hidden pair)
         wseeds = make.seed_values(P.width_seeds, cfg.seed)
         with run.timed("relu_width_study"):
             res.relu_width, res.relu_width_sq = finite_width.study(
