@@ -217,7 +217,7 @@ def _cli(tmp_path, *overrides):
                                rtol=1e-12)
     assert ds["loss"].dims[-1] == "step" and ds.sizes["step"] == 21
     # the class entropy and the outside-band counts, recomputed from data.npz and the store
-    freq = np.load(run_dir / "data.npz")["Y"].mean(axis=1)
+    freq = np.load(run_dir / "data.npz")["Y"].astype(np.float64).mean(axis=1)
     freq = freq[freq > 0]
     np.testing.assert_allclose(s["class_entropy"], -np.sum(freq * np.log(freq)),
                                rtol=1e-10)

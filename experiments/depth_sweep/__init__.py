@@ -268,7 +268,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
              ["init", "D", "||dW_1|| init", "||dW_L|| init", "Glorot", "dz ratio meas.",
               "dW ratio pred.", "dW ratio meas.", "|dz_1|/|dz_L|", "bound", "initial loss",
               "final loss"], per_depth)),
-         ("After training", "Bottom row of grad_norms_vs_layer.png; deepest net, medians over "
+         ("After training", "grad_norms_after_training.png; deepest net, medians over "
           "seeds. The back-propagated dL/dz still falls towards the input as at init, but the "
           "weight-gradient norms of the nets that stopped learning become nearly flat across "
           "layers. Since dW_l = delta_l a_{l-1}^T, the activations make up the difference; a "

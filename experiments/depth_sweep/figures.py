@@ -20,10 +20,6 @@ def _end_ratios(res, wi, di, ii, D):
     return g0[:, 0] / g0[:, D], gT[:, 0] / gT[:, D], d0[:, 0] / d0[:, D], dT[:, 0] / dT[:, D]
 
 
-def _subplots(rows, cols, **kw):
-    return plt.subplots(rows, cols, squeeze=False, **kw)
-
-
 def _log_ticks(axis):
     """Decade ticks only: minor log ticks on many decades make the figures slow to lay out."""
     axis.set_major_locator(matplotlib.ticker.LogLocator(numticks=8))
@@ -40,7 +36,7 @@ def plot_activation(activation, path):
         curves.append(("tanh", np.tanh(z), 1 - np.tanh(z) ** 2, 1.0))
     elif activation == "relu":
         curves.append(("relu", np.maximum(z, 0), (z > 0).astype(float), 1.0))
-    fig, axes = _subplots(1, len(curves), figsize=(5.5 * len(curves), 3.8))
+    fig, axes = plots.slide(1, len(curves), squeeze=False)
     for ax, (name, f, fp, mx) in zip(axes[0], curves):
         ax.plot(z, f, color="tab:blue", label=f"{name}(z)")
         ax.plot(z, fp, color="tab:red", label=f"{name}'(z)")
@@ -51,8 +47,11 @@ def plot_activation(activation, path):
         ax.set_xlabel("pre-activation z")
         ax.set_ylabel("value")
         ax.set_title(f"{name} and its derivative (max {mx:g} at z = 0)" if name != "relu"
-                     else "relu and its derivative (1 for z > 0)", fontsize=10)
-        ax.legend(fontsize=8, loc="center right" if name == "tanh" else "upper left")
+                     else "relu and its derivative (1 for z > 0)", fontsize=14)
+        ax.legend(fontsize=12, loc="center right" if name == "tanh" else "upper left")
+    fig.suptitle("sigma'(z) <= 1/4: each sigmoid layer passes back at most a quarter of the "
+                 "gradient" + (f"; {activation}' <= 1" if activation != "sigmoid" else ""),
+                 fontsize=15)
     return plots.save(fig, path)
 
 

@@ -35,6 +35,8 @@ def dz_title(s) -> str:
             ("sigmoid", "xavier")]
     if rest:
         parts.append(f"{text.fmt(min(rest), 2)} to {text.fmt(max(rest), 2)} with a remedy")
+    if not parts:
+        return f"Depth {Dm}: dL/dz per layer at init, each remedy beside its theory"
     return f"Depth {Dm}: dL/dz at layer 1 over layer L is " + ", ".join(parts)
 
 
