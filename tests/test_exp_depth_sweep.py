@@ -309,6 +309,7 @@ def _summary():
         return {"factor_measured_dz": fm, "factor_predicted": fp, "factor_measured": fmw,
                 "factor_predicted_weight": fpw, "final_loss": loss,
                 "final_loss_iqr": [loss - 0.01, loss + 0.01], "delta_attenuation": 1e-3,
+                "grad_norms_init": [1e-4, 1e-2, 1.0], "grad_norms_final": [2e-3, 1e-3, 1e-2],
                 "bound_with_weight_norms": 2e-3}
     inits = {"standard": {"n_var_w_hidden": 1 / 3, "depths": {
                  "1": depth(0.2, 0.21, 0.3, 0.31, 0.3), "4": depth(0.13, 0.133, 0.17, 0.16,
@@ -339,6 +340,8 @@ def test_titles_and_sentences_state_the_summary():
     assert DF.ratio_title(s) == ("dL/dz: all within x2 of Glorot; dW: 3 of 20 outside, 2 of "
                                  "them the first layer pair")
     assert "standard x1.60\nnormal x0.36" in DF.first_note(s)
+    assert DF.after_title(s) == ("After 10 GD steps, ||dW_1|| / ||dW_L|| at D = 4: standard "
+                                 "0.2 (init 0.0001), normal 0.2 (init 0.0001)")
     shows = " ".join(DX.shows(s))
     assert "x0.130 with the standard init (Glorot predicts 0.133)" in shows
     assert f"within {abs(0.67 / 0.69 - 1):.1%}" in shows and "every run" in shows

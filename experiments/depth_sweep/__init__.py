@@ -34,8 +34,8 @@ from bpexp import models, report
 from bpexp.theory import init_variance
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
-from bpexp.experiments.depth_sweep.figures import (_end_ratios, first_note, grad_title,
-                                                   loss_title,
+from bpexp.experiments.depth_sweep.figures import (_end_ratios, after_title, first_note,
+                                                   grad_title, loss_title,
                                                    plot_activation, plot_final_loss,
                                                    plot_grad_norms, plot_ratios, ratio_title)
 from bpexp.experiments.depth_sweep.text import readme, shows  # noqa: F401
@@ -204,8 +204,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
                 res.ratio_predicted_weight[0], act, widths[0], ratio_title(summary),
                 run.figure(figs[3]), first_note(summary))
     plot_grad_norms(depths, inits, res.grad_norm_final[0], None, act, f"after {steps} steps",
-                    widths[0], f"After {steps} GD steps (lr {lr:g}): per-layer weight-gradient "
-                    "norms", run.figure(figs[4]))
+                    widths[0], after_title(summary), run.figure(figs[4]))
 
     Dm, fmax = depths[-1], fprime_max(act)
     header = ["init", "n Var(W)", "E f'(z)^2", "Glorot", "dz ratio", "dW pred.", "dW ratio",

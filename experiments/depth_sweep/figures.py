@@ -105,6 +105,19 @@ def plot_grad_norms(depths, inits, G, pred_w, activation, when, width, title, pa
     return plots.save(fig, path)
 
 
+def after_title(summary) -> str:
+    """The appendix's takeaway: ||dW_1|| / ||dW_L|| of the deepest net after training beside
+    its value at init, per init (medians over seeds of each layer, as the summary holds)."""
+    Dm = summary["depths"][-1]
+    parts = []
+    for k, e in summary["inits"].items():
+        d = e["depths"][str(Dm)]
+        g0, gT = d["grad_norms_init"], d["grad_norms_final"]
+        parts.append(f"{k} {gT[0] / gT[-1]:.2g} (init {g0[0] / g0[-1]:.2g})")
+    return (f"After {summary['steps']} GD steps, ||dW_1|| / ||dW_L|| at D = {Dm}: "
+            + ", ".join(parts))
+
+
 def loss_title(summary) -> str:
     Dm, H = summary["depths"][-1], summary["class_entropy"]
     at = {k: e["depths"][str(Dm)]["final_loss"] for k, e in summary["inits"].items()}
