@@ -68,19 +68,12 @@ def shows(s) -> list[str]:
     return out
 
 
-def machine_text(m) -> str:
-    """Where a recorded run ran: backend, jax version, platform (and CPUs when recorded)."""
-    cpus = f", {m['cpu_count']} CPUs" if m.get("cpu_count") else ""
-    return f"{m.get('backend', '?')}, jax {m.get('jax', '?')}, {m.get('platform', '?')}{cpus}"
-
-
 def readme(record) -> str:
     """The README block: the command and the table of the deepest depth, then :func:`shows`."""
     s = record["summary"]
     Dm, at = _deepest(s)
-    m = record.get("machine") or {}
-    lines = [f"`{record['command']}` ({len(s['seeds'])} seeds, width {s['width']}; recorded "
-             f"on {machine_text(m)}):", "",
+    lines = [f"`{record['command']}` ({len(s['seeds'])} seeds, width {s['width']}; no "
+             "machine-dependent number here):", "",
              f"| init | n Var(W) | dL/dz factor, Glorot | measured | dW factor, predicted | "
              f"measured | ||dz_1|| / ||dz_L|| | bound | final loss D = {s['depths'][0]} | "
              f"D = {Dm} |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 
-from bpexp.experiments.depth_sweep.text import machine_text
 from bpexp.report import fmt
 
 
@@ -115,9 +114,8 @@ def readme(record) -> str:
     s = record["summary"]
     Dm, D0 = s["depths"][-1], s["depths"][0]
     mid = s["depths"][len(s["depths"]) // 2]
-    m = record.get("machine") or {}
-    lines = [f"`{record['command']}` ({len(s['seeds'])} seeds, width {s['width']}; recorded "
-             f"on {machine_text(m)}):", "",
+    lines = [f"`{record['command']}` ({len(s['seeds'])} seeds, width {s['width']}; no "
+             "machine-dependent number here):", "",
              f"| remedy | per-layer factor, theory | measured | RMS dz_1 / dz_L, theory | "
              f"measured | dW_1 / dW_L | final loss D = {D0} | D = {mid} | D = {Dm} |",
              "|---|---|---|---|---|---|---|---|---|"]
