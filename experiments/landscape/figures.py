@@ -67,7 +67,7 @@ def fig_surfaces_3d(grids, crit, formulas, plane: Plane, slice_name, title, path
         ax.plot_surface(A, B, Z, cmap="viridis", alpha=0.6, rstride=3, cstride=3, lw=0.2,
                         edgecolor="0.4", zorder=1)
         _mark(ax, crit[k], lift=0.12 * (Z.max() - Z.min()))
-        ax.set_box_aspect(None, zoom=1.15)
+        ax.set_box_aspect(None, zoom=1.3)
         ax.set_title(f"{'convex' if k == 'convex' else 'non-convex'}: {formulas[k]}",
                      fontsize=12)
         for set_label, t in zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel),
@@ -89,7 +89,7 @@ def fig_surfaces_3d(grids, crit, formulas, plane: Plane, slice_name, title, path
     ax = fig.add_subplot(2, 2, 4, projection="3d", computed_zorder=False)
     ax.plot_surface(A, B, np.log10(plots.positive(L)), cmap="viridis", alpha=0.6, lw=0.2,
                     edgecolor="0.4", zorder=1)
-    ax.set_box_aspect(None, zoom=1.15)
+    ax.set_box_aspect(None, zoom=1.3)
     mid = len(a) // 2
     ax.scatter([0], [0], [np.log10(L[mid, mid])], color=plots.PALETTE[3], s=110, edgecolor="k",
                depthshade=False, zorder=21)
@@ -124,9 +124,10 @@ def fig_critical_points(grids, crit, formulas, title, path):
     tab.axis("off")
     if rows:
         t = tab.table(cellText=rows, colLabels=["#", "kind", "w", "f(w)", "Hessian eig."],
-                      cellLoc="center", bbox=[0, 0.12, 1, 0.76])
+                      cellLoc="center", bbox=[0, 0.04, 1, 0.9],
+                      colWidths=[0.09, 0.2, 0.31, 0.13, 0.27])
         t.auto_set_font_size(False)
-        t.set_fontsize(13)
+        t.set_fontsize(12)
     tab.set_title(f"signs of the Hessian eigenvalues: + + min, + - saddle, - - max;\n"
                   f"bowl: {formulas['convex']}", fontsize=13)
     fig.suptitle(title, fontsize=17)
@@ -134,18 +135,16 @@ def fig_critical_points(grids, crit, formulas, title, path):
 
 
 def _offscale_path(ax, pth, lim, color):
-    """Iterates outside [-lim, lim]^2 drawn clipped to the edge as open diamonds, plus a note
-    of where the path leaves and how far it goes; returns how many were off scale."""
+    """Iterates outside [-lim, lim]^2 drawn clipped to the edge as open diamonds; returns a
+    line saying where the path leaves the window and how far it goes ('' when it stays)."""
     off = np.max(np.abs(pth), axis=1) > lim
     if not off.any():
-        return 0
+        return ""
     clipped = np.clip(pth[off], -lim, lim)
     ax.plot(clipped[:, 0], clipped[:, 1], "D", mfc="none", mec=color, ms=10, mew=2,
             clip_on=False, zorder=7)
-    k = int(np.argmax(off))
-    plots.note(ax, f"leaves the window at step {k};\nmax |w| = "
-                   f"{np.max(np.abs(pth)):.3g} at step {len(pth) - 1}", "lower left")
-    return int(off.sum())
+    return (f"\noff the window from step {int(np.argmax(off))}; "
+            f"|w| up to {np.max(np.abs(pth)):.3g}")
 
 
 def _group_title(lrs, diverged, bound):
@@ -172,17 +171,18 @@ def fig_toy_gd(paths, losses, lrs, factors, bound, title, path):
     for ax, grp in zip(axes, groups):
         ax.contour(A, B, Z, levels=np.geomspace(0.05, Z.max(), 10), colors="0.6",
                    linewidths=0.8)
+        off = ""
         for i in grp:
             st = plots.style(int(i))
             ax.plot(paths[i, :, 0], paths[i, :, 1], "o-", color=st["color"], ms=5, lw=1.5,
                     label=f"lr {lrs[i]:g}")
-            _offscale_path(ax, paths[i], lim, st["color"])
+            off += _offscale_path(ax, paths[i], lim, st["color"])
         ax.plot(*paths[0, 0], "s", color="k", ms=9, zorder=8)
         ax.plot(0, 0, "+", color="k", ms=14, mew=2)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
-        ax.set_title(_group_title(lrs[grp], diverged[grp], bound), fontsize=14)
+        ax.set_title(_group_title(lrs[grp], diverged[grp], bound) + off, fontsize=14)
         ax.set_xlabel("w1")
         ax.set_ylabel("w2")
     for ax in axes[len(groups):-1]:
