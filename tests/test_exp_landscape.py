@@ -189,13 +189,17 @@ def test_cli_figures_fit_a_slide(tiny_run):
 def test_titles_state_the_summary(tiny_run):
     """Each figure's takeaway against the summary: counts, the bound's side, the outcome."""
     from bpexp.experiments.landscape import text
-    _, s, _ = tiny_run
+    _, s, M = tiny_run
     nc = s["nonconvex"]
     counts = (len(nc["minima"]), len(nc["saddles"]), len(nc["maxima"]))
     assert counts == (4, 4, 1)
     for t in (text.surfaces_title(s), text.critical_title(s)):
         assert "4 minima, 4 saddles, 1 maximum" in t
     assert "Convex bowl: 1 minimum" in text.surfaces_title(s)
+    L = M["slice_loss"].values
+    c = L[L.shape[0] // 2, L.shape[1] // 2]
+    assert text.surfaces_title(s).endswith(f"theta* within {(c - L.min()) / c:.2%} of its "
+                                           "slice's lowest loss")
     assert f"global min f = {min(p['value'] for p in nc['minima']):.3f}" in text.critical_title(s)
     # lr < 0.5 converges, lr > 0.5 diverges: computed here from the paths' closed form
     toy = text.toy_title(s)

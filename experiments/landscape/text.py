@@ -32,9 +32,10 @@ def _grad_max(s: dict) -> float | None:
 
 
 def surfaces_title(s: dict) -> str:
-    n = len(s["convex"]["minima"])
+    n, sl = len(s["convex"]["minima"]), s["slice"]
+    drop = (sl["center_loss"] - sl["min_loss"]) / sl["center_loss"]
     return (f"Convex bowl: {_n(n, 'minimum', 'minima')}; double well: {_points(s)}; "
-            f"trained net: slice around theta*")
+            f"trained net: theta* within {drop:.2%} of its slice's lowest loss")
 
 
 def critical_title(s: dict) -> str:
