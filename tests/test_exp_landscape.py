@@ -172,6 +172,88 @@ def test_cli_slice_center_projection_and_grid(tiny_run):
     assert abs(loss0 - M["train_loss"][0]) < 1e-12
 
 
+def _png_size(path):
+    data = path.read_bytes()[:24]
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_cli_figures_fit_a_slide(tiny_run):
+    """plots.STRICT's rule, checked on the saved PNGs: none wider than 2.2:1, none a strip."""
+    from bpexp import plots
+    run_dir, _, _ = tiny_run
+    for f in ("surfaces_3d.png", "critical_points.png", "toy_gd.png", "slice_trajectory.png"):
+        w, h = _png_size(run_dir / "figures" / f)
+        assert w <= plots.MAX_ASPECT * h and h >= 500, (f, w, h)
+
+
+def test_titles_state_the_summary(tiny_run):
+    """Each figure's takeaway against the summary: counts, the bound's side, the outcome."""
+    from bpexp.experiments.landscape import text
+    _, s, M = tiny_run
+    nc = s["nonconvex"]
+    counts = (len(nc["minima"]), len(nc["saddles"]), len(nc["maxima"]))
+    assert counts == (4, 4, 1)
+    for t in (text.surfaces_title(s), text.critical_title(s)):
+        assert "4 minima, 4 saddles, 1 maximum" in t
+    assert "Convex bowl: 1 minimum" in text.surfaces_title(s)
+    L = M["slice_loss"].values
+    c = L[L.shape[0] // 2, L.shape[1] // 2]
+    assert text.surfaces_title(s).endswith(f"theta* within {(c - L.min()) / c:.2%} of its "
+                                           "slice's lowest loss")
+    assert f"global min f = {min(p['value'] for p in nc['minima']):.3f}" in text.critical_title(s)
+    # lr < 0.5 converges, lr > 0.5 diverges: computed here from the paths' closed form
+    toy = text.toy_title(s)
+    conv = [k for k in ("0.15", "0.4", "0.49") if 2.0 * abs(1 - 4 * float(k)) ** 20 < 2.0]
+    assert conv == ["0.15", "0.4", "0.49"] and abs(1 - 4 * 0.52) > 1
+    assert toy.endswith("lr 0.15, 0.4, 0.49 < 2/4 converge; lr 0.52 > 2/4 diverges")
+    sl = s["slice"]
+    st = text.slice_title(s)
+    assert f"random plane (keeps {sl['captured_fraction']:.0%} of it)" in st
+    assert f"PCA plane (keeps {sl['pca']['captured_fraction']:.0%})" in st
+
+
+def test_report_shows_sentences_match_an_independent_recomputation(tiny_run):
+    """'What this run shows': each claim recomputed from the stored arrays in numpy."""
+    from bpexp.experiments.landscape import text
+    run_dir, s, M = tiny_run
+    md = (run_dir / "report.md").read_text()
+    shows = md.split("## What this run shows\n\n")[1].split("\n")[0]
+    assert shows == " ".join(text.shows(s))
+    assert 3 <= len(text.shows(s)) <= 5
+    kinds = M["nonconvex_kinds"].values.tolist()
+    n = [kinds.count(k) for k in ("minimum", "saddle", "maximum")]
+    assert f"finds {n[0]} minima, {n[1]} saddles, {n[2]} maximum" in shows
+    assert ("that is the 4 / 4 / 1 the theory gives" in shows) == (n == [4, 4, 1])
+    # toy GD: diverged iff the final loss exceeds the first, from the stored losses
+    loss = M["toy_loss"].values
+    div = {f"{lr:g}": bool(f[-1] > f[0]) for lr, f in zip(M["toy_lr"].values, loss)}
+    assert div == {"0.15": False, "0.4": False, "0.49": False, "0.52": True}
+    assert "lr 0.15, 0.4, 0.49 < 2/4 converge; lr 0.52 > 2/4 diverges, exactly as the bound" \
+        in shows
+    slow = int(np.argmax([max(abs(1 - lr), abs(1 - 4 * lr)) for lr in (0.15, 0.4, 0.49)]))
+    assert f"slowest converging run (lr 0.49, max |1 - lr h| = {abs(1 - 4 * 0.49):.2f})" in shows
+    assert f"to {loss[slow, -1]:.3g}." in shows
+    # the slice: centre vs trained loss and the drop to the grid minimum, from the stored grid
+    G = M["slice_loss"].shape[0]
+    L, P = M["slice_loss"].values, M["pca_loss"].values
+    c, pc = L[G // 2, G // 2], P[G // 2, G // 2]
+    assert abs(c - s["slice"]["trained_loss"]) <= 1e-12 * c
+    assert f"centre has loss {c:.6g}, the trained loss {s['slice']['trained_loss']:.6g}" in shows
+    assert f"{(c - L.min()) / c:.2%} below it in the random plane" in shows
+    assert f"{(pc - P.min()) / pc:.2%} below it in the PCA plane" in shows
+    # captured fractions: |lstsq projection of theta_0 - theta*| / |theta_0 - theta*|
+    T = M["trajectory"].values
+    v = T[0] - T[-1]
+    frac = {}
+    for name in ("slice", "pca"):
+        D = M[f"{name}_dirs"].values
+        coef = np.linalg.lstsq(D.T, v, rcond=None)[0]
+        frac[name] = np.linalg.norm(D.T @ coef) / np.linalg.norm(v)
+    assert f"random plane keeps {frac['slice']:.1%} of" in shows
+    assert f"the PCA plane {frac['pca']:.1%} (explained" in shows
+    assert ("as Li et al. (2018, s.7) report" in shows) == (frac["slice"] < 0.5 <= frac["pca"])
+
+
 # ------------------------------------------------------------------ pure helpers
 def test_separable_double_well_matches_cubic_roots():
     # c = 0: critical points are the 3 x 3 products of the roots of 4 w^3 - 4 w + t = 0
@@ -282,3 +364,41 @@ def test_cli_diverged_training_is_one_line_error(tmp_path):
     assert p.stderr.strip().splitlines() == [
         "error: optimizer.lr=100: training diverged (non-finite weights or loss), and a slice "
         "needs a finite trained point; lower it"]
+
+
+def _toy_summary(diverged):
+    """A summary with only what text.py reads; ``diverged`` maps lr text -> measured outcome."""
+    pt = {"w": [0.0, 0.0], "value": 0.0, "grad_norm": 1e-12, "hessian_eigs": [2.0, 2.0],
+          "kind": "minimum"}
+    lr = {k: {"diverged": d, "theory_diverges": float(k) > 0.5, "factors": [1 - float(k),
+              1 - 4 * float(k)], "loss_initial": 11.0, "loss_final": 20.0 if d else 1.0}
+          for k, d in diverged.items()}
+    pca = {"center_loss": 0.5, "min_loss": 0.5, "captured_fraction": 0.3,
+           "explained_variance": [0.6, 0.3]}
+    return {"convex": {"minima": [pt]},
+            "nonconvex": {"minima": [pt] * 2, "saddles": [pt], "maxima": [], "degenerate": []},
+            "toy_gd": {"w0": [2.5, 2.0], "steps": 20, "divergence_bound": 0.5, "lr": lr},
+            "slice": {"center_loss": 0.5, "trained_loss": 0.5, "min_loss": 0.4,
+                      "captured_fraction": 0.6, "pca": pca}}
+
+
+def test_text_says_when_the_measurement_contradicts_the_theory():
+    from bpexp.experiments.landscape import text
+    s = _toy_summary({"0.1": False, "0.6": False, "0.7": True})
+    assert text.toy_title(s).endswith(
+        "lr 0.1 < 2/4 converges; lr 0.6 > 2/4 converges; lr 0.7 > 2/4 diverges")
+    shows = " ".join(text.shows(s))
+    assert "contradicts the bound lr < 0.5" in shows and "exactly as" not in shows
+    assert "2 minima, 1 saddle, 0 maxima" in shows and "outside that regime" in shows
+    assert "20.00% below it in the random plane and 0.00% below it in the PCA plane." in shows
+    assert "unlike the small random share" in shows
+    assert text.critical_title(s) == ("Double well: 2 minima, 1 saddle, 0 maxima "
+                                      "(|grad f| <= 1e-12); global min f = 0.000")
+
+
+def test_nice_colour_bar_ticks():
+    from bpexp.experiments.landscape.figures import nice_ticks
+    np.testing.assert_allclose(nice_ticks(0.47, 1.1), [0.5, 0.7, 1.0])
+    t = nice_ticks(1e-3, 1e3)
+    assert len(t) <= 6 and t[0] >= 1e-3 and t[-1] <= 1e3
+    np.testing.assert_allclose(nice_ticks(0.471, 0.479), [0.471, 0.479])  # none inside: the ends

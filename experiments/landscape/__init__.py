@@ -35,6 +35,7 @@ from bpexp import report
 from bpexp.theory import TOY_HESSIAN
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
+from bpexp.experiments.landscape import text
 from bpexp.experiments.landscape.figures import (
     fig_critical_points,
     fig_slice,
@@ -132,18 +133,6 @@ def validate(cfg):
                         f"train.steps={cfg.train.steps}")
 
 
-# ---------------------------------------------------------------- (a) analytic surfaces (numpy)
-
-
-# ---------------------------------------------------------------- (b) toy quadratic GD (numpy)
-
-
-# ---------------------------------------------------------------- (c) a trained model's slice
-
-
-# ---------------------------------------------------------------- compute
-
-
 # ---------------------------------------------------------------- save
 
 
@@ -187,33 +176,40 @@ def save(cfg, run, res: Result) -> dict:
 
 
 # ---------------------------------------------------------------- present
-def present(cfg, run, res: Result, summary: dict) -> None:
-    """Long because it writes the terminal table and report.md's sections in reading order;
-    each section is a few lines over the same values."""
-    P, crit, sl, toy = cfg.experiment, res.crit, summary["slice"], summary["toy_gd"]
-    G, bound = P.grid, res.bound
-    figs = ["surfaces_3d.png", "critical_points.png", "toy_gd.png", "slice_trajectory.png"]
-    fig_surfaces_3d(res.grids, crit, res.formulas, res.random,
-                    f"{cfg.model.name} on {cfg.data.name}: L(theta* + a d1 + b d2)",
-                    run.figure(figs[0]))
-    fig_critical_points(res.grids, crit, res.formulas, run.figure(figs[1]))
-    fig_toy_gd(res.toy_paths, res.toy_loss, res.toy_lrs, res.factors, bound, run.figure(figs[2]))
-    var = res.pca_var
-    fig_slice(res.steps, res.train_loss, res.final_loss,
-              [(res.random, "random plane", "random filter-normalized directions\n"
-                f"(Li et al. 2018; biases: {P.bias_dirs})", "a (units of d1)", "b (units of d2)"),
-               (res.pca, "PCA plane", f"PCA of the trajectory (variance {var[0]:.0%} + "
-                f"{var[1]:.0%})", "PC1 (parameter units)", "PC2 (parameter units)")],
-              f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name} "
-              f"lr={cfg.optimizer.lr:g}, {cfg.train.steps} steps", run.figure(figs[3]))
+FIGURES = ("surfaces_3d.png", "critical_points.png", "toy_gd.png", "slice_trajectory.png")
 
+
+def draw(cfg, run, res: Result, summary: dict) -> list[str]:
+    """The four figures, each titled with its takeaway computed from the summary (text.py)."""
+    P, var, figs = cfg.experiment, res.pca_var, list(FIGURES)
+    net = f"{cfg.model.name} on {cfg.data.name}"
+    fig_surfaces_3d(res.grids, res.crit, res.formulas, res.random, net,
+                    text.surfaces_title(summary), run.figure(figs[0]))
+    fig_critical_points(res.grids, res.crit, res.formulas, text.critical_title(summary),
+                        run.figure(figs[1]))
+    fig_toy_gd(res.toy_paths, res.toy_loss, res.toy_lrs, res.factors, res.bound,
+               text.toy_title(summary), run.figure(figs[2]))
+    fig_slice(res.steps, res.train_loss, res.final_loss,
+              [(res.random, "random plane", f"random plane (biases {P.bias_dirs})",
+                "a (units of d1)", "b (units of d2)"),
+               (res.pca, "PCA plane", f"PCA plane ({var[0]:.0%} + {var[1]:.0%} of variance)",
+                "PC1 (parameter units)", "PC2 (parameter units)")],
+              text.slice_title(summary), run.figure(figs[3]))
+    return figs
+
+
+def _rows(res: Result, summary: dict) -> list[list]:
+    """The theory-vs-measurement table."""
+    crit, sl, toy, bound, G = res.crit, summary["slice"], summary["toy_gd"], res.bound, \
+        summary["slice"]["grid"]
     nc = summary["nonconvex"]
     grad_max = max((p["grad_norm"] for p in crit["nonconvex"]), default=None)
     rows = [["convex bowl: critical points", len(crit["convex"]), "1 minimum at (0, 0)",
              ", ".join(f"{p['kind']} at ({p['w'][0]:.2g}, {p['w'][1]:.2g})"
                        for p in crit["convex"])],
             ["double well: minima / saddles / maxima",
-             f"{len(nc['minima'])} / {len(nc['saddles'])} / {len(nc['maxima'])}", "4 / 4 / 1",
+             f"{len(nc['minima'])} / {len(nc['saddles'])} / {len(nc['maxima'])}",
+             "4 / 4 / 1 (small c, t)",
              "none found" if grad_max is None else f"max |grad| {grad_max:.1e}"],
             ["double well: global minimum", nc["minima"][0]["value"] if nc["minima"] else None,
              "-", "at (%.4f, %.4f)" % tuple(nc["minima"][0]["w"]) if nc["minima"] else ""]]
@@ -235,9 +231,16 @@ def present(cfg, run, res: Result, summary: dict) -> None:
               f"random {sl['captured_fraction']:.2%}, PCA {pca['captured_fraction']:.2%}",
               "random: a small part; PCA: most (Li et al. s.7)",
               "|projection of theta_0 - theta*| / |theta_0 - theta*|"]]
+    return rows
+
+
+def present(cfg, run, res: Result, summary: dict) -> None:
+    """The figures, the terminal table and report.md (opening with what the run shows)."""
+    P, crit, G = cfg.experiment, res.crit, cfg.experiment.grid
+    figs = draw(cfg, run, res, summary)
+    rows = _rows(res, summary)
     header = ["quantity", "measured", "theory", "note"]
     report.print_table("landscape: theory vs measurement", header, rows)
-
     pts_rows = [[k, p["kind"], "(%.6f, %.6f)" % tuple(p["w"]), p["value"],
                  "(%.4g, %.4g)" % tuple(p["hessian_eigs"]), p["grad_norm"]]
                 for k in ("convex", "nonconvex") for p in crit[k]]
@@ -256,6 +259,4 @@ def present(cfg, run, res: Result, summary: dict) -> None:
          ("Theory vs measurement", report.markdown_table(header, rows)),
          ("Critical points", report.markdown_table(
              ["surface", "kind", "w", "f(w)", "Hessian eigenvalues", "|grad|"], pts_rows))],
-        figs))
-
-
+        figs, shows=text.shows(summary)))
