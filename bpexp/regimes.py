@@ -20,7 +20,7 @@ LABELS = ("lazy", "catapult", "divergent")
 
 
 def classify(loss, lr, sharpness_end=None, lam0=None, *, rise: float = 1.05,
-             converged: float = 1.0) -> str:
+             converged: float = 1.0, drop: float = 0.05) -> str:
     """The regime of one run from its loss curve ``loss[t]`` (t = 0 is the loss at
     initialization, then one entry per recorded step, the last one after training).
 
@@ -31,19 +31,22 @@ def classify(loss, lr, sharpness_end=None, lam0=None, *, rise: float = 1.05,
       2. "catapult" if the loss rose on the way: max_t loss[t] > rise * loss[0];
       3. "catapult" also if ``sharpness_end`` and ``lam0`` are both given and the curvature
          fell from above the stability edge to below it, lam0 * lr / 2 > 1 >= sharpness_end *
-         lr / 2 (a catapult whose spike in the top mode was hidden by the other modes' fall);
+         lr / 2, by at least the fraction ``drop`` of lam0, sharpness_end <= (1 - drop) lam0
+         (a catapult whose spike in the top mode was hidden by the other modes' fall; the
+         margin keeps out runs just above the edge whose curvature only lost the O(residual /
+         sqrt(width)) part as the loss converged);
       4. "lazy" otherwise (converged without the loss rising above ``rise`` x its start).
 
     ``lr``: the run's learning rate; ``sharpness_end``: the top Hessian eigenvalue at the end;
-    ``lam0``: the top Hessian eigenvalue at initialization. ``rise`` (> 1) is the tolerance on a
-    rise of the loss; ``converged`` (<= 1) the fraction of the initial loss the final loss must
-    be below."""
+    ``lam0``: the top Hessian eigenvalue at initialization. ``rise`` (>= 1) is the tolerance on
+    a rise of the loss; ``converged`` (<= 1) the fraction of the initial loss the final loss
+    must be below; ``drop`` (in [0, 1)) the curvature's fall that rule 3 needs."""
     loss = np.asarray(loss, np.float64)
     if loss.ndim != 1 or loss.size < 2:
         raise ValueError(f"loss must be a 1-D curve of >= 2 values, got shape {loss.shape}")
-    if not (rise >= 1 and 0 < converged <= 1 and lr > 0):
-        raise ValueError(f"need rise >= 1, 0 < converged <= 1, lr > 0; got {rise}, "
-                         f"{converged}, {lr}")
+    if not (rise >= 1 and 0 < converged <= 1 and 0 <= drop < 1 and lr > 0):
+        raise ValueError(f"need rise >= 1, 0 < converged <= 1, 0 <= drop < 1, lr > 0; got "
+                         f"{rise}, {converged}, {drop}, {lr}")
     if not np.all(np.isfinite(loss)) or (sharpness_end is not None
                                          and not np.isfinite(sharpness_end)):
         return "divergent"
@@ -52,7 +55,8 @@ def classify(loss, lr, sharpness_end=None, lam0=None, *, rise: float = 1.05,
     if loss.max() > rise * loss[0]:
         return "catapult"
     if (sharpness_end is not None and lam0 is not None
-            and lam0 * lr / 2 > 1 >= sharpness_end * lr / 2):
+            and lam0 * lr / 2 > 1 >= sharpness_end * lr / 2
+            and sharpness_end <= (1 - drop) * lam0):
         return "catapult"
     return "lazy"
 

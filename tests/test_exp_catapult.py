@@ -41,12 +41,15 @@ def test_classify_synthetic_curves():
     assert regimes.classify(stuck, 0.1, rise=2.0) == "lazy"
     # no visible rise, but the curvature fell from above 2/lr to below it: catapult
     assert regimes.classify(lazy, 0.1, sharpness_end=15.0, lam0=25.0) == "catapult"
-    assert regimes.classify(lazy, 0.1, sharpness_end=15.0, lam0=19.0) == "lazy"
+    assert regimes.classify(lazy, 0.1, sharpness_end=15.0, lam0=19.0) == "lazy"   # lam0 < 2/lr
+    # just above the edge, the curvature fell below 2/lr by less than drop x lam0: lazy
+    assert regimes.classify(lazy, 0.1, sharpness_end=20.0, lam0=21.0) == "lazy"
+    assert regimes.classify(lazy, 0.1, sharpness_end=20.0, lam0=21.0, drop=0.04) == "catapult"
     assert regimes.classify(lazy, 0.1, sharpness_end=np.nan) == "divergent"
     assert regimes.classify(spike, 0.1, converged=1e-3) == "divergent"   # not below 1e-3 x
     many = regimes.classify_many(np.stack([lazy, spike, blowup]), [0.1, 0.1, 0.1])
     assert many.tolist() == ["lazy", "catapult", "divergent"]
-    for bad in (dict(rise=0.5), dict(converged=0.0)):
+    for bad in (dict(rise=0.5), dict(converged=0.0), dict(drop=1.0)):
         with pytest.raises(ValueError):
             regimes.classify(lazy, 0.1, **bad)
     with pytest.raises(ValueError):
@@ -206,7 +209,7 @@ def test_takeaways_follow_the_summary():
          "uv_toy_eta_max_lambda0": 4.08, "relu_data_eta_max_lambda0": None}
     out = E.shows(s)
     assert out[0] == ("uv on one sample: eta_max lambda0 = 4.40 at width 64, 4.08 at width 256 "
-                      "(+2% from the theory's 4 at the widest width).")
+                      "(+2.0% from the theory's 4 at the widest width).")
     assert out[1] == ("relu on diabetes: eta_max lambda0 = n/a at width 64 (no edge inside the "
                       "grid at the widest width).")
     assert "2.00-2.00" in out[2] and "90% or more" in out[3]

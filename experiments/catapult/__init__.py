@@ -57,7 +57,7 @@ class Params:
     name: str = "catapult"
     models: list = field(default_factory=lambda: ["uv", "relu"])   # uv | relu
     settings: list = field(default_factory=lambda: ["toy", "data"])  # toy: one sample; data
-    widths: dict = field(default_factory=lambda: {"toy": [64, 4096], "data": [64, 1024]})
+    widths: dict = field(default_factory=lambda: {"toy": [64, 1024], "data": [64, 512]})
     c: dict = field(default_factory=_c_default)   # lr in units of 2/lambda0, per model
     seeds: int = 2               # initializations: seed, seed + 1, ...
     steps: int = 200             # full-batch GD steps
@@ -228,7 +228,7 @@ def shows(summary: dict) -> list[str]:
             if wide is None:
                 verdict = "no edge inside the grid at the widest width"
             else:
-                verdict = (f"{100 * (wide / th_[mdl] - 1):+.0f}% from the theory's "
+                verdict = (f"{100 * (wide / th_[mdl] - 1):+.1f}% from the theory's "
                            f"{th_[mdl]:g} at the widest width")
             out.append(f"{mdl} on {name}: eta_max lambda0 = {txt} ({verdict}).")
     lazy = [c["lazy_edge_lambda0"] for per in summary["cells"].values()
@@ -262,7 +262,8 @@ def present(cfg, run, res: Result, summary: dict) -> None:
              f"{P.every} steps ({P.lanczos_iters} warm Lanczos steps). Regime rule "
              f"(bpexp.regimes.classify): divergent if non-finite or final loss >= "
              f"{P.converged:g} x initial; catapult if the loss rose above {P.rise:g} x "
-             "initial or the sharpness fell from above 2/lr to below it; lazy otherwise. "
+             "initial or the sharpness fell from above 2/lr to below it (and by >= 5% of "
+             "lambda0); lazy otherwise. "
              "eta_max lambda0 = 2 x the midpoint of the bracket [largest c with no divergent "
              "seed below it, smallest c with every seed divergent above it]. Seeds "
              f"{[int(s) for s in res.seeds]}; compile {summary['compile_s']:.1f} s, run "
@@ -280,7 +281,7 @@ def readme(record: dict) -> str:
     S, mach = record["summary"], record["machine"]
     header, rows = table(S)
     return "\n".join([
-        f"Measured by `{record['command']}` ({mach.get('platform')}, {mach.get('cpu_count')} "
-        f"CPUs, jax {mach.get('jax')}; compile {S['compile_s']:.1f} s + run {S['run_s']:.1f} s "
-        "on that machine):", "", report.markdown_table(header, rows), "",
-        " ".join(shows(S))])
+        f"Measured by `{record['command']}` ({mach.get('platform')}, jax {mach.get('jax')}, "
+        f"{mach.get('backend')}; compile {S['compile_s']:.1f} s + run {S['run_s']:.1f} s wall "
+        "on that machine, shared with other jobs while it ran):", "",
+        report.markdown_table(header, rows), "", " ".join(shows(S))])
