@@ -196,8 +196,14 @@ def test_cli_small_run(tmp_path):
     assert "uv on one sample: eta_max lambda0 = 4.00 at width 1024" in rep
     for f in ("phase_diagram.png", "curves.png"):
         assert (d / "figures" / f).stat().st_size > 20_000
-    # the phase diagram's title states the summary's edges
+    html = (d / "report.html").read_text()
+    assert "uv: regime of every run" in html and "uv, data, width 128: loss curves" in html
+    # the titles state the summary's numbers: the phase diagram's edges, the curves' catapult
     assert figures.takeaway(s) == "uv diverges past eta lambda0 = 4.00 (theory 4)"
+    peak = loss[0, 2].max() / loss[0, 2, 0]                     # c = 1.9, the middle catapult
+    end = ds["uv_data_w128_sharpness"].values[0, 2, -1] * ds["uv_data_w128_lr"].values[0, 2] / 2
+    assert figures.catapult_caption(s, "uv", "data", 128) == (
+        f"uv: loss x{peak:.0f} up at c = 1.9, sharpness ends at {end:.2f} x 2/lr")
 
 
 def test_takeaways_follow_the_summary():

@@ -285,3 +285,6 @@ def readme(record: dict) -> str:
         f"{mach.get('backend')}; compile {S['compile_s']:.1f} s + run {S['run_s']:.1f} s wall "
         "on that machine, shared with other jobs while it ran):", "",
         report.markdown_table(header, rows), "", " ".join(shows(S))])
+
+
+from bpexp.experiments.catapult.page import page  # noqa: E402,F401  (the run page's figures)

@@ -91,6 +91,21 @@ def pick_runs(cell):
     return out
 
 
+def catapult_caption(summary, mdl, setting, width):
+    """The curves figure's headline for one model: the catapult run it draws (pick_runs' choice,
+    from the summary's regimes), its loss spike and final sharpness, from the summary."""
+    c = summary["cells"][mdl][setting][str(width)]
+    reg = np.array(c["regimes"])
+    for i in range(reg.shape[0]):
+        j = np.nonzero(reg[i] == "catapult")[0]
+        if j.size:
+            j = int(j[len(j) // 2])
+            return (f"{mdl}: loss x{c['peak_over_initial'][i][j]:.0f} up at c = "
+                    f"{summary['c'][mdl][j]:g}, sharpness ends at "
+                    f"{c['sharpness_end_lr_over_2'][i][j]:.2f} x 2/lr")
+    return None
+
+
 def curves(res, summary, path):
     """Loss (log) and sharpness x lr / 2 (1 = the stability edge 2/lr) of one run per regime,
     for each model at its widest width on the data set (or on one sample)."""
@@ -118,12 +133,11 @@ def curves(res, summary, path):
             if reg == "divergent":
                 plots.note(a2, f"divergent (c = {cell.cs[j]:g}): sharpness leaves the axis",
                            loc="upper right")
-            if reg == "catapult":
-                peak = np.nanmax(loss) / loss[0]
-                end = cell.sharpness[i, j, -1] * cell.lr[i, j] / 2
-                head.append(f"{mdl}: loss x{peak:.0f} up at c = {cell.cs[j]:g}, sharpness "
-                            f"ends at {end:.2f} x 2/lr")
-        plots.theory_line(a2, y=1.0, label="2/lr")
+        plots.theory_line(a2, y=1.0, label="2/lr (stability edge)")
+        a2.legend(fontsize=12, loc="center right", frameon=False)
+        line = catapult_caption(summary, mdl, cell.setting, cell.width)
+        if line:
+            head.append(line)
         a1.set_yscale("log")
         a1.set_xscale("log")
         a1.set_ylim(top=top * 3)
