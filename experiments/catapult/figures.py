@@ -53,9 +53,10 @@ def phase_diagram(res, summary, path):
         ax.set_xlabel("c = lr / (2/lambda0)")
         ax.set_ylabel("width")
         widest = summary["cells"][mdl][s][str(ws[-1])]["eta_max_lambda0"]
-        ax.set_title(f"{mdl}, {_name(summary, s)}: eta_max lambda0 = "
-                     f"{'n/a' if widest is None else f'{widest:.2f}'} (theory "
-                     f"{th.EDGE[mdl]:g})", fontsize=15)
+        edge = (f"none diverge up to {2 * cells[0].cs[-1]:g}" if widest is None
+                else f"eta_max lambda0 = {widest:.2f}")
+        ax.set_title(f"{mdl}, {_name(summary, s)}: {edge} (theory {th.EDGE[mdl]:g})",
+                     fontsize=15)
     for ax in axes.ravel()[len(keys):]:
         ax.axis("off")
     h, lab = axes.ravel()[0].get_legend_handles_labels()
