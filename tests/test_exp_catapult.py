@@ -198,6 +198,10 @@ def test_cli_small_run(tmp_path):
         assert (d / "figures" / f).stat().st_size > 20_000
     html = (d / "report.html").read_text()
     assert "uv: regime of every run" in html and "uv, toy, width 1024: loss curves" in html
+    block = E.readme({"summary": s, "command": "python -m bpexp +experiment=catapult",
+                      "machine": {}})
+    assert "| uv | one sample | 1024 | " in block and "| 4.00 | [3.80, 4.20] | 4 |" in block
+    assert all(sent in block for sent in E.shows(s))
     # the titles state the summary's numbers: the phase diagram's edges, the curves' catapult
     assert figures.takeaway(s) == "uv diverges past eta lambda0 = 4.00 (theory 4)"
     peak = loss[0, 2].max() / loss[0, 2, 0]                     # c = 1.9, the middle catapult

@@ -277,14 +277,12 @@ def present(cfg, run, res: Result, summary: dict) -> None:
 
 # ---------------------------------------------------------------- README block
 def readme(record: dict) -> str:
-    """The README block: the measured table of a recorded run, its command and machine."""
-    S, mach = record["summary"], record["machine"]
+    """The README block: the measured table of a recorded run and its command. Every number in
+    it is reproduced by a fresh run of the command (no timings: those stay in the prose)."""
+    S = record["summary"]
     header, rows = table(S)
-    return "\n".join([
-        f"Measured by `{record['command']}` ({mach.get('platform')}, jax {mach.get('jax')}, "
-        f"{mach.get('backend')}; compile {S['compile_s']:.1f} s + run {S['run_s']:.1f} s wall "
-        "on that machine, shared with other jobs while it ran):", "",
-        report.markdown_table(header, rows), "", " ".join(shows(S))])
+    return "\n".join([f"Measured by `{record['command']}`:", "",
+                      report.markdown_table(header, rows), "", " ".join(shows(S))])
 
 
 from bpexp.experiments.catapult.page import page  # noqa: E402,F401  (the run page's figures)
