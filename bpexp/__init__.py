@@ -1,6 +1,9 @@
 """bpexp: gradient descent and backpropagation, observable and checkable."""
 
+import time as _time
+
 __version__ = "0.1.0"
+STARTED = _time.time()   # this process's start, as near as the package sees it (run timings)
 
 
 def load(run_dir, verify: bool = True):

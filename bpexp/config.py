@@ -103,6 +103,7 @@ class SweepCfg:
 class OutputsCfg:
     root: str = "outputs"
     compile_cache: Any = None     # JAX's persistent compilation cache folder; null = off
+    figures: bool = True          # false: no PNGs, no report.html (big grids; numbers as always)
 
 
 @dataclass

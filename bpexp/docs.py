@@ -11,7 +11,10 @@ record of one real run: its summary.json, the config and the machine it ran on (
 Nothing between the markers is typed by hand: ``python -m bpexp.docs render`` rewrites the
 blocks, ``python -m bpexp.docs check`` (run by the tests) fails when README.md and the records
 disagree, and ``python -m bpexp.docs record RUN_DIR`` stores a new run's record (then render).
-Numbers that depend on the machine (timings) name the machine they were measured on.
+Numbers that depend on the machine (timings) are written through :func:`machine`, which names
+the machine they were measured on; the tests rerun each record's command and require the block
+it renders to equal the recorded one with those numbers masked (``MASK``): every other number
+in a block is reproduced by a fresh run.
 
     python -m bpexp +experiment=minibatch
     python -m bpexp.docs record outputs/minibatch/latest && python -m bpexp.docs render
@@ -35,6 +38,38 @@ BLOCK = re.compile(r"(?ms)^<!-- generated: (?P<name>[\w.-]+) -->\n(?P<body>.*?)"
 ENV_KEYS = ("platform", "python", "jax", "backend", "devices", "cpu_count", "git_commit", "start")
 
 
+MASK = False     # True: machine-dependent numbers render as "(machine-dependent)" (the tests)
+
+
+def machine(text: str, rec: dict) -> str:
+    """A machine-dependent number (a wall time, a speed ratio) as the README shows it:
+    ``text`` followed by the machine it was measured on."""
+    if MASK:
+        return "(machine-dependent)"
+    m = rec.get("machine") or {}
+    cores = f"{m['cpu_count']}-core " if m.get("cpu_count") else ""
+    backend = str(m.get("backend") or "unrecorded").upper()
+    where = f"a {cores}{backend} machine" if backend == "CPU" else f"{backend} ({cores}host)"
+    return f"{text} (machine-dependent: measured on {where})"
+
+
+def _as_typed(argv: list[str]) -> list[str]:
+    """The overrides as a user types them: the entry point's replace form of a whole value
+    (``~key`` then ``+key=value``) back to ``key=value``."""
+    out = []
+    for a in argv:
+        if out and a.startswith("+") and "=" in a and out[-1] == "~" + a[1:].split("=")[0]:
+            out[-1] = a[1:]
+        else:
+            out.append(a)
+    return out
+
+
+def measured(text: str) -> str:
+    """A machine-dependent number inside a table whose header names the machine (machine())."""
+    return "(machine-dependent)" if MASK else text
+
+
 def record(run_dir, name: str | None = None) -> dict:
     """The record of a finished run folder: experiment, command, summary, config, machine."""
     import yaml
@@ -45,9 +80,9 @@ def record(run_dir, name: str | None = None) -> dict:
         raise ValueError(f"{run_dir} has status {env.get('status')!r}; record a finished run")
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     exp = (cfg.get("experiment") or {}).get("name") or run_dir.parent.name
-    argv = [a for a in env.get("argv", [])[1:] if not a.startswith("outputs.root=")]
     return {"experiment": exp, "name": name or exp,
-            "command": "python -m bpexp " + " ".join(argv),
+            "command": outputs.command(_as_typed(env.get("argv", [])[1:]),
+                                       drop=("outputs.", "run_id", "sweep.progress")),
             "summary": json.loads((run_dir / "summary.json").read_text()), "config": cfg,
             "machine": {k: env.get(k) for k in ENV_KEYS}}
 

@@ -106,9 +106,12 @@ class Fig:
             fig.update_layout(height=height)
 
     def spec(self) -> dict:
-        import plotly.io as pio
+        if getattr(self.fig, "lite", False):       # bpexp.plotlite: already plain data
+            fig = self.fig.to_plotly_json()
+        else:
+            import plotly.io as pio
 
-        fig = json.loads(pio.to_json(self.fig, validate=False, pretty=False))
+            fig = json.loads(pio.to_json(self.fig, validate=False, pretty=False))
         fig.get("layout", {}).pop("template", None)   # one shared template per page
         out = {"figure": fig, "controls": self.controls}
         if self.keys is not None:
@@ -121,9 +124,11 @@ class Fig:
 
 
 def plotly_go():
-    import plotly.graph_objects as go
+    """The figure builder of the pages: bpexp.plotlite (plotly's graph_objects API, as plain
+    dicts: no per-property validation)."""
+    from bpexp import plotlite
 
-    return go
+    return plotlite
 
 
 def style_axes(fig, x=None, y=None, logx=False, logy=False, **kw):

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from bpexp import verify
+from bpexp import outputs, verify
 from bpexp.errors import UserError, die, quiet_interrupt
 from bpexp.outputs import run_dir, write_json
 from bpexp.resume import existing_run, reopen
@@ -75,12 +75,15 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
               "computing it again")
         reopen(folder)
     shard = (cfg.sweep.shard, cfg.sweep.num_shards) if cfg.sweep.shard is not None else None
+    outputs.FIGURES = bool(cfg.outputs.figures)
     run = None
     _on_sigint(signal.default_int_handler)   # from now on Ctrl-C is recorded in the folder
     try:
         with open_run(cfg.outputs.root, name, config_yaml, run_id=cfg.run_id,
                       shard=shard) as run:
             run.overrides = list(overrides)
+            import bpexp   # imports, config and validation: process start to the run folder
+            run.timings.setdefault("startup", round(run.t0 - bpexp.STARTED, 4))
             if run.resumed:
                 print(f"continuing run {run.id} in {run.dir}")
             elif getattr(module, "STREAMS", False):   # kill -9 prints nothing: say it now
@@ -110,7 +113,7 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
         _ended(run, f"error: a bug in bpexp ({type(e).__name__}: {_first_line(e)}); traceback "
                     f"in {run.dir / 'error.txt'}", code=1, resume=True)
     _note_in_sweep(run)
-    page = _write_pages(run)
+    page = _write_pages(run, page=outputs.FIGURES)
     if page is not None:
         print(f"report: {page}")
     print(f"run dir: {run.dir}")

@@ -102,7 +102,7 @@ def environment() -> dict:
             "python": platform.python_version(), "platform": platform.platform(),
             "jax": jax.__version__, "jaxlib": jaxlib.__version__, "optax": optax.__version__,
             "numpy": np.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
+            "devices": [str(d) for d in jax.devices()], "cpu_count": os.cpu_count(),
             "x64": bool(jax.config.jax_enable_x64),
             "matmul_precision": str(jax.config.jax_default_matmul_precision),
             "argv": list(sys.argv), "cwd": os.getcwd(),
@@ -111,6 +111,10 @@ def environment() -> dict:
 
 def _now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+FIGURES = True   # outputs.figures: False skips writing PNGs (plots.save) and the run's page
+FIGURE_S: dict[str, float] = {}   # seconds plots.save spent rendering + writing each PNG
 
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")   # safe as one folder name

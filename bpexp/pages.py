@@ -73,11 +73,18 @@ def _markdown(text: str) -> str:
 
 
 def _split_report(md: str) -> tuple[str, str, str]:
-    """report.md as (title + question + command, the sections, the figures section)."""
+    """report.md as (title + "What this run shows" + question + command, the sections, the
+    figures section): the page opens with the takeaways, then the curated figures."""
+    from bpexp.report import SHOWS
+
     parts = re.split(r"(?m)^(?=## )", md)
     head, rest = parts[0], parts[1:]
+    shows = [p for p in rest if p.startswith(f"## {SHOWS}")]
     figs = [p for p in rest if p.startswith("## Figures")]
-    body = [p for p in rest if not p.startswith("## Figures")]
+    body = [p for p in rest if not p.startswith(("## Figures", f"## {SHOWS}"))]
+    if shows:   # report.md puts the takeaways right after the title
+        title, _, tail = head.partition("\n")
+        head = title + "\n\n" + "".join(shows) + tail
     return head, "".join(body), "".join(figs)
 
 
@@ -185,8 +192,8 @@ def write_run(run_dir, standalone: bool = False) -> Path:
         f'<a href="{html.escape(index_link)}">all runs</a></div></header><main>',
         f'<p id="no-plotly" class="warn" hidden>plotly.js did not load from '
         f'<code>{html.escape(src)}</code> (the outputs folder\'s .assets): the figures need '
-        "it. Rebuild a page that carries it with <code>python -m bpexp.pages --standalone "
-        f"{html.escape(str(run_dir))}</code>.</p>",
+        "it; the static figures are shown instead. Rebuild a page that carries it with "
+        f"<code>python -m bpexp.pages --standalone {html.escape(str(run_dir))}</code>.</p>",
         _markdown(head),
     ]
     if problem:
@@ -194,6 +201,9 @@ def write_run(run_dir, standalone: bool = False) -> Path:
     out.append('<div id="figures">')
     out += [_fig_html(f, n) for n, f in enumerate(main)]
     out.append("</div>")
+    if figsec:   # shown instead of the interactive figures when plotly.js cannot load
+        out.append('<div id="png-fallback" hidden>'
+                   + _markdown(figsec.replace("## Figures", "", 1)) + "</div>")
     out.append(_markdown(body))
     if rest:
         out.append('<details class="lazy"><summary>Every stored array of metrics.zarr '
@@ -201,7 +211,7 @@ def write_run(run_dir, standalone: bool = False) -> Path:
         out += [_fig_html(f, len(main) + n) for n, f in enumerate(rest)]
         out.append("</details>")
     if figsec:
-        out.append("<details><summary>Static figures (figures/*.png)</summary>"
+        out.append('<details class="static"><summary>Static figures (figures/*.png)</summary>'
                    + _markdown(figsec.replace("## Figures", "", 1)) + "</details>")
     out.append(f'<p class="note">Drawn from this folder\'s stored data by bpexp.pages '
                f"(plotly {plotly.__version__}); rebuild with <code>python -m bpexp.pages "

@@ -31,7 +31,7 @@ SLIDE = (12.8, 7.2)      # inches: 16:9, 1280 x 720 px at DPI
 DPI = 100
 MAX_ASPECT = 2.2         # width : height of a saved PNG, at most
 MAX_PANELS = 4
-STRICT = False           # True once every experiment draws slides (tests set it)
+STRICT = True            # refuse a PNG wider than MAX_ASPECT (every experiment draws slides)
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision
 # deficiency; black is kept for theory
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
@@ -113,6 +113,14 @@ class AspectError(ValueError):
 def save(fig, path) -> Path:
     """PNG to a temporary name, then renamed; closes the figure. Refuses (AspectError) a
     figure whose saved PNG is wider than MAX_ASPECT : 1."""
+    from bpexp import outputs
+
+    if not outputs.FIGURES:   # outputs.figures=false: drawn, not rendered nor written
+        plt.close(fig)
+        return Path(path)
+    import time
+
+    t = time.perf_counter()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -121,30 +129,34 @@ def save(fig, path) -> Path:
     if w > MAX_ASPECT * h and STRICT:
         raise AspectError(f"{Path(path).name}: {w} x {h} px is wider than {MAX_ASPECT}:1")
     _atomic_bytes(Path(path), data)
+    outputs.FIGURE_S[Path(path).name] = round(time.perf_counter() - t, 4)
     return Path(path)
 
 
 def backprop_flow(nodes, edges, path, title="Backprop flow", *, height=1.6,
-                  backward_label="backward dL/d(node)", title_size=12):
+                  backward_label="backward dL/d(node)", title_size=18):
     """Computation graph left to right. ``nodes``: list of (label, forward_text, backward_text);
     ``edges``: list of (i, j, label) drawn as arrows i -> j. Forward values above each node,
     dL/d(node) below, from a real pass. ``height`` is the half-height of the drawing: raise it
     for multi-line (vector) node texts."""
-    fig, ax = plt.subplots(figsize=(2.6 * len(nodes) + 1, 2.25 * height + 0.5))
     xs = np.arange(len(nodes)) * 2.6
+    span = xs[-1] - xs[0] + 2.6
+    height = max(height, span / (2 * 2.0))   # a slide, not a strip: at most 2:1
+    fig, ax = plt.subplots(figsize=(SLIDE[0], SLIDE[0] * 2 * height / span + 0.6))
     for x, (label, fwd, bwd) in zip(xs, nodes):
-        ax.add_patch(plt.Circle((x, 0), 0.42, color="#dbe9f6", ec="tab:blue", lw=1.5, zorder=2))
-        ax.text(x, 0, label, ha="center", va="center", fontsize=12, zorder=3)
-        ax.text(x, 0.62, fwd, ha="center", va="bottom", fontsize=8.5, color="tab:blue")
-        ax.text(x, -0.62, bwd, ha="center", va="top", fontsize=8.5, color="tab:red")
+        ax.add_patch(plt.Circle((x, 0), 0.42, color="#dbe9f6", ec=PALETTE[0], lw=2, zorder=2))
+        ax.text(x, 0, label, ha="center", va="center", fontsize=18, zorder=3)
+        ax.text(x, 0.62, fwd, ha="center", va="bottom", fontsize=13, color=PALETTE[0])
+        ax.text(x, -0.62, bwd, ha="center", va="top", fontsize=13, color=PALETTE[3])
     for i, j, label in edges:
         ax.annotate("", xy=(xs[j] - 0.45, 0), xytext=(xs[i] + 0.45, 0),
-                    arrowprops=dict(arrowstyle="->", lw=1.4, color="0.3"))
-        ax.text((xs[i] + xs[j]) / 2, 0.1, label, ha="center", va="bottom", fontsize=7.5,
+                    arrowprops=dict(arrowstyle="->", lw=1.8, color="0.3"))
+        ax.text((xs[i] + xs[j]) / 2, 0.1, label, ha="center", va="bottom", fontsize=12,
                 color="0.25")
-    ax.text(xs[0] - 1.2, height - 0.1, "forward", color="tab:blue", fontsize=9, ha="left", va="top")
-    ax.text(xs[0] - 1.2, -height + 0.1, backward_label, color="tab:red", fontsize=9, ha="left",
-            va="bottom")
+    ax.text(xs[0] - 1.2, height - 0.1, "forward", color=PALETTE[0], fontsize=14, ha="left",
+            va="top")
+    ax.text(xs[0] - 1.2, -height + 0.1, backward_label, color=PALETTE[3], fontsize=14,
+            ha="left", va="bottom")
     ax.set_xlim(xs[0] - 1.3, xs[-1] + 1.3)
     ax.set_ylim(-height, height)
     ax.set_aspect("equal")

@@ -84,7 +84,11 @@ def report(title: str, question: str, command: str, sections: list[tuple[str, st
     out += [f"**Question.** {question}\n", f"```\n{command}\n```\n"]
     for head, body in sections:
         out.append(f"## {head}\n\n{body}\n")
-    if figures:
+    from bpexp import outputs
+
+    if figures and not outputs.FIGURES:
+        out.append("## Figures\n\nNot drawn: this run had `outputs.figures=false`.\n")
+    elif figures:
         out.append("## Figures\n")
         out += [f"![{f}](figures/{f})\n" for f in figures]
     return "\n".join(out)

@@ -271,6 +271,7 @@ class Run:
         if self.proc["status"] not in ("running",):  # already closed (failed, then SystemExit)
             return
         seconds = round(time.time() - self.t0, 3)
+        self.timings.update({f"figure {k}": v for k, v in outputs.FIGURE_S.items()})
         self.proc.update(status=status, end=_now(), seconds=seconds, timings=self.timings)
         if error:
             self.proc["error"] = error

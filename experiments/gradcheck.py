@@ -187,9 +187,47 @@ def present(cfg, run, res: Result, summary: dict) -> None:
                     f"{P.n_dirs} random directions, eps={P.fd_eps:g} (tolerance {TOL_FD:g}); "
                     f"float64, seed {cfg.seed}."),
          ("Per model", report.markdown_table(header, rows))],
-        ["gradcheck_errors.png"]))
+        ["gradcheck_errors.png"], shows=shows(summary, P)))
     print(f"{verdict}: {len(res.names)} models, worst {worst_ad:.1e} (autodiff), "
           f"{worst_fd:.1e} (finite differences)")
+
+
+def shows(s: dict, P) -> list[str]:
+    """report.md's opening sentences, computed from the summary."""
+    m = s["models"]
+    ad = max(m, key=lambda k: m[k]["rel_err_autodiff"])
+    fd = max(m, key=lambda k: m[k]["rel_err_fd"])
+    fails = [k for k, r in m.items()
+             if not (r["rel_err_autodiff"] < TOL_AUTODIFF and r["rel_err_fd"] < TOL_FD)]
+    big = max(m, key=lambda k: m[k]["n_params"])
+    return [
+        (f"All {len(m)} models pass" if not fails else f"{len(fails)} of {len(m)} models fail "
+         f"({', '.join(fails)})") + f": the hand-derived gradients equal jax.grad to "
+        f"{m[ad]['rel_err_autodiff']:.1e} relative at worst ({ad}; tolerance {TOL_AUTODIFF:g}) "
+        f"in float64.",
+        f"Against central finite differences along {P.n_dirs} random directions (eps "
+        f"{P.fd_eps:g}) the worst relative error is {m[fd]['rel_err_fd']:.1e} ({fd}; tolerance "
+        f"{TOL_FD:g}): the difference quotient's own O(eps^2) truncation and rounding error, "
+        "which is why its tolerance is looser than autodiff's.",
+        f"The largest network checked has {m[big]['n_params']} parameters ({big})."]
+
+
+def readme(record: dict) -> str:
+    """The README block: the worst errors of the recorded run, overall and for the residual /
+    batch-norm cases, with the number of cases."""
+    m = record["summary"]["models"]
+    rb = {k: r for k, r in m.items() if k.endswith(("_res", "_bn"))}
+
+    def worst(rows, key):
+        return max(r[key] for r in rows.values())
+
+    out = (f"`{record['command']}`: {'all' if record['summary']['passed'] else 'NOT all'} "
+           f"{len(m)} cases pass; worst relative errors {worst(m, 'rel_err_autodiff'):.1e} vs "
+           f"jax.grad and {worst(m, 'rel_err_fd'):.1e} vs finite differences")
+    if rb:
+        out += (f" (the {len(rb)} residual / batch-norm cases: "
+                f"{worst(rb, 'rel_err_autodiff'):.1e} and {worst(rb, 'rel_err_fd'):.1e})")
+    return out + ".\n"
 
 
 def gradcheck_errors(names, err_ad, err_fd, tol_ad, tol_fd, path):

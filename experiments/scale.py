@@ -32,7 +32,6 @@ import numpy as np
 from bpexp import data, plots, report, sweep, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
-from bpexp.plots import plt
 from bpexp.store import GridStore
 
 USES = ()  # the child runs are configured below; this process reads no shared section
@@ -234,7 +233,23 @@ def present(cfg, run, res: Result, summary: dict) -> None:
          ("Grid sizes", report.markdown_table(header, rows)),
          ("Streaming, resume, compile cache",
           report.markdown_table(["quantity", "value", "note"], other))],
-        ["scale.png"]))
+        ["scale.png"], shows=shows(summary)))
+
+
+def shows(s: dict) -> list[str]:
+    """report.md's opening sentences, computed from the summary (timings: this machine's)."""
+    g, o, c = s["grids"], s["streaming"], s["compile_cache"]
+    flat = s["rss_max_over_min"] < 1.5
+    return [f"From {g[0]['runs']} to {g[-1]['runs']} runs the peak memory goes from "
+            f"{g[0]['peak_rss_mb']:.0f} to {g[-1]['peak_rss_mb']:.0f} MB (x"
+            f"{s['rss_max_over_min']:.2f}): " + ("flat, bounded by the chunk, not the grid."
+                                                 if flat else "it grows with the grid."),
+            f"Streaming into metrics.zarr costs {o['overhead']:+.0%} against the in-memory "
+            "engine, and the results are "
+            + ("bitwise equal." if o["streamed_equals_in_memory"] else "NOT bitwise equal."),
+            f"A resume skips a complete chunk in {o['resume_skip_per_chunk_ms']:.2g} ms; a "
+            f"second process compiles in {c['warm_compile_s']:.2g} s from JAX's persistent "
+            f"cache against {c['cold_compile_s']:.2g} s cold (timings of this machine)."]
 
 
 def fig_scale(grids, overhead, path):
@@ -243,7 +258,7 @@ def fig_scale(grids, overhead, path):
     runs = np.array([x["runs"] for x in grids], float)
     rss = np.array([x["peak_rss_mb"] for x in grids])
     per_run = overhead["in_memory_mb"] / overhead["runs"]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, ax2) = plots.slide(1, 2)
     ax.plot(runs, rss, "o-", color="tab:blue", label="measured peak RSS (streamed to Zarr)")
     ax.plot(runs, rss[0] + per_run * (runs - runs[0]), "s--", color="tab:gray",
             label=f"+ the grid kept in memory ({per_run * 2**20:.0f} B/run)")

@@ -159,4 +159,22 @@ def present(cfg, run, res: Result, summary: dict) -> None:
          ("Check", f"Hand-derived backward pass vs jax.grad: max abs difference {diff:.1e}. "
                    "The lecture's dW1[1] = -0.028 is -0.014 x 2 from the rounded delta1; the "
                    "exact value -0.028565 rounds to -0.029.")],
-        ["backprop_flow.png"]))
+        ["backprop_flow.png"], shows=shows(summary)))
+
+
+def shows(s: dict) -> list[str]:
+    """report.md's opening sentences, computed from the summary."""
+    fw, g = s["forward"], s["grads"]
+    out = [f"One forward pass gives a1 = {fw['a1']:.4f}, a2 = {fw['a2']:.4f} and loss "
+           f"{fw['loss']:.4f}; the backward pass gives delta2 = {s['deltas']['delta2']:.4f}, "
+           f"delta1 = {s['deltas']['delta1']:.5f}, dW2 = {g['W2']:.4f} and dW1 = "
+           f"[{g['W1'][0]:.5f}, {g['W1'][1]:.5f}].",
+           f"The hand-derived backward pass equals jax.grad to {s['max_abs_diff_vs_autodiff']:.1e}"
+           " (largest absolute difference)."]
+    lec = s["lecture"]
+    if lec is not None:
+        bad = [k for k, v in lec.items() if not v["matches"]]
+        out.append(f"{len(lec) - len(bad)} of {len(lec)} numbers match the lecture's as printed"
+                   + (f"; {', '.join(bad)} differ{'s' if len(bad) == 1 else ''}: the lecture "
+                      "multiplies numbers it had already rounded." if bad else "."))
+    return out

@@ -161,6 +161,11 @@ def test_gradcheck_experiment(jobs):
         assert 0 <= r["rel_err_autodiff"] < 1e-10, (name, r)
         assert 0 <= r["rel_err_fd"] < 1e-6, (name, r)
     assert is_png(run_dir / "figures" / "gradcheck_errors.png")
+    shows = (run_dir / "report.md").read_text().split("## What this run shows\n\n")[1]
+    worst = max(r["rel_err_autodiff"] for r in s["models"].values())
+    worst_fd = max(r["rel_err_fd"] for r in s["models"].values())
+    assert f"All {len(s['models'])} models pass" in shows
+    assert f"{worst:.1e} relative at worst" in shows and f"is {worst_fd:.1e} (" in shows
 
 
 def _sig(z):
@@ -192,6 +197,15 @@ def test_worked_example_experiment(jobs):
             else:
                 assert isinstance(got, float) and abs(got - v) < 1e-6, (section, k, got, v)
     assert is_png(run_dir / "figures" / "backprop_flow.png")
+    # the report's opening claims, against the hand computation above
+    shows = (run_dir / "report.md").read_text().split("## What this run shows\n\n")[1]
+    shows = shows.split("\n")[0]
+    assert f"a2 = {a2:.4f}" in shows and f"loss {(y - a2) ** 2:.4f}" in shows
+    assert f"delta1 = {d1:.5f}" in shows and f"dW1 = [{d1 * x[0]:.5f}, {d1 * x[1]:.5f}]" in shows
+    lecture = s["lecture"]
+    n_ok = sum(v["matches"] for v in lecture.values())
+    assert f"{n_ok} of {len(lecture)} numbers match" in shows
+    assert f"{s['max_abs_diff_vs_autodiff']:.1e}" in shows
 
 
 @pytest.mark.parametrize("name,args,key,value,listed", CONFIG_ERRORS,

@@ -40,6 +40,21 @@ def test_bench_tiny(tmp_path):
         assert ds[f"scaling_{k}"].dims == ("scaling_runs",), k
         assert ds[f"scaling_{k}"].values.tolist() == [r[k] for r in s["scaling"]], k
     assert float(ds["scaling_seconds"].sel(scaling_runs=40)) == s["scaling"][1]["seconds"]
+    shows = open(f"{run_dir}/report.md").read().split("## What this run shows\n\n")[1]
+    assert f"{s['loop_s'] / s['engine_s']:.1f}x faster than a loop of compiled runs" in shows
+    assert f"{s['gflops'] / s['gemm_peak_gflops']:.0%} of this machine's GEMM peak" in shows
+    assert f"({s['autodiff_s'] / s['engine_s']:.2f}x)" in shows
+    # the README block: every timing masked in the reproduction check, shown otherwise
+    from bpexp import docs
+    from bpexp.experiments import bench
+    rec = {"summary": s, "command": "python -m bpexp +experiment=bench", "machine": {}}
+    assert f"| {s['engine_s']:.2f} |" in bench.readme(rec)
+    docs.MASK = True
+    try:
+        masked = bench.readme(rec)
+    finally:
+        docs.MASK = False
+    assert f"{s['engine_s']:.2f}" not in masked and masked.count("(machine-dependent)") >= 12
 
 
 @pytest.mark.parametrize("exp", [

@@ -174,3 +174,17 @@ def test_feature_names():
     assert C.feature_names("diabetes", [0, 2], 2) == ["age", "bmi"]
     assert C.feature_names("moons", None, 2) == ["x1", "x2"]
     assert jax.config.jax_enable_x64  # conftest: the numpy references above run against float64
+
+
+def test_cli_report_opens_with_claims_from_the_stored_gradients(tiny_run):
+    """The opening sentences name the layer with the largest mean |dL/dW| and the first/last
+    ratio, both recomputed here from the stored gradients."""
+    run_dir, s, M = tiny_run
+    shows = (run_dir / "report.md").read_text().split("## What this run shows\n\n")[1]
+    shows = shows.split("\n")[0]
+    mean = {l: np.mean(np.abs(M[f"grad_W{l}"].values)) for l in (1, 2, 3)}
+    top = max(mean, key=mean.get)
+    assert f"is W{top}, {mean[top]:.3g}" in shows
+    ratio = mean[1] / mean[3]
+    assert f"{ratio:.3g}x the last layer's" in shows
+    assert ("shrinks" in shows) == (ratio < 1)

@@ -15,6 +15,7 @@ import bpexp
 
 from bpexp import models, primitives, stacked, theory
 from bpexp.errors import UserError
+import bpexp.experiments.depth_sweep as DS
 from bpexp.experiments.depth_sweep import engine
 from bpexp.experiments.depth_sweep import theory as DT
 from helpers import assert_trees_all_close, build_cfg
@@ -215,6 +216,20 @@ def _cli(tmp_path, *overrides):
                                s["inits"]["standard"]["depths"]["5"]["grad_norms_init"],
                                rtol=1e-12)
     assert ds["loss"].dims[-1] == "step" and ds.sizes["step"] == 21
+    # the class entropy and the outside-band counts, recomputed from data.npz and the store
+    freq = np.load(run_dir / "data.npz")["Y"].astype(np.float64).mean(axis=1)
+    freq = freq[freq > 0]
+    np.testing.assert_allclose(s["class_entropy"], -np.sum(freq * np.log(freq)),
+                               rtol=1e-10)
+    r = (ds["ratio_measured"] / ds["ratio_predicted_weight"]).isel(width=0).values
+    ok = np.isfinite(r)
+    ob = s["ratio_outside_band"]
+    assert ob["total"] == ok.sum() and ob["count"] == np.sum(np.abs(np.log(r[ok])) > np.log(2))
+    assert ob["at_first"] == np.sum(np.abs(np.log(r[..., 0])) > np.log(2))
+    report = (run_dir / "report.md").read_text()
+    assert report.split("\n")[2] == "## What this run shows"
+    from bpexp.experiments.depth_sweep import text as DX
+    assert " ".join(DX.shows(s)) in report.replace("\n", " ")
     return s
 
 
@@ -266,3 +281,73 @@ def test_cli_tanh_override(tmp_path):
     d = s["inits"]["standard"]["depths"]["5"]
     assert d["fprime_max_pow_depth"] == 1.0
     assert d["factor_measured_dz"] == pytest.approx(d["factor_predicted"], rel=0.5)
+
+
+# ---------------------------------------------------------------- claims from the summary
+def test_outside_band_by_hand():
+    """outside_band counts measured / predicted outside [1/2, 2] per pair, first and last
+    pairs apart (a depth-1 net's one pair is its first), per init; NaN pairs beyond a net skip."""
+    nan = np.nan
+    pred = np.ones((2, 2, 1, 3))
+    pred[0, :, :, 1:] = nan                                    # depth 1: one pair
+    meas = np.ones_like(pred)
+    meas[0, 0, 0, 0] = 3.0                                     # D=1, init 0: first pair out
+    meas[1, 0, 0, 0] = 0.3                                     # D=3, init 0: first pair out
+    meas[1, 1, 0, 2] = 2.5                                     # D=3, init 1: last pair out
+    meas[1, 1, 0, 1] = 1.9                                     # inside
+    dz = np.ones_like(pred)
+    dz[1, 1, 0, 1] = 5.0
+    o = DS.outside_band(meas, pred, dz, pred, ["a", "b"])
+    assert (o["total"], o["count"], o["at_first"], o["at_last"], o["dz_count"]) == (8, 3, 2, 1, 1)
+    assert o["by_init"] == {"a": 2, "b": 1}
+    np.testing.assert_allclose(o["first_pair_ratio_median"]["a"], np.median([3.0, 0.3]))
+    assert o["first_pair_ratio_median"]["b"] == 1.0
+
+
+def _summary():
+    def depth(fm, fp, fmw, fpw, loss):
+        return {"factor_measured_dz": fm, "factor_predicted": fp, "factor_measured": fmw,
+                "factor_predicted_weight": fpw, "final_loss": loss,
+                "final_loss_iqr": [loss - 0.01, loss + 0.01], "delta_attenuation": 1e-3,
+                "grad_norms_init": [1e-4, 1e-2, 1.0], "grad_norms_final": [2e-3, 1e-3, 1e-2],
+                "bound_with_weight_norms": 2e-3}
+    inits = {"standard": {"n_var_w_hidden": 1 / 3, "depths": {
+                 "1": depth(0.2, 0.21, 0.3, 0.31, 0.3), "4": depth(0.13, 0.133, 0.17, 0.16,
+                                                                    2.2951)}},
+             "normal": {"n_var_w_hidden": 32.0, "depths": {
+                 "1": depth(0.7, 0.72, 0.6, 0.7, 0.25), "4": depth(0.67, 0.69, 0.64, 0.8,
+                                                                   1.66)}}}
+    return {"depths": [1, 4], "seeds": [0, 1], "activation": "sigmoid", "steps": 10,
+            "lr": 0.5, "width": 32, "class_entropy": 2.2953, "inits": inits,
+            "bound": {"fprime_max": 0.25, "holds_everywhere": True},
+            "ratio_outside_band": {"band": 2.0, "total": 20, "count": 3, "at_first": 2,
+                                   "at_last": 1, "dz_count": 0,
+                                   "by_init": {"standard": 1, "normal": 2},
+                                   "first_pair_ratio_median": {"standard": 1.6,
+                                                               "normal": 0.36}}}
+
+
+def test_titles_and_sentences_state_the_summary():
+    """Each figure title and report sentence says what the summary holds: per-layer factors
+    beside their theory, which inits sit at the class entropy, the outside-band counts."""
+    from bpexp.experiments.depth_sweep import figures as DF
+    from bpexp.experiments.depth_sweep import text as DX
+    s = _summary()
+    assert DF.grad_title(s) == ("At init (D = 4), ||dL/dW_l|| shrinks per layer by x0.17 "
+                                "standard (theory 0.16), x0.64 normal (theory 0.80)")
+    assert DF.loss_title(s) == ("Depth 4: standard stay at the class entropy 2.295; normal "
+                                "reaches 1.66")
+    assert DF.ratio_title(s) == ("dL/dz: all within x2 of Glorot; dW: 3 of 20 outside, 2 of "
+                                 "them the first layer pair")
+    assert "standard x1.60\nnormal x0.36" in DF.first_note(s)
+    assert DF.after_title(s) == ("After 10 GD steps, ||dW_1|| / ||dW_L|| at D = 4: standard "
+                                 "0.2 (init 0.0001), normal 0.2 (init 0.0001)")
+    shows = " ".join(DX.shows(s))
+    assert "x0.130 with the standard init (Glorot predicts 0.133)" in shows
+    assert f"within {abs(0.67 / 0.69 - 1):.1%}" in shows and "every run" in shows
+    assert "3 of 20 fall outside x2" in shows and "2 of them are the first pair" in shows
+    assert DX.bound_slack(s) == (2.0, 2.0)
+    block = DX.readme({"summary": s, "command": "python -m bpexp +experiment=depth_sweep",
+                       "machine": {"platform": "p", "cpu_count": 2}})
+    assert "| standard | 0.333 | 0.133 | 0.130 | 0.160 | 0.170 |" in block
+    assert block.count("\n| ") == 3

@@ -19,8 +19,8 @@ TINY = ["experiment.days=1000", "experiment.train_days=300", "experiment.test_da
         "experiment.lrs=[0.001,0.01]", "experiment.lr=0.01", "experiment.seeds=2",
         "experiment.steps=20", "experiment.record_every=5", "experiment.pf_steps=300",
         "experiment.starts=3", "experiment.pf_lr=[0.5,2.0]"]
-FIGS = ("portfolio_contours.png", "portfolio_gd.png", "equity_curves.png", "sharpe_vs_lr.png",
-        "sharpe_vs_step.png")
+FIGS = ("portfolio_contours.png", "portfolio_gd.png", "equity_curves.png", "equity_windows.png",
+        "sharpe_vs_lr.png", "sharpe_vs_step.png")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,10 @@ def np_sharpe(r, periods):
 def test_schema_and_files(tiny_run):
     run_dir, s, ds = tiny_run
     for f in FIGS:
-        assert (run_dir / "figures" / f).stat().st_size > 10_000, f
+        png = (run_dir / "figures" / f).read_bytes()
+        assert len(png) > 10_000, f
+        w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert w <= 2.2 * h and w >= 1000, (f, w, h)           # a slide, not a strip
     assert (run_dir / "report.md").exists() and not (run_dir / "metrics.npz").exists()
     assert set(s) == {"portfolio", "strategy"}
     pf, st = s["portfolio"], s["strategy"]
@@ -118,19 +121,89 @@ def test_strategy_numbers_recomputed(tiny_run):
         assert abs(w["in_sharpe"] - np.mean(ins)) < 1e-9
         assert abs(w["out_sharpe"] - np.mean(outs)) < 1e-9
         assert abs(w["buy_hold_out"] - np_sharpe(r[b:c], 252)) < 1e-9
-    # the positions of the equity curves are those of (lr, seed 0, trained with cost)
-    th0 = theta[:, li, 0, 1]
+    # the positions of the equity curves are those of (lr, every seed, trained with cost), and
+    # the Sharpe ratios they give, averaged over the seeds, are the table's
     a, b, c = wins[0]
     Xtr = X[:, a:b]
-    Zte = np.vstack([(X[:, b:c] - Xtr.mean(1, keepdims=True)) / Xtr.std(1, keepdims=True),
-                     np.ones((1, c - b))])
-    np.testing.assert_allclose(ds["position_out"].values[0], np.tanh(th0[0] @ Zte), rtol=1e-10)
+    mu, sd = Xtr.mean(1, keepdims=True), Xtr.std(1, keepdims=True)
+    Ztr0 = np.vstack([(Xtr - mu) / sd, np.ones((1, b - a))])
+    Zte = np.vstack([(X[:, b:c] - mu) / sd, np.ones((1, c - b))])
+    for sd_ in range(2):
+        np.testing.assert_allclose(ds["position_out"].values[0, sd_],
+                                   np.tanh(theta[0, li, sd_, 1] @ Zte), rtol=1e-10)
+    pin, pout = ds["position_in"].values, ds["position_out"].values          # [K, S, day]
+    for k, (a, b, c) in enumerate(wins):
+        out = [np_sharpe(pout[k, j] * r[b:c] - 0.0005 * np.abs(np.diff(pout[k, j],
+                                                                       prepend=pin[k, j, -1])), 252)
+               for j in range(2)]
+        assert abs(np.mean(out) - st["per_window"][k]["out_sharpe"]) < 1e-9
+    # step 0 is the start theta0, the same at every lr and train cost: its in-sample Sharpe
+    th0 = ds["theta0"].values                                                # [K, S, f]
+    ins0 = ds["in_sharpe"].values[..., 0]                                    # [K, L, S, C]
+    assert np.all(ins0 == ins0[:, :1, :, :1])
+    p0 = np.tanh(th0[0, 0] @ Ztr0)
+    a, b, _ = wins[0]
+    ref = np_sharpe(p0 * r[a:b] - 0.0005 * np.abs(np.diff(p0, prepend=0.0)), 252)
+    assert abs(ins0[0, 0, 0, 0] - ref) < 1e-9
     assert st["lookahead_max_change_of_past_positions"] == 0.0
     assert st["grad_vs_finite_differences_rel_err"] < 1e-6
     assert st["smooth_cost_max_gap_per_day"] <= 0.0005 * np.sqrt(1e-6) + 1e-15
     # in-sample Sharpe rises over training (mean over windows and seeds)
     ins = ds["in_sharpe"].values[:, :, :, 1]                     # [K, L, S, record]
     assert np.all(ins[..., -1].mean((0, 2)) > ins[..., 0].mean((0, 2)))
+
+
+def test_pair_label_math_and_takeaways(tiny_run):
+    """+Σ⁻¹μ maximizes S (the loss -S is lowest there), -Σ⁻¹μ gives -S* (the loss's maximum);
+    the two-factor S* of the contour figure is below the three-factor one (a subset of the
+    assets); every figure title states what the summary says."""
+    run_dir, s, ds = tiny_run
+    pf, st = s["portfolio"], s["strategy"]
+    R = data.load("ff_factors", dtype=np.float64).X[[0, 2]]
+    mu, Sigma = R.mean(1), np.cov(R, bias=True)
+    w = np.linalg.solve(Sigma, mu)
+    s_plus, s_minus = np_sharpe(w @ R, 12), np_sharpe(-w @ R, 12)
+    assert abs(s_plus - pf["pair"]["tangency_sharpe"]) < 1e-12 and abs(s_minus + s_plus) < 1e-12
+    rng = np.random.default_rng(0)
+    others = np_sharpe(rng.normal(size=(1000, 2)) @ R, 12)
+    assert others.max() <= s_plus + 1e-12 and others.min() >= s_minus - 1e-12
+    assert pf["pair"]["tangency_sharpe"] < pf["tangency_sharpe_closed_form"]
+    ends = ds["pair_path"].values[:, -1]
+    cos = ends @ w / np.linalg.norm(ends, axis=-1) / np.linalg.norm(w)
+    assert abs(pf["pair"]["final_cosine_min"] - cos.min()) < 1e-12 and cos.min() > 1 - 1e-6
+    t = F.takeaways(s)
+    assert ("every GD path ends on the ray of Σ⁻¹μ, the Sharpe maximum S* = "
+            f"{pf['pair']['tangency_sharpe']:.3f}") in t["portfolio_contours"]
+    assert f"with SMB too S* = {pf['tangency_sharpe_closed_form']:.3f}" in t["portfolio_contours"]
+    gd = pf["gd"]
+    assert t["portfolio_gd"].startswith("GD reaches S* from every start at every lr up to 2 x")
+    assert (f"median {gd['steps_to_1e-6_median'][0]:g} steps at 0.5x, "
+            f"{gd['steps_to_1e-6_median'][-1]:g} at 2x") in t["portfolio_gd"]
+    b = st["by_lr"]
+    i_in, i_out = np.argmax(b["in_sharpe_mean"]), np.argmax(b["out_sharpe_mean"])
+    assert f"highest at lr {st['lrs'][i_in]:g} ({max(b['in_sharpe_mean']):.2f})" in \
+        t["sharpe_vs_lr"]
+    assert f"out of sample at lr {st['lrs'][i_out]:g}" in t["sharpe_vs_lr"]
+    beat = sum(o > st["buy_hold_out_mean"] for o in b["out_sharpe_mean"])
+    assert f"{beat} of 2 lrs beat buy and hold" in t["sharpe_vs_lr"]
+    gi = b["in_sharpe_gain_mean"]
+    assert f"by {min(gi):+.2f}..{max(gi):+.2f}" in t["sharpe_vs_step"]
+    wins = sum(w["out_sharpe"] > w["buy_hold_out"] for w in st["per_window"])
+    assert f"in {wins} of 4 test years" in t["equity_curves"]
+    wins_in = sum(w["in_sharpe"] > w["buy_hold_in"] for w in st["per_window"])
+    assert f"in {wins_in} of 4 fits, out of sample in {wins} of 4" in t["equity_windows"]
+    shows = (run_dir / "report.md").read_text().split("## What this run shows\n\n")[1]
+    shows = shows.split("\n")[0]
+    assert f"(S* = {pf['tangency_sharpe_closed_form']:.4f})" in shows
+    assert f"from {b['in_sharpe_mean'][0]:.2f} to {b['in_sharpe_mean'][-1]:.2f}" in shows
+    assert 4 <= len(F.shows(s)) <= 5
+
+
+def test_headline_windows_pick_worst_median_best_latest():
+    pw = [{"out_sharpe": o, "buy_hold_out": 0.0} for o in (0.5, -1.0, 2.0, 0.1, 0.3, 0.2)]
+    assert F.headline_windows(pw) == {1: "worst vs B&H", 2: "best vs B&H",
+                                      4: "median vs B&H", 5: "latest"}
+    assert F.headline_windows(pw[:1]) == {0: "worst vs B&H, median vs B&H, best vs B&H, latest"}
 
 
 def _cfg(**kw):

@@ -18,6 +18,28 @@ from bpexp.runfolder import Run
 from helpers import build_cfg, run_experiment
 
 
+def _check_takeaways(d, s, theory):
+    """report.md opens with the sentences computed from the summary; each claim they make (the
+    threshold, the sign and size of the miss, whether the interval holds the theory) is checked
+    here against the independent theory value."""
+    md = (d / "report.md").read_text()
+    shows = md.split("## What this run shows\n\n")[1].split("\n")[0]
+    assert md.index("What this run shows") < md.index("**Question.**")
+    assert f"{s['lambda_max']:.4g}" in shows and f"{theory:.4g}" in shows
+    lo, hi = s["threshold_bracket"]
+    miss = s["threshold_measured"] / theory - 1
+    assert f"{lo:.4g} and" in shows and f"{hi:.4g}:" in shows
+    assert (f"{miss:+.2%} from theory" if abs(miss) >= 1e-3 else f"{miss:+.4%} from theory") \
+        in shows
+    if s["threshold_interval"]:
+        a, b = s["threshold_interval"]
+        assert ("holds the theory" in shows) == (a <= theory <= b * (1 + 1e-12))
+    title = lr_sweep.final_title(s)
+    edge = s["threshold_refined"] or s["threshold_measured"]
+    assert f"{edge:.5g}" in title and f"{theory:.5g}" in title
+    assert ("+" in title.split("%")[0]) == (edge > theory)
+
+
 def independent_lambda_max(X):
     """numpy: top eigenvalue of (2/m) [X; 1][X; 1]^T."""
     Xt = np.vstack([X.astype(np.float64), np.ones((1, X.shape[1]))])
@@ -49,6 +71,7 @@ def test_measured_threshold_within_one_grid_step(tmp_path, optimizer, lrs, steps
     assert abs(np.log(s["threshold_measured"] / theory)) <= np.log(step) + 1e-12
     frac = np.array(s["diverged_fraction"])
     assert np.all(frac[lr < theory / step] == 0) and np.all(frac[lr > theory * step] == 1)
+    _check_takeaways(d, s, theory)
     import xarray as xr
     m = xr.open_zarr(d / "metrics.zarr")             # readable without bpexp
     assert m["loss"].dims == ("lr", "seed", "step")

@@ -56,3 +56,7 @@ def test_scale_through_the_cli(tmp_path):
     np.testing.assert_allclose(m["peak_rss_mb"].values, s["peak_rss_mb"])
     assert not (d / "runs" / "lr_sweep" / "runs_1000" / "metrics.zarr").exists()
     assert (d / "figures" / "scale.png").stat().st_size > 10_000
+    shows = (d / "report.md").read_text().split("## What this run shows\n\n")[1]
+    rss = max(s["peak_rss_mb"]) / min(s["peak_rss_mb"])
+    assert f"(x{rss:.2f})" in shows and ("flat" in shows) == (rss < 1.5)
+    assert "results are bitwise equal" in shows

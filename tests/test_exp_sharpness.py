@@ -123,6 +123,16 @@ def test_cli_small_config_reaches_edge_of_stability(tmp_path):
             assert abs(warm - cold) < 0.01 * cold, (lr, warm, cold)
         second = np.array(s["second_eigenvalue"][str(lr)])
         assert np.all(second <= np.array(s["sharpness"][str(lr)]) + 1e-9)
+    # the report opens with claims computed from the summary; each one checked here
+    md = (run_dir / "report.md").read_text()
+    shows = md.split("## What this run shows\n\n")[1].split("\n")[0]
+    med = [float(np.median(s["late_ratio"][str(lr)])) for lr in s["lrs"]]
+    assert ", ".join(f"{r:.3f}" for r in med) in shows
+    edge = all(0.9 <= r <= 1.1 for r in med)
+    assert ("every lr hovers at the edge of stability" in shows) == edge
+    assert ("hovers there at every lr" in E.text.title(s)) == edge
+    first = min(h for h in s["first_step_sharpness_ge_0.9_2_over_lr"]["0.25"] if h)
+    assert f"lr 0.25 at step {first}" in shows
 
 
 def test_lanczos_sharpness_of_a_small_net_matches_the_full_hessian():

@@ -255,3 +255,25 @@ def test_parallel_runs_processes_unique(tmp_path):
     _check_parallel_runs(tmp_path, ids)
     pids_used = {strict_json(tmp_path / "par" / i / "summary.json")["pid"] for i in ids}
     assert len(pids_used) >= 2 and os.getpid() not in pids_used
+
+
+def test_figures_off_writes_the_numbers_without_pngs_or_page(tmp_path):
+    """outputs.figures=false (big grids): no PNG and no report.html, but the same summary and
+    store as a run with figures, report.md saying why, and the outputs index."""
+    import json
+
+    from helpers import run_experiment
+
+    args = ("train.steps=40", "train.record_every=4", "sweep.seeds=2",
+            "sweep.lr={start: 0.05, stop: 1.0, num: 6, log: true}", "experiment.refine_rounds=0")
+    (tmp_path / "on").mkdir(), (tmp_path / "off").mkdir()
+    on = run_experiment("lr_sweep", tmp_path / "on", *args)
+    off = run_experiment("lr_sweep", tmp_path / "off", *args, "outputs.figures=false")
+    assert list((on / "figures").glob("*.png")) and (on / "report.html").exists()
+    assert not list(off.rglob("*.png")) and not (off / "report.html").exists()
+    assert (off.parent.parent / "index.html").exists()
+    assert "outputs.figures=false" in (off / "report.md").read_text()
+    s_on, s_off = (json.loads((d / "summary.json").read_text()) for d in (on, off))
+    for k in ("sweep_s", "compile_s"):
+        s_on.pop(k), s_off.pop(k)
+    assert s_on == s_off

@@ -235,3 +235,23 @@ def test_rebuild_from_folder_alone(runs, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert (copy / "report.html").stat().st_size > small + 3_000_000
+
+
+def test_without_plotly_the_page_shows_the_pngs(runs, browser, tmp_path):
+    """Opened where plotly.js cannot load (a run folder copied away from its outputs root),
+    the page says so and shows the static PNG figures, loaded, in place of empty boxes; the
+    takeaways come before the figures."""
+    _, dirs = runs
+    copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(dirs["lr_sweep"], copy)
+    pg = Page(browser, copy / "report.html")
+    pg.page.wait_for_selector("#png-fallback img", state="visible", timeout=30_000)
+    loaded = pg.page.evaluate("() => Array.from(document.querySelectorAll('#png-fallback img'))"
+                              ".map(i => i.complete && i.naturalWidth > 0)")
+    assert loaded and all(loaded), loaded
+    assert pg.page.is_visible("#no-plotly") and not pg.page.is_visible("#figures")
+    order = pg.page.evaluate("() => [document.body.innerHTML.indexOf('What this run shows'),"
+                             " document.body.innerHTML.indexOf('id=\"figures\"')]")
+    assert 0 <= order[0] < order[1], order
+    pg.errors = [e for e in pg.errors if "ERR_FILE_NOT_FOUND" not in e]   # the missing script
+    pg.close()

@@ -148,6 +148,89 @@ def test_batch_norm_m1_only_the_last_beta_and_the_output_layer_learn():
     assert float(model.loss(q, X, Y)) == float(model.loss(p, X, Y))
 
 
+def _bn_m1_prediction(p, act, out, residual, D, Y):
+    """The m = 1 closed form (README, Models): every normalized layer outputs y_l = beta_l, so
+    a_D = f(beta_D) (plain) or f(beta_1) + ... + f(beta_D) (residual layers 2..D; the first one
+    changes the width and stays plain), z_L = W_L a_D + b_L, g = W_L^T delta_L and
+        dW_l = db_l = dgamma_l = 0 (l <= D): z_l - mu = 0 whatever W_l, b_l; zhat = 0;
+        dbeta_l = f'(beta_l) * g for l = D (plain) or every l (residual), else 0: a_l with
+                  l < D reaches the loss only through z_{l+1}, which the next norm discards;
+        dW_L = delta_L a_D^T, db_L = delta_L.
+    Upper bound only: f(0) = 0 (tanh, relu) makes a_D = 0 and dW_L = 0 at beta = 0, relu'(0) = 0
+    makes dbeta = 0 as well (relu, beta <= 0)."""
+    f = {"sigmoid": lambda v: np_act("sigmoid", v),
+         "tanh": np.tanh, "relu": lambda v: np.maximum(v, 0.0)}[act]
+    fp = {"sigmoid": lambda v: f(v) * (1 - f(v)), "tanh": lambda v: 1 - np.tanh(v) ** 2,
+          "relu": lambda v: (v > 0).astype(float)}[act]
+    betas = [np.asarray(p[f"beta{l}"]) for l in range(1, D + 1)]
+    aD = sum(f(b) for b in betas) if residual else f(betas[-1])
+    L = D + 1
+    zL = np.asarray(p[f"W{L}"]) @ aD + np.asarray(p[f"b{L}"])
+    dL = np.asarray(primitives.output(out).delta(jnp.asarray(zL), jnp.asarray(Y)))
+    g = np.asarray(p[f"W{L}"]).T @ dL
+    exp = {k: np.zeros(np.shape(v)) for k, v in p.items()}
+    for l in range(1, D + 1):
+        if residual or l == D:
+            exp[f"beta{l}"] = fp(betas[l - 1]) * g
+    exp[f"W{L}"], exp[f"b{L}"] = dL @ aD.T, dL
+    return exp
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("beta", ["init", "random"])
+def test_batch_norm_m1_closed_form_per_activation(act, residual, beta):
+    """m = 1, every activation, plain and residual, at the init (beta = 0) and at random betas:
+    the hand gradient and jax.grad (float64) both equal the closed form of _bn_m1_prediction,
+    the zeros exactly (== 0), the rest to 1e-12; the loss does not depend on X or any W_l of a
+    normalized layer. At beta = 0: sigmoid (f(0) = 1/2, f'(0) = 1/4) has dW_L != 0 and
+    dbeta_D != 0; tanh (f(0) = 0, f'(0) = 1) has dW_L = 0 exactly but dbeta_D != 0; relu
+    (f(0) = 0, f'(0) = 0) has only db_L != 0."""
+    rng = np.random.default_rng(3)
+    D, out = 3, "softmax_ce"
+    model = models.get("mlp", activation=act, output=out, norm="batch", residual=residual)
+    p, X, Y = problem(rng, out, 3, 1, 3, 4, D, model)      # n = 3 != h = 4: layer 1 plain
+    if beta == "init":
+        p.update({f"beta{l}": np.zeros_like(p[f"beta{l}"]) for l in range(1, D + 1)})
+    exp = _bn_m1_prediction(p, act, out, residual, D, Y)
+    g, ga = model.grad(p, X, Y), jax.grad(model.loss)(p, X, Y)
+    for k, e in exp.items():
+        for got in (g[k], ga[k]):
+            got = np.asarray(got)
+            if np.all(e == 0):
+                assert np.all(got == 0), k
+            else:
+                np.testing.assert_allclose(got, e, rtol=1e-12, atol=1e-15, err_msg=k)
+    L = D + 1
+    nonzero = {k for k, v in exp.items() if np.any(v != 0)}
+    if beta == "init":
+        want = {"sigmoid": {f"W{L}", f"b{L}", f"beta{D}"}, "tanh": {f"b{L}", f"beta{D}"},
+                "relu": {f"b{L}"}}[act]
+        if residual and act != "relu":
+            want |= {f"beta{l}" for l in range(1, D)}
+        assert nonzero == want, (act, residual, sorted(nonzero))
+    q = dict(p, W1=p["W1"] + 1.0, W2=2 * p["W2"])
+    loss = float(model.loss(p, X, Y))
+    assert float(model.loss(q, X + 1.0, Y)) == loss
+
+
+def test_batch_norm_m1_relu_from_init_only_the_output_bias_moves():
+    """relu + batch norm, m = 1, from the library's init (gamma = 1, beta = 0): a_D = relu(0)
+    = 0 and relu'(0) = 0, so every gradient but db_L is exactly 0 and stays 0: after 5 GD steps
+    every parameter except b_L is bitwise unchanged, and the loss falls only through b_L."""
+    model = models.get("mlp", activation="relu", output="softmax_ce", norm="batch")
+    rng = np.random.default_rng(4)
+    X, Y = rng.standard_normal((3, 1)), np.eye(3)[:, [1]]
+    p0 = model.init(jax.random.PRNGKey(0), 3, 3, hidden=4, depth=3, dtype=jnp.float64)
+    p = p0
+    for _ in range(5):
+        g = model.grad(p, X, Y)
+        p = jax.tree.map(lambda w, d: w - 0.5 * d, p, g)
+    moved = {k for k in p if np.any(np.asarray(p[k]) != np.asarray(p0[k]))}
+    assert moved == {"b4"}
+    assert float(model.loss(p, X, Y)) < float(model.loss(p0, X, Y))
+
+
 def test_batch_norm_m2_zhat_is_a_sign_and_w_gradients_shrink_by_eps():
     """m = 2: zhat = +-d / sqrt(d^2 + eps) with d = (z_1 - z_2)/2, i.e. +-1 up to eps/(2 d^2):
     the layer outputs almost only the sign of z_1 - z_2, so dL/dW of a batch-normalized layer

@@ -93,9 +93,13 @@
       }
     });
   }
-  if (typeof Plotly === 'undefined') {
+  if (typeof Plotly === 'undefined') {   // offline without plotly.js: the PNGs instead
     const w = document.getElementById('no-plotly');
     if (w) w.hidden = false;
+    const png = document.getElementById('png-fallback');
+    if (png) png.hidden = false;
+    document.getElementById('figures').hidden = true;
+    document.querySelectorAll('details.lazy, details.static').forEach(d => { d.hidden = true; });
     return;
   }
   render(document.getElementById('figures'));

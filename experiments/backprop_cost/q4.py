@@ -1,7 +1,9 @@
-"""Q4: the cost of all P gradients by backprop, forward mode and finite differences."""
+"""Q4: the cost of all P gradients by backprop, forward mode and finite differences, each
+measured on the compiled program that computes all of them."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -10,9 +12,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from bpexp import gradcheck, models
-from bpexp.experiments.backprop_cost.timing import best_time, flops, loop_time, looped
+from bpexp.experiments.backprop_cost.timing import best_time, cost, loop_time, looped
 
 Q4_METHODS = ("forward", "backprop", "forward_mode", "finite_differences")
+EPS = 1e-3  # central-difference step; float32: only the cost is of interest, not the accuracy
 
 
 def problems(model, key, specs):
@@ -39,9 +42,13 @@ def problems(model, key, specs):
     return out
 
 
-def q4_functions(model, p, X, Y, chunk):
-    """Each way of getting dL/dtheta for all P parameters, as a function of the flat theta,
-    plus the single-direction pieces whose FLOPs times P count the whole sweep."""
+def q4_programs(model, p, X, Y, chunk):
+    """Each way of getting dL/dtheta for all P parameters as ONE function of the flat theta:
+    (theta, whole, chunked). ``whole``: the loss, the hand backward (grads.py), jax.jacfwd (a
+    JVP along each of the P basis vectors, vmapped) and central differences vmapped over the 2P
+    perturbations theta +- eps e_i; ``chunked``: the same forward mode and differences over
+    the P directions ``chunk`` at a time (lax.map over blocks), for when the whole program's
+    P x P tangents do not fit in memory."""
     theta, unravel = ravel_pytree(p)
     P = theta.size
 
@@ -51,61 +58,76 @@ def q4_functions(model, p, X, Y, chunk):
     def backprop(th):
         return ravel_pytree(model.grad(unravel(th), X, Y))[0]
 
-    def e(i):
-        return jax.nn.one_hot(i, P, dtype=theta.dtype)
+    def jvp_dir(th, e):  # dL/dtheta . e
+        return jax.jvp(loss, (th,), (e,))[1]
 
-    def jvp_dir(th, i):  # dL/dtheta_i = the JVP along the i-th basis vector
-        return jax.jvp(loss, (th,), (e(i),))[1]
+    def fd_dir(th, e):  # (L(theta + eps e) - L(theta - eps e)) / 2 eps
+        return (loss(th + EPS * e) - loss(th - EPS * e)) / (2 * EPS)
 
-    h = 1e-3  # float32: only the cost is of interest here, not the accuracy
+    def all_dirs(one):  # rows of the identity: the P basis directions
+        return lambda th: jax.vmap(lambda e: one(th, e))(jnp.eye(P, dtype=th.dtype))
 
-    def fd_dir(th, i):  # (L(theta + h e_i) - L(theta - h e_i)) / 2h
-        return (loss(th + h * e(i)) - loss(th - h * e(i))) / (2 * h)
+    def blocks(one):
+        return lambda th: jax.lax.map(lambda i: one(th, jax.nn.one_hot(i, P, dtype=th.dtype)),
+                                      jnp.arange(P), batch_size=chunk)
 
-    def all_dirs(one):
-        return lambda th: jax.lax.map(lambda i: one(th, i), jnp.arange(P), batch_size=chunk)
-
-    return theta, {"forward": loss, "backprop": backprop,
-                   "forward_mode": all_dirs(jvp_dir), "finite_differences": all_dirs(fd_dir)}, \
-        {"forward": (loss, 1), "backprop": (backprop, 1), "forward_mode": (jvp_dir, P),
-         "finite_differences": (fd_dir, P)}
+    whole = {"forward": loss, "backprop": backprop, "forward_mode": jax.jacfwd(loss),
+             "finite_differences": all_dirs(fd_dir)}
+    return theta, whole, {"forward_mode": blocks(jvp_dir), "finite_differences": blocks(fd_dir)}
 
 
 @dataclass
 class Q4:
-    widths: np.ndarray     # [net]
-    params: np.ndarray     # [net] P
-    seconds: np.ndarray    # [method, net] (nan: not run)
-    flops: np.ndarray      # [method, net] one-direction FLOPs x directions
-    fm_err: float          # backprop vs forward mode (jax.jvp), max rel err where both ran
-    fd_err: float          # finite differences vs backprop (float32, h = 1e-3)
+    widths: np.ndarray      # [net]
+    params: np.ndarray      # [net] P
+    seconds: np.ndarray     # [method, net] wall time of all P gradients (nan: not run)
+    flops: np.ndarray       # [method, net] XLA cost analysis of the compiled all-P program
+    temp_bytes: np.ndarray  # [method, net] its compiled temp memory
+    chunked: np.ndarray     # [method, net] bool: the timed program ran the directions in blocks
+    fm_err: float           # backprop vs forward mode (jax.jvp), max rel err where both ran
+    fd_err: float           # finite differences vs backprop (float32, eps = 1e-3)
+
+
+def compile_all(whole, theta, threads=2) -> dict:
+    """Every program of one net lowered here and compiled on ``threads`` threads (XLA compiles
+    release the GIL): {name: (compiled, FLOPs, temp bytes)} for the all-P programs, and
+    {loop_name: compiled} for forward and backprop inside a timing loop (timing.looped)."""
+    lowered = {k: jax.jit(f).lower(theta) for k, f in whole.items()}
+    lowered |= {f"loop_{k}": looped(whole[k]).lower(theta, 1) for k in ("forward", "backprop")}
+    with ThreadPoolExecutor(threads) as pool:
+        compiled = dict(zip(lowered, pool.map(lambda lo: lo.compile(), lowered.values())))
+    return {k: c if k.startswith("loop_") else (c, *cost(c)) for k, c in compiled.items()}
 
 
 def run_q4(P, R, key) -> Q4:
+    """Long because each net's four programs are compiled, costed, timed and cross-checked in
+    one pass (the compiled program is the one timed)."""
     model = models.get("mlp", activation=P.activation, output="identity_mse")
     widths = np.array(R["widths"])
-    n_params, secs, fl = [], np.full((4, len(widths)), np.nan), np.full((4, len(widths)), np.nan)
-    fm_err = fd_err = 0.0
+    n = len(widths)
+    secs, fl, tmp = np.full((4, n), np.nan), np.full((4, n), np.nan), np.full((4, n), np.nan)
+    chunked = np.zeros((4, n), bool)
+    n_params, fm_err, fd_err = [], 0.0, 0.0
     probs = problems(model, key, [(int(h), 1, P.batch, P.depth) for h in widths])
-    for j, (h, (X, Y, p)) in enumerate(zip(widths, probs)):
-        theta, fns, pieces = q4_functions(model, p, X, Y, P.chunk)
-        size = theta.size
-        n_params.append(size)
-        run_fwd = size <= R["max_params_forward"]
+    for j, (X, Y, p) in enumerate(probs):
+        theta, whole, blocks = q4_programs(model, p, X, Y, P.chunk)
+        n_params.append(theta.size)
+        progs = compile_all(whole, theta)
         outs = {}
         for i, name in enumerate(Q4_METHODS):
-            one, count = pieces[name]
-            args = (theta,) if count == 1 else (theta, jnp.int32(0))
-            fl[i, j] = flops(one, *args) * count
-            if name in ("forward_mode", "finite_differences") and not run_fwd:
+            compiled, fl[i, j], tmp[i, j] = progs[name]
+            if name in ("forward", "backprop"):  # microseconds: the same function timed k
+                secs[i, j], out = loop_time(progs[f"loop_{name}"], theta,  # times in one
+                                            P.repeats, P.min_seconds)      # program
+            elif theta.size <= R["max_params_forward"]:
+                if tmp[i, j] > P.max_temp_mb * 1e6:  # the P x P tangents do not fit: blocks
+                    compiled, chunked[i, j] = jax.jit(blocks[name]).lower(theta).compile(), True
+                secs[i, j] = best_time(compiled, (theta,), P.repeats, P.min_seconds)
+                out = compiled(theta)
+            else:
                 continue
-            if name in ("forward", "backprop"):  # microseconds: time them in a compiled loop
-                secs[i, j], out = loop_time(looped(fns[name]), theta, P.repeats, P.min_seconds)
-            else:  # P directions per call: the dispatch overhead is negligible
-                f = jax.jit(fns[name])
-                secs[i, j], out = best_time(f, (theta,), P.repeats, P.min_seconds), f(theta)
             outs[name] = np.asarray(out, np.float64)
-        if run_fwd:  # forward mode is autodiff: an independent reference for grads.py
+        if "forward_mode" in outs:  # forward mode is autodiff: an independent check of grads.py
             fm_err = max(fm_err, gradcheck.rel_err(outs["forward_mode"], outs["backprop"]))
             fd_err = max(fd_err, gradcheck.rel_err(outs["finite_differences"], outs["backprop"]))
-    return Q4(widths, np.array(n_params), secs, fl, fm_err, fd_err)
+    return Q4(widths, np.array(n_params), secs, fl, tmp, chunked, fm_err, fd_err)

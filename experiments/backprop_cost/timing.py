@@ -62,13 +62,29 @@ def loop_time(g, x, repeats, min_seconds) -> tuple[float, object]:
     return best, out
 
 
-def flops(f, *args) -> float:
-    """FLOPs of ``f`` from XLA's HLO cost analysis of the lowered computation (no compile)."""
-    return float(jax.jit(f).lower(*args).cost_analysis()["flops"])
+def cost(compiled) -> tuple[float, float]:
+    """(FLOPs, temp bytes) of a compiled program: XLA's cost analysis and memory analysis of the
+    optimized program (nothing is run). XLA counts a loop's body once, whatever its trip
+    count: cost a program without loops over the quantity that grows (vmap, not lax.map)."""
+    return (float(compiled.cost_analysis()["flops"]),
+            float(compiled.memory_analysis().temp_size_in_bytes))
+
+
+def fit(x, y) -> tuple[float, float]:
+    """(slope, its standard error) of the least-squares line log y = a + s log x over the
+    finite positive points; the error is nan below three points (no residual left)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(y) & (y > 0)
+    if ok.sum() < 2:
+        return math.nan, math.nan
+    lx, ly = np.log(x[ok]), np.log(y[ok])
+    s, a = np.polyfit(lx, ly, 1)
+    if ok.sum() < 3:
+        return float(s), math.nan
+    sxx = np.sum((lx - lx.mean()) ** 2)
+    return float(s), float(np.sqrt(np.sum((ly - a - s * lx) ** 2) / (ok.sum() - 2) / sxx))
 
 
 def slope(x, y) -> float:
     """Least-squares slope of log y vs log x over the finite points."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    ok = np.isfinite(y) & (y > 0)
-    return float(np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0]) if ok.sum() >= 2 else math.nan
+    return fit(x, y)[0]

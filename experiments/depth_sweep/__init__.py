@@ -11,7 +11,10 @@ norms by sqrt(n Var(W) E[f'(z)^2]) (n = fan-out of W_{l+1}); standard init U[+-1
 has n Var(W) = 1/3, Xavier 1, N(0, 1) n = 32 (saturating sigmoids then make E[f'^2] small).
 Expected: at init the norms fall geometrically towards the input, by about x0.13 per layer
 for the standard init and x0.23 for Xavier (E[f'^2] ~ 0.055); the measured ratios match the
-Glorot prediction within 10-20% between hidden layers and a factor ~2 at the ends; the bound
+Glorot prediction within 10-20% between hidden layers; the weight-gradient ratios leave the x2
+band almost only at the first pair, where dW_1 = dz_1 X^T meets the z-scored input (mean 0 per
+feature) while the sigmoid activations above share a positive mean (the prediction's
+||a_{l-1}|| / ||a_l|| treats dz and a as independent across examples); the bound
 holds (loosely); deep standard/Xavier nets barely move in 100 GD steps (loss stays at the
 class-frequency entropy 2.295, just under ln 10) while
 shallow ones train, and N(0, 1) keeps the largest gradients in the deep nets.
@@ -31,8 +34,11 @@ from bpexp import models, report
 from bpexp.theory import init_variance
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
-from bpexp.experiments.depth_sweep.figures import (_end_ratios, plot_activation,
-                                                   plot_final_loss, plot_grad_norms, plot_ratios)
+from bpexp.experiments.depth_sweep.figures import (_end_ratios, after_title, first_note,
+                                                   grad_title, loss_title,
+                                                   plot_activation, plot_final_loss,
+                                                   plot_grad_norms, plot_ratios, ratio_title)
+from bpexp.experiments.depth_sweep.text import readme, shows  # noqa: F401
 from bpexp.experiments.depth_sweep.run import Result, _factor, compute, dataset  # noqa: F401
 from bpexp.experiments.depth_sweep.theory import fprime_max
 
@@ -84,6 +90,37 @@ def validate(cfg):
                         "allowed: a finite number > 0")
 
 
+def _depth_entry(M, ix, D, fmax) -> dict:
+    """The summary of one (width, depth, init): medians over seeds."""
+    L = D + 1
+
+    def med(a):
+        return np.median(a, axis=0)
+
+    return {"grad_norms_init": med(M["grad_norm_init"][ix])[:L],
+            "grad_norms_final": med(M["grad_norm_final"][ix])[:L],
+            "dz_norms_init": med(M["delta_norm_init"][ix])[:L],
+            "dz_norms_final": med(M["delta_norm_final"][ix])[:L],
+            "ratio_measured": med(M["ratio_measured"][ix])[:D],
+            "ratio_predicted": med(M["ratio_predicted"][ix])[:D],
+            "ratio_measured_dz": med(M["ratio_measured_dz"][ix])[:D],
+            "ratio_predicted_weight": med(M["ratio_predicted_weight"][ix])[:D],
+            "ratio_measured_final": med(M["ratio_measured_final"][ix])[:D],
+            "fprime_sq_init": med(M["fprime_sq_init"][ix])[:D],
+            "factor_measured": _factor(M["ratio_measured"][ix], D),
+            "factor_predicted": _factor(M["ratio_predicted"][ix], D),
+            "factor_measured_dz": _factor(M["ratio_measured_dz"][ix], D),
+            "factor_predicted_weight": _factor(M["ratio_predicted_weight"][ix], D),
+            "delta_attenuation": float(np.median(M["delta_attenuation"][ix])),
+            "bound_with_weight_norms": float(np.median(M["bound"][ix])),
+            "bound_holds": bool(np.all(M["delta_attenuation"][ix] <= M["bound"][ix])),
+            "fprime_max_pow_depth": fmax ** D,
+            "initial_loss": float(np.median(M["loss"][ix][:, 0])),
+            "final_loss": float(np.median(M["loss"][ix][:, -1])),
+            "final_loss_iqr": [float(q) for q in np.percentile(M["loss"][ix][:, -1], [25, 75])],
+            "final_loss_seeds": M["loss"][ix][:, -1]}
+
+
 def save(cfg, run, res: Result) -> dict:
     """metrics.zarr: every Result array with its dims and coordinates (dataset()). The
     summary: per width, init and depth, medians over seeds."""
@@ -91,41 +128,12 @@ def save(cfg, run, res: Result) -> dict:
     run.save_metrics(dataset(res, cfg.train.steps))
 
     fmax = fprime_max(cfg.model.activation)
-
-    def med(a):
-        return np.median(a, axis=0)
-
     per_width = {}
     for wi, h in enumerate(widths):
         inits_out = {}
         for ii, scheme in enumerate(inits):
-            deps = {}
-            for di, D in enumerate(depths):
-                ix, L = (wi, di, ii), D + 1
-                deps[str(D)] = {
-                    "grad_norms_init": med(M["grad_norm_init"][ix])[:L],
-                    "grad_norms_final": med(M["grad_norm_final"][ix])[:L],
-                    "dz_norms_init": med(M["delta_norm_init"][ix])[:L],
-                    "dz_norms_final": med(M["delta_norm_final"][ix])[:L],
-                    "ratio_measured": med(M["ratio_measured"][ix])[:D],
-                    "ratio_predicted": med(M["ratio_predicted"][ix])[:D],
-                    "ratio_measured_dz": med(M["ratio_measured_dz"][ix])[:D],
-                    "ratio_predicted_weight": med(M["ratio_predicted_weight"][ix])[:D],
-                    "ratio_measured_final": med(M["ratio_measured_final"][ix])[:D],
-                    "fprime_sq_init": med(M["fprime_sq_init"][ix])[:D],
-                    "factor_measured": _factor(M["ratio_measured"][ix], D),
-                    "factor_predicted": _factor(M["ratio_predicted"][ix], D),
-                    "factor_measured_dz": _factor(M["ratio_measured_dz"][ix], D),
-                    "factor_predicted_weight": _factor(M["ratio_predicted_weight"][ix], D),
-                    "delta_attenuation": float(np.median(M["delta_attenuation"][ix])),
-                    "bound_with_weight_norms": float(np.median(M["bound"][ix])),
-                    "bound_holds": bool(np.all(M["delta_attenuation"][ix] <= M["bound"][ix])),
-                    "fprime_max_pow_depth": fmax ** D,
-                    "initial_loss": float(np.median(M["loss"][ix][:, 0])),
-                    "final_loss": float(np.median(M["loss"][ix][:, -1])),
-                    "final_loss_iqr": [float(q) for q in np.percentile(M["loss"][ix][:, -1],
-                                                                       [25, 75])],
-                    "final_loss_seeds": M["loss"][ix][:, -1]}
+            deps = {str(D): _depth_entry(M, (wi, di, ii), D, fmax)
+                    for di, D in enumerate(depths)}
             fin = M["fprime_sq_init"][wi, :, ii]
             inits_out[scheme] = {
                 "init_scale": scale[scheme],
@@ -144,7 +152,33 @@ def save(cfg, run, res: Result) -> dict:
                                   "prod_{l=2..D+1} ||W_l||_2"),
                       "note": ("fprime_max = 0.25 for sigmoid; 1 for tanh and relu, whose bound is "
                                "the ||W|| product alone"),
-                      "holds_everywhere": bool(np.all(M["delta_attenuation"] <= M["bound"]))}}
+                      "holds_everywhere": bool(np.all(M["delta_attenuation"] <= M["bound"]))},
+            "class_entropy": res.class_entropy,
+            "ratio_outside_band": outside_band(res.ratio_measured[0], res.ratio_predicted_weight[0],
+                                               res.ratio_measured_dz[0], res.ratio_predicted[0],
+                                               inits)}
+
+
+def outside_band(meas_w, pred_w, meas_dz, glorot, inits, band=2.0) -> dict:
+    """Ratios measured / predicted outside [1/band, band], over every depth, init, seed and
+    layer pair (``[depth, init, seed, pair]``, the headline width): counts for the weight and
+    the dL/dz ratios, how many of the weight ones are the first pair (dW_1 = dz_1 X^T) or the
+    last (below the output; a net of depth 1 has one pair, counted as first), and per init
+    the count and the median measured / predicted at the first pair."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = meas_w / pred_w
+        rw, rz = np.abs(np.log(r)), np.abs(np.log(meas_dz / glorot))
+    ok = np.isfinite(rw)
+    D = np.sum(np.isfinite(pred_w), axis=-1, keepdims=True)        # pairs of each net
+    pair = np.arange(pred_w.shape[-1])
+    first, last = pair == 0, (pair == D - 1) & (pair > 0)
+    out = ok & (rw > np.log(band))
+    return {"band": band, "total": int(ok.sum()), "count": int(out.sum()),
+            "at_first": int((out & first).sum()), "at_last": int((out & last).sum()),
+            "dz_count": int((np.isfinite(rz) & (rz > np.log(band))).sum()),
+            "by_init": {k: int(out[:, i].sum()) for i, k in enumerate(inits)},
+            "first_pair_ratio_median": {k: float(np.nanmedian(r[:, i, :, 0]))
+                                        for i, k in enumerate(inits)}}
 
 
 # ---------------------------------------------------------------- the remedies side by side
@@ -160,14 +194,17 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     depths, widths, inits, seeds = res.depths, res.widths, res.inits, res.seeds
     # the figures show the headline width
     figs = ["activation.png", "grad_norms_vs_layer.png", "final_loss_vs_depth.png",
-            "ratio_measured_vs_predicted.png"]
+            "ratio_measured_vs_predicted.png", "grad_norms_after_training.png"]
     plot_activation(act, run.figure(figs[0]))
-    plot_grad_norms(depths, inits, res.grad_norm_init[0], res.grad_norm_final[0],
-                    res.ratio_predicted_weight[0], act, steps, widths[0], run.figure(figs[1]))
+    plot_grad_norms(depths, inits, res.grad_norm_init[0], res.ratio_predicted_weight[0], act,
+                    "at init", widths[0], grad_title(summary), run.figure(figs[1]))
     plot_final_loss(depths, inits, res.loss[0][..., 0], res.loss[0][..., -1], out, steps, lr,
-                    widths[0], run.figure(figs[2]))
+                    res.class_entropy, loss_title(summary), run.figure(figs[2]))
     plot_ratios(inits, res.ratio_measured_dz[0], res.ratio_predicted[0], res.ratio_measured[0],
-                res.ratio_predicted_weight[0], act, widths[0], run.figure(figs[3]))
+                res.ratio_predicted_weight[0], act, widths[0], ratio_title(summary),
+                run.figure(figs[3]), first_note(summary))
+    plot_grad_norms(depths, inits, res.grad_norm_final[0], None, act, f"after {steps} steps",
+                    widths[0], after_title(summary), run.figure(figs[4]))
 
     Dm, fmax = depths[-1], fprime_max(act)
     header = ["init", "n Var(W)", "E f'(z)^2", "Glorot", "dz ratio", "dW pred.", "dW ratio",
@@ -230,7 +267,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
              ["init", "D", "||dW_1|| init", "||dW_L|| init", "Glorot", "dz ratio meas.",
               "dW ratio pred.", "dW ratio meas.", "|dz_1|/|dz_L|", "bound", "initial loss",
               "final loss"], per_depth)),
-         ("After training", "Bottom row of grad_norms_vs_layer.png; deepest net, medians over "
+         ("After training", "grad_norms_after_training.png; deepest net, medians over "
           "seeds. The back-propagated dL/dz still falls towards the input as at init, but the "
           "weight-gradient norms of the nets that stopped learning become nearly flat across "
           "layers. Since dW_l = delta_l a_{l-1}^T, the activations make up the difference; a "
@@ -239,7 +276,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
           "the forward pass (not measured here).\n\n" + report.markdown_table(
               ["init", "D", "|dW_1|/|dW_L| init", "|dW_1|/|dW_L| final", "|dz_1|/|dz_L| init",
                "|dz_1|/|dz_L| final", "final loss"], after))],
-        figs))
+        figs, shows=shows(summary)))
 
 
 from bpexp.experiments.depth_sweep.page import page  # noqa: E402,F401  (the run page's figures)

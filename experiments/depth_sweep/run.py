@@ -56,6 +56,7 @@ class Result:
     loss: np.ndarray                    # [width, depth, init, seed, step] loss entering step t
     bound: np.ndarray                   # [width, depth, init, seed] fmax^D prod ||W_l||_2
     delta_attenuation: np.ndarray       # [width, depth, init, seed] ||dz_1|| / ||dz_L|| at init
+    class_entropy: float = float("nan")  # -sum_c p_c ln p_c of the labels (the prior's loss)
 
     def metrics(self) -> dict:
         """The per-run arrays by name, in metrics.zarr order."""
@@ -124,8 +125,10 @@ def compute(cfg, run) -> Result:
                         M["ratio_predicted"][ix][ii, si, :D] = gl
                         M["ratio_predicted_weight"][ix][ii, si, :D] = pw
                         M["bound"][ix][ii, si] = attenuation_bound(act, D, spec[ii, si])
+    freq = np.asarray(ds.Y, np.float64).mean(axis=1)
+    freq = freq[freq > 0]
     return Result(n=ds.n, m=ds.m, d_out=ds.d_out, depths=depths, widths=widths, inits=inits,
-                  seeds=seeds, scale=scale, **M)
+                  seeds=seeds, scale=scale, class_entropy=float(-freq @ np.log(freq)), **M)
 
 
 def dataset(res: Result, steps: int):

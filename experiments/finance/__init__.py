@@ -36,10 +36,14 @@ from bpexp.experiments.finance.figures import (
     fig_pf_gd,
     fig_sharpe_vs_lr,
     fig_sharpe_vs_step,
+    fig_windows,
+    headline_windows,
+    takeaways,
 )
 from bpexp.experiments.finance.run import Result, _stats
 from bpexp.experiments.finance.run import compute  # noqa: F401  (the experiment contract)
 from bpexp.experiments.finance.theory import TOL_AD, TOL_COS, TOL_FD, TOL_SHARPE
+from bpexp.experiments.finance.words import readme, shows  # noqa: F401  (readme: the README)
 
 PRECISION = "float64"
 USES = ()  # loads its two data sets itself: ff_factors (portfolio) and sp500 (strategy)
@@ -59,7 +63,7 @@ class Params:
     test_days: int = 252         # ... test on the next year, roll forward by test_days
     lrs: list = field(default_factory=lambda: [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1])
     lr: float = 0.01             # the lr shown per window and in the equity curves
-    seeds: int = 3               # random theta0 per (window, lr)
+    seeds: int = 3               # random theta0 per window, shared by every lr
     steps: int = 200             # GD steps on -Sharpe of net returns
     record_every: int = 10
     init_scale: float = 0.1      # theta0 ~ init_scale N(0, I) ...
@@ -137,8 +141,9 @@ def save(cfg, run, res: Result) -> dict:
          "turnover_out": (("window", "lr", "seed", "train_cost"), res.turnover),
          "out_sharpe_gross": (("window", "lr", "seed", "train_cost"), res.out_gross),
          "buy_hold_in": (("window",), res.bh_in), "buy_hold_out": (("window",), res.bh_out),
-         "position_in": (("window", "day_in"), res.pos_in),
-         "position_out": (("window", "day_out"), res.pos_out),
+         "theta0": (("window", "seed", "feature"), res.theta0),
+         "position_in": (("window", "seed", "day_in"), res.pos_in),
+         "position_out": (("window", "seed", "day_out"), res.pos_out),
          "return_in": (("window", "day_in"), res.r_in),
          "return_out": (("window", "day_out"), res.r_out)},
         coords={"pf_lr": res.pf_lr, "pf_lr_frac": ("pf_lr", res.pf_lr_frac),
@@ -193,7 +198,10 @@ def save(cfg, run, res: Result) -> dict:
             "gradient_check": res.grad_check,
             "pair": {"assets": [res.assets[i_], res.assets[j_]],
                      "tangency_weights_unit": res.pair_w_star,
-                     "tangency_sharpe": res.pair_s_star, "lr": res.pair_lr}},
+                     "tangency_sharpe": res.pair_s_star, "lr": res.pair_lr,
+                     "final_cosine_min": float(np.min(
+                         res.pair_path[:, -1] @ res.pair_w_star
+                         / np.linalg.norm(res.pair_path[:, -1], axis=-1)))}},
         "strategy": {
             "data": "sp500", "days": len(res.days), "period": f"{res.days[0]}..{res.days[-1]}",
             "features": res.features, "position": "tanh(theta . z_t), z_t from days < t",
@@ -219,13 +227,16 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     P = cfg.experiment
     pf, st = summary["portfolio"], summary["strategy"]
     gd, si = pf["gd"], pf["scale_invariance"]
-    figs = ["portfolio_contours.png", "portfolio_gd.png", "equity_curves.png",
-            "sharpe_vs_lr.png", "sharpe_vs_step.png"]
-    fig_contours(res, run.figure(figs[0]))
-    fig_pf_gd(res, run.figure(figs[1]))
-    fig_equity(res, P, run.figure(figs[2]))
-    fig_sharpe_vs_lr(res, summary, run.figure(figs[3]))
-    fig_sharpe_vs_step(res, run.figure(figs[4]))
+    figs = ["portfolio_contours.png", "portfolio_gd.png", "sharpe_vs_lr.png",
+            "sharpe_vs_step.png", "equity_curves.png", "equity_windows.png"]
+    t = takeaways(summary)
+    fig_contours(res, t["portfolio_contours"], run.figure(figs[0]))
+    fig_pf_gd(res, _stats(res)[1], t["portfolio_gd"], run.figure(figs[1]))
+    fig_sharpe_vs_lr(res, t["sharpe_vs_lr"], run.figure(figs[2]))
+    fig_sharpe_vs_step(res, t["sharpe_vs_step"], run.figure(figs[3]))
+    fig_equity(res, P, headline_windows(st["per_window"]), t["equity_curves"],
+               run.figure(figs[4]))
+    fig_windows(res, summary, t["equity_windows"], run.figure(figs[5]))
 
     hdr = ["quantity", "measured", "theory / reference"]
     rows_pf = [
@@ -325,6 +336,6 @@ def present(cfg, run, res: Result, summary: dict) -> None:
           f"buy and hold {st['buy_hold_out_mean']:.3f} on average.\n\nTransaction cost:\n\n"
           + report.markdown_table(hdr_c, rows_c) + "\nChecks:\n\n"
           + report.markdown_table(hdr, checks))],
-        figs))
+        figs, shows=shows(summary)))
 
 

@@ -71,8 +71,9 @@ class Result:
     out_gross: np.ndarray     # [K, L, S, C] out-of-sample Sharpe before costs
     r_in: np.ndarray          # [K, train] returns (for equity curves)
     r_out: np.ndarray         # [K, test]
-    pos_in: np.ndarray        # [K, train] positions at lr, seed 0, train cost = cost
-    pos_out: np.ndarray       # [K, test]
+    theta0: np.ndarray        # [K, S, f] the starts, shared by every lr and train cost
+    pos_in: np.ndarray        # [K, S, train] positions at lr, every seed, train cost = cost
+    pos_out: np.ndarray       # [K, S, test]
     lookahead: float          # max |Δ past positions| after changing future prices
     smooth_gap: float         # max |smooth - exact| cost per day on the trained positions
     strat_fd: float           # rel err jax.grad vs finite differences of strategy_loss
@@ -172,9 +173,11 @@ def _strategy(cfg) -> dict:
     K, L, S, nf = len(wins), len(P.lrs), P.seeds, ds.n + 1
     lrs = np.asarray(P.lrs, np.float64)
     costs = np.array([0.0, P.cost])
-    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), K * L * S)
-    theta0 = P.init_scale * jax.vmap(lambda k: jax.random.normal(k, (nf,), jnp.float64))(keys)
-    theta0 = theta0.reshape(K, L, S, nf).at[..., -1].add(np.arctanh(P.init_position))
+    # one start per (window, seed), the same for every lr: step 0 is the same rule at every lr
+    keys = jax.random.split(jax.random.PRNGKey(cfg.seed), K * S)
+    th0 = P.init_scale * jax.vmap(lambda k: jax.random.normal(k, (nf,), jnp.float64))(keys)
+    th0 = th0.reshape(K, S, nf).at[..., -1].add(np.arctanh(P.init_position))
+    theta0 = jnp.broadcast_to(th0[:, None], (K, L, S, nf))
     f, rec = make_strategy_runs(P.steps, P.record_every, P.eps, P.cost)
     thT, ins, outs = jax.device_get(f(theta0, jnp.asarray(lrs), jnp.asarray(costs), Ztr,
                                       jnp.asarray(rtr), Zte, jnp.asarray(rte)))
@@ -184,9 +187,10 @@ def _strategy(cfg) -> dict:
     turnover = np.mean(np.abs(np.diff(pos_te, axis=-1, prepend=last_in[..., None])), axis=-1)
     gross = np.asarray(grads.sharpe(jnp.asarray(pos_te * rte[:, None, None, None]), DAYS))
     li = int(np.argmin(np.abs(lrs - P.lr)))
-    th_main = thT[:, li, 0, 1]                                           # [K, f]
-    pos_in = np.asarray(jax.vmap(positions)(jnp.asarray(th_main), Ztr))
-    pos_out = np.asarray(jax.vmap(positions)(jnp.asarray(th_main), Zte))
+    th_main = thT[:, li, 0, 1]                                           # [K, f] seed 0
+    pos = jax.vmap(jax.vmap(positions, (0, None)))                       # [K, S, f] -> [K, S, t]
+    pos_in = np.asarray(pos(jnp.asarray(thT[:, li, :, 1]), Ztr))
+    pos_out = np.asarray(pos(jnp.asarray(thT[:, li, :, 1]), Zte))
     d = np.diff(pos_in, axis=-1, prepend=0.0)
     smooth_gap = float(np.max(np.abs(P.cost * (np.sqrt(d * d + P.eps) - np.sqrt(P.eps))
                                      - P.cost * np.abs(d))))
@@ -194,7 +198,8 @@ def _strategy(cfg) -> dict:
                 lrs=lrs, train_costs=costs, record=rec, ins=ins, outs=outs, theta=thT,
                 bh_in=np.asarray(grads.sharpe(jnp.asarray(rtr), DAYS)),
                 bh_out=np.asarray(grads.sharpe(jnp.asarray(rte), DAYS)),
-                turnover=turnover, out_gross=gross, r_in=rtr, r_out=rte, pos_in=pos_in,
+                theta0=np.asarray(th0), turnover=turnover, out_gross=gross, r_in=rtr, r_out=rte,
+                pos_in=pos_in,
                 pos_out=pos_out, lookahead=lookahead_check(th_main[-1], P.days),
                 smooth_gap=smooth_gap,
                 strat_fd=_strategy_fd(th_main[0], Ztr[0], rtr[0], P.cost, P.eps),

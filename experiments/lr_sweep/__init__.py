@@ -27,11 +27,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpexp import report
+from bpexp import optim, report
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
 from bpexp.experiments.lr_sweep.figures import fig_track, final_vs_lr, loss_curves_by_lr, three_lrs
 from bpexp.experiments.lr_sweep.page import page  # noqa: F401  (the run page's figures)
+from bpexp.experiments.lr_sweep.text import (  # noqa: F401  (readme: README's block)
+    curves_title,
+    final_title,
+    readme,
+    shows,
+)
 from bpexp.experiments.lr_sweep.run import (
     Result,
     compute,  # noqa: F401  (the experiment contract)
@@ -56,7 +62,7 @@ class Params:
                                  # (0: steps / 25)
     refine_rounds: int = 3       # vectorized bisection rounds inside the coarse bracket
     refine_tol: float = 0.002    # stop once hi / lo - 1 <= this
-    refine_max_steps: int = 20000  # a round trains up to this long to resolve its lr spacing
+    refine_max_steps: int = 2500   # a round trains up to this long to resolve its lr spacing
 
 
 def _finite_above(lo):
@@ -96,6 +102,8 @@ def save(cfg, run, res: Result) -> dict:
     """The grid is already in metrics.zarr (streamed; ``diverged`` added by summarize)."""
     g = res.stats
     return {"lrs": res.lrs, "diverged_fraction": res.frac, "final_loss_median": res.med,
+            "optimizer": cfg.optimizer.name,
+            "theory_bound": optim.OPTIMIZERS[cfg.optimizer.name].bound_doc or None,
             "lambda_max": res.lam, "threshold_theory": res.thr,
             "threshold_measured": res.thr_meas, "theory_kind": res.kind,
             "threshold_bracket": res.bracket, "grid_step_ratio": res.step_ratio,
@@ -132,11 +140,11 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     s, lrs, good = summary, res.lrs, res.best
     figs = ["loss_curves.png", "final_loss_vs_lr.png", "too_small_good_too_large.png"]
     loss_curves_by_lr(res.steps, res.curves, lrs, run.figure(figs[0]),
-                      title=f"{cfg.model.name} on {cfg.data.name}, {cfg.optimizer.name}: loss per "
-                            f"lr (seed {int(res.seeds[0])})")
+                      title=curves_title(s, cfg.model.name, cfg.data.name, int(res.seeds[0])),
+                      thr=s["threshold_refined"] or res.thr)
     final_vs_lr(lrs, res.conv, res.frac, res.thr, res.kind, res.thr_meas,
                 run.figure(figs[1]), s["threshold_refined"] if res.rounds else None,
-                title=f"Final loss vs learning rate ({res.runs_per_lr} runs per lr)")
+                title=final_title(s), bracket=s["refined_bracket"] if res.rounds else None)
     three_lrs(res.steps, res.three["loss"], [lrs[i] for i in res.three["idx"]], res.thr,
               run.figure(figs[2]))
 
@@ -190,6 +198,6 @@ def present(cfg, run, res: Result, summary: dict) -> None:
          ("Theory vs measurement", report.markdown_table(["quantity", "value", "note"], rows)),
          ("Per learning rate", report.markdown_table(["lr", "diverged fraction",
                                                        "median final loss"], per_lr))],
-        figs))
+        figs, shows=shows(s, cfg.data.name)))
 
 

@@ -185,8 +185,9 @@ def compute(cfg, run) -> Result:
         track = {"lrs": [lo, hi], "steps": at, "sharpness": sharp}
     med_ok = np.where(agg["any"], np.inf, agg["med"])
     best = int(np.argmin(med_ok)) if np.isfinite(med_ok).any() else 0
-    # "too small": the lr nearest best / 30; "too large": the first above best with a divergence
-    small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[best] / 30))))
+    # "too small": the lr nearest best / 1000 (visibly slow: the lecture's picture), else the
+    # smallest swept; "too large": the first above best with a divergence
+    small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[best] / 1000))))
     above = np.nonzero((frac > 0) & (lrs > lrs[best]))[0]
     large = int(above[0]) if above.size else len(lrs) - 1
     idx = [small, best, large]

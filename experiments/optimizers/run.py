@@ -18,6 +18,7 @@ from bpexp.experiments.optimizers.theory import (
 )
 
 NAN2 = (float("nan"), float("nan"))  # a (max |diff|, relative) with no run to compare
+GROWTH_LIMIT = 10.0  # a run whose loss rose above this x its start "spiked" (manual vs optax)
 
 
 def lr_grid(rng, num) -> np.ndarray:
@@ -42,6 +43,45 @@ def max_abs_diff(a, b, ok=None) -> tuple[float, float]:
     return d, d / max(float(np.max(np.abs(a))), np.finfo(np.float64).tiny)
 
 
+def diff_per_lr(a, b, loss, ok) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per lr, over the runs (seeds) ``ok`` [L, S] keeps: (max |a - b|, that / max |a| of the
+    run, the largest loss growth max_t loss_t / loss_0); NaN where no run is kept. ``a``, ``b``:
+    [L, S, ...] values of the two implementations, ``loss``: [L, S, T] of ``a``."""
+    a, b, loss = (np.asarray(x, np.float64) for x in (a, b, loss))
+    axes = tuple(range(2, a.ndim))
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.max(np.abs(a - b), axis=axes)
+        rel = d / np.maximum(np.max(np.abs(a), axis=axes), np.finfo(np.float64).tiny)
+        growth = np.max(loss, axis=-1) / loss[..., 0]
+    out = [np.where(ok.any(1), np.max(np.where(ok, x, -np.inf), axis=1), np.nan)
+           for x in (d, rel, growth)]
+    return out[0], out[1], out[2]
+
+
+def twin_summary(fits: dict, limit: float = GROWTH_LIMIT) -> dict:
+    """Manual vs optax over every lr of every problem (``fits``: problem -> opt -> Fit), split
+    by the loss growth: calm lrs (max_t loss_t / loss_0 <= limit) and spiking ones; lrs where
+    every run diverged are left out (counted)."""
+    rows = [(p, n, float(f.lrs[i]), float(f.growth_lr[i]), float(f.diff_lr[i]),
+             float(f.rel_lr[i]))
+            for p, per in fits.items() for n, f in per.items() for i in range(len(f.lrs))]
+    kept = [r for r in rows if np.isfinite(r[4])]
+    calm = [r for r in kept if r[3] <= limit]
+    spiking = [r for r in kept if r[3] > limit]
+    worst = max(spiking, key=lambda r: r[4]) if spiking else None
+    return {"loss_growth_limit": limit, "lrs_compared": len(kept),
+            "lrs_left_out_diverged": len(rows) - len(kept), "calm_lrs": len(calm),
+            "calm_max_abs": max((r[4] for r in calm), default=None),
+            "calm_max_rel": max((r[5] for r in calm), default=None),
+            "spiking_lrs": len(spiking),
+            "spiking_max_abs": None if worst is None else worst[4],
+            "spiking_max_rel": max((r[5] for r in spiking), default=None),
+            "spiking_max_abs_by_problem": {p: max((r[4] for r in spiking if r[0] == p),
+                                                  default=None) for p in fits},
+            "worst": None if worst is None else dict(zip(
+                ("problem", "optimizer", "lr", "loss_growth", "max_abs_diff"), worst[:5]))}
+
+
 @dataclass
 class Fit:
     """One optimizer (hand-written) on one problem: its lr grid and its best lr. [L] lrs,
@@ -56,6 +96,9 @@ class Fit:
     curve: np.ndarray | None          # loss at the best lr: network [S, T], quadratic [T]
     diff: tuple                       # (max |manual - optax|, relative) at the best lr
     diff_grid: tuple                  # the same over every lr where neither diverged
+    diff_lr: np.ndarray               # [L] max |manual - optax| per lr (NaN: every run diverged)
+    rel_lr: np.ndarray                # [L] the same divided by the run's largest |value|
+    growth_lr: np.ndarray             # [L] largest loss_t / loss_0 of those runs
     steps_to_tol: int | None = None   # first step reaching the tolerance (network: median curve)
     path: np.ndarray | None = None    # quadratic: [T, 2] the path at the best lr
     rate_theory: float = float("nan")  # quadratic: contraction per step at the best lr (theory)
@@ -129,7 +172,7 @@ def compute(cfg, run) -> Result:
         net[n] = Fit(lrs[n], div.any(axis=1), finite_median(r["final_loss"], axis=1), b,
                      None if b is None else curves[b],
                      NAN2 if b is None else max_abs_diff(curves[b], curves_t[b]),
-                     max_abs_diff(curves, curves_t, ok))
+                     max_abs_diff(curves, curves_t, ok), *diff_per_lr(curves, curves_t, curves, ok))
     finals = [f.final_loss for f in net.values() if f.final_loss is not None]
     tol = P.tol_factor * min(finals) if finals else float("nan")
     for f in net.values():
@@ -156,6 +199,7 @@ def compute(cfg, run) -> Result:
         quad[n] = Fit(qlrs[n], div, loss[:, -1], b, None if b is None else loss[b],
                       NAN2 if b is None else max_abs_diff(path[b], path_t[b]),
                       max_abs_diff(path, path_t, ok),
+                      *diff_per_lr(path[:, None], path_t[:, None], loss[:, None], ok[:, None]),
                       steps_to_tol=None if b is None else steps_to_tol(qsteps, loss[b], P.quad_tol),
                       path=None if b is None else path[b], rate_theory=rate,
                       steps_theory=predicted_steps(rate, f0, P.quad_tol))

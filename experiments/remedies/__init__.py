@@ -8,13 +8,20 @@ Theory: each remedy's per-layer factor of the back-propagated dL/dz (REMEDY_THEO
 per run from the measured E[f'^2]): the Glorot factor sqrt(n Var(W) E[f'^2]) for the inits
 (x0.14 per layer plain, x0.23 Xavier, 1 for ReLU + He; Glorot & Bengio 2010), the Jacobian
 I + W^T diag f' for skip connections (He et al. 2016: dL/da never shrinks through the identity
-path), and for batch norm (Ioffe & Szegedy 2015) a factor free of the scale of W (about 1;
-the prediction is an upper estimate: the batch-norm backward projects dL/dy onto the
-complement of 1 and zhat, which can only shorten it).
+path), and for batch norm (Ioffe & Szegedy 2015) a factor free of the scale of W (about 1).
+Two refinements, measured by the run: (1) the ReLU + He factor 1 is a mean, E[R] of the squared
+per-layer ratio; a run reports a geometric mean, and at width h one example's R is exactly
+(2/h) chi^2_K, K ~ Bin(h, 1/2) (Hanin 2018; Hanin & Nica 2019), so the measured factor is
+exp(E[log R]/2) ~ 1 - 5/(4h) (remedies.width; widths 16..128 at the deepest depth); (2) the
+batch-norm estimate assumes dL/dz independent of W, which batch norm's scale invariance breaks
+(dL/dw_i is orthogonal to w_i), so it overshoots by a few % per layer (remedies.bn splits the
+factor into transfer, gain and projection).
 Expected: at depth 30 the plain sigmoid's ||dL/dW_1|| / ||dL/dW_L|| is ~1e-25 while the
 residual and batch-normalized nets keep it within a few decades of 1 and ReLU + He near 1;
 only the repaired nets still train at depth 30 (ReLU + He at the shared lr 0.5 diverges in
-some seeds: that lr is near its stability edge).
+some seeds: that lr is near its stability edge); the finite-width law matches the measured
+ReLU + He factor per example at every width within its standard errors, and the transfer
+shortfall of batch norm compounds to the gap between its estimate and the measurement.
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ from bpexp import report
 from bpexp.experiments._common import question
 from bpexp.experiments.depth_sweep import check_padded_engine, check_positive_ints
 from bpexp.experiments.depth_sweep.run import _factor
-from bpexp.experiments.remedies.figures import plot_remedy_norms, plot_remedy_summary
+from bpexp.experiments.remedies import bn, text, width
+from bpexp.experiments.remedies.figures import (plot_remedy_dw, plot_remedy_norms,
+                                                plot_remedy_summary, plot_width)
 from bpexp.experiments.remedies.run import RemedyResult, _med, compute_remedies
 from bpexp.experiments.remedies.theory import REMEDIES, REMEDY_THEORY, bn_factor_limit
 from bpexp.errors import UserError
@@ -41,6 +50,9 @@ class Params:
     depths: list = field(default_factory=lambda: [1, 2, 5, 10, 15, 20, 30])  # hidden layers D
     width: int = 32                                                          # hidden width h
     remedies: list = field(default_factory=lambda: list(REMEDIES))           # which, in order
+    # ReLU + He at the deepest depth over these widths (finite-width law; [] skips it)
+    widths: list = field(default_factory=lambda: [16, 32, 64, 128])
+    width_seeds: int = 32                                                    # its seeds
 
 
 def validate(cfg):
@@ -48,6 +60,11 @@ def validate(cfg):
     check_padded_engine(cfg, "remedies")
     check_positive_ints("depths", P.depths)
     check_positive_ints("width", [P.width])
+    if P.widths:
+        check_positive_ints("widths", P.widths)
+    if not (isinstance(P.width_seeds, int) and P.width_seeds >= 2):
+        raise UserError(f"experiment.width_seeds={P.width_seeds!r} is not allowed; "
+                        "allowed: an int >= 2")
     if not (P.remedies and all(r in REMEDIES for r in P.remedies)
             and len(set(P.remedies)) == len(P.remedies)):
         raise UserError(f"experiment.remedies={P.remedies!r} is not allowed; allowed: a "
@@ -103,14 +120,23 @@ def save_remedies(cfg, run, res: RemedyResult) -> dict:
             "data": cfg.data.name, "m": res.m, "n": res.n, "d_out": res.d_out,
             "output": cfg.model.output, "steps": cfg.train.steps, "lr": res.lr,
             "bn_factor_limit": bn_limit, "sigmoid_fprime_max_pow_depth":
-                {str(D): 0.25 ** D for D in res.depths}}
+                {str(D): 0.25 ** D for D in res.depths},
+            "class_entropy": res.class_entropy, "relu_width": res.relu_width,
+            "bn_parts": res.bn_parts}
 
 
 def present_remedies(cfg, run, res: RemedyResult, summary: dict) -> None:
+    """Long because it writes the terminal tables and report.md's sections in reading order;
+    each section is a few lines over the same values."""
     depths, Dm, names = res.depths, res.depths[-1], res.remedies
     figs = ["remedies_grad_norms.png", "remedies_summary.png"]
-    plot_remedy_norms(res, run.figure(figs[0]))
-    plot_remedy_summary(res, cfg.model.output, run.figure(figs[1]))
+    plot_remedy_norms(res, summary, run.figure(figs[0]))
+    plot_remedy_summary(res, summary, run.figure(figs[1]))
+    if summary.get("relu_width"):
+        figs.append("relu_width.png")
+        plot_width(summary, run.figure(figs[-1]))
+    figs.append("remedies_weight_grads.png")
+    plot_remedy_dw(res, run.figure(figs[-1]))
     header = ["remedy", "theory factor / layer", "measured factor", f"|dz_1|/|dz_L| D={Dm}",
               "predicted", f"|dW_1|/|dW_L| D={Dm}", f"loss D={depths[0]}", f"loss D={Dm}"]
     rows = []
@@ -126,6 +152,12 @@ def present_remedies(cfg, run, res: RemedyResult, summary: dict) -> None:
                        header, rows)
     print(f"0.25^{Dm} = {0.25 ** Dm:.3g}; batch-norm factor limit sqrt(E[sigma'^2]/Var[sigma]) "
           f"= {summary['bn_factor_limit']:.4f}")
+    wh = ["width", "theory exp(E log R/2)", "measured", "2 SE", "mean field", "mean of R",
+          "batch factor"]
+    wrows = [list(r[:4]) + [r[4], r[5], r[6]] for r in text.width_rows(summary)]
+    if wrows:
+        report.print_table(f"ReLU + He at depth {summary['relu_width']['depth']}: per-layer "
+                           "factor of dL/dz per example", wh, wrows)
     per_depth = [[summary["remedies"][n]["label"], D, d["ratio_first_last"],
                   d["dz_ratio_first_last"], d["dz_ratio_first_last_predicted"],
                   d["factor_measured_dz"], d["factor_predicted_dz"], d["initial_loss"],
@@ -133,6 +165,19 @@ def present_remedies(cfg, run, res: RemedyResult, summary: dict) -> None:
                  for n in names for D, d in ((D, summary["remedies"][n]["depths"][str(D)])
                                              for D in depths)]
     theory_lines = "\n".join(f"- **{REMEDIES[n].label}**: {REMEDY_THEORY[n]}" for n in names)
+    extra = []
+    if wrows:
+        extra.append(("ReLU + He at finite width", width.__doc__.split("\n\n", 1)[1].strip()
+                      + "\n\n" + report.markdown_table(wh, wrows)))
+    if summary.get("bn_parts"):
+        b = summary["bn_parts"]
+        extra.append(("Why the batch-norm estimate overshoots", bn.__doc__.split("\n\n", 1)[1]
+                      .strip() + "\n\n" + report.markdown_table(
+                          ["depth", "T", "T, independent W", "G / predicted", "P",
+                           "measured / predicted", f"compounded over {b['pairs']} layers"],
+                          [[b["depth"], b["transfer"], b["transfer_independent"],
+                            b["gain_over_predicted"], b["projection"],
+                            b["measured_over_predicted"], 1 / text.bn_compound(summary)]])))
     run.save_report(report.report(
         "Remedies for vanishing gradients", question(__doc__), run.reproduce(),
         [("Setup", f"mlp width {res.width}, output `{cfg.model.output}`, data `{cfg.data.name}` "
@@ -147,5 +192,10 @@ def present_remedies(cfg, run, res: RemedyResult, summary: dict) -> None:
          ("Per depth", report.markdown_table(
              ["remedy", "D", "|dW_1|/|dW_L|", "|dz_1|/|dz_L| (RMS)", "predicted",
               "factor meas.", "factor pred.", "initial loss", "final loss", "diverged"],
-             per_depth))],
-        figs))
+             per_depth))] + extra,
+        figs, shows=text.shows(summary)))
+
+
+def readme(record) -> str:
+    """The README block of this experiment, from a recorded run (bpexp.docs)."""
+    return text.readme(record)

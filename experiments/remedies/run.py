@@ -12,6 +12,8 @@ from bpexp import make
 from bpexp.experiments._common import load_data
 from bpexp.experiments.depth_sweep.engine import make_train
 from bpexp.experiments.depth_sweep.theory import attenuation_bound
+from bpexp.experiments.remedies import bn
+from bpexp.experiments.remedies import width as finite_width
 from bpexp.experiments.remedies.theory import REMEDIES, remedy_predicted_dz
 
 
@@ -41,6 +43,10 @@ class RemedyResult:
     dz_first_last_predicted: np.ndarray  # [remedy, depth, seed] product of the predictions
     bound: np.ndarray                   # [remedy, depth, seed] fmax^D prod ||W_l||_2 (plain)
     loss: np.ndarray                    # [remedy, depth, seed, step]
+    class_entropy: float = float("nan")  # -sum_c p_c ln p_c of the labels (the loss of the prior)
+    relu_width: dict | None = None      # width.study: ReLU + He at finite width (summary form)
+    relu_width_sq: np.ndarray | None = None  # [width, width_seed, layer, example] ||dz_l||^2
+    bn_parts: dict | None = None        # bn.decompose: the batch-norm factor in three parts
 
     def dataset(self):
         import xarray as xr
@@ -49,13 +55,19 @@ class RemedyResult:
         run = ("remedy", "depth", "seed")
         data = {}
         for k, v in vars(self).items():
-            if isinstance(v, np.ndarray) and v.ndim >= 3:
+            if isinstance(v, np.ndarray) and v.ndim >= 3 and k != "relu_width_sq":
                 tail = {L: ("layer",), L - 1: ("pair",)}.get(v.shape[-1]) if v.ndim == 4 else ()
                 data[k] = (run + (("step",) if k == "loss" else tail), v)
-        return xr.Dataset(data, coords={
-            "remedy": list(self.remedies), "depth": list(self.depths),
-            "seed": np.asarray(self.seeds), "layer": np.arange(1, L + 1),
-            "pair": np.arange(1, L), "step": np.arange(self.loss.shape[-1])})
+        coords = {"remedy": list(self.remedies), "depth": list(self.depths),
+                  "seed": np.asarray(self.seeds), "layer": np.arange(1, L + 1),
+                  "pair": np.arange(1, L), "step": np.arange(self.loss.shape[-1])}
+        if self.relu_width_sq is not None:
+            data["relu_width_sq_norms"] = (("width", "width_seed", "layer", "example"),
+                                           self.relu_width_sq)
+            coords.update(width=[int(w) for w in self.relu_width["widths"]],
+                          width_seed=self.relu_width["seeds"],
+                          example=np.arange(self.relu_width_sq.shape[-1]))
+        return xr.Dataset(data, coords=coords)
 
 
 def compute_remedies(cfg, run) -> RemedyResult:
@@ -77,8 +89,7 @@ def compute_remedies(cfg, run) -> RemedyResult:
     M.update({k: np.full(shp, np.nan) for k in ("ratio_first_last", "dz_first_last",
                                                  "dz_first_last_predicted", "bound")})
     M["loss"] = np.full(shp + (steps + 1,), np.nan)
-    seeds_arr = jnp.asarray(seeds, jnp.int32)
-    scale = cfg.model.init_scale
+    seeds_arr, scale = jnp.asarray(seeds, jnp.int32), cfg.model.init_scale
     with np.errstate(divide="ignore", invalid="ignore"):
         for ri, name in enumerate(names):
             r = REMEDIES[name]
@@ -115,8 +126,26 @@ def compute_remedies(cfg, run) -> RemedyResult:
                                            np.linalg.norm(f64(p0["W_out"]), ord=2,
                                                           axis=(-2, -1))[:, None]], axis=1)
                     M["bound"][ix] = [attenuation_bound(r.activation, D, sp) for sp in spec]
-    return RemedyResult(n=ds.n, m=ds.m, d_out=ds.d_out, width=h, lr=lr, remedies=names,
-                        depths=depths, seeds=seeds, **M)
+    freq = np.asarray(ds.Y, np.float64).mean(axis=1)
+    freq = freq[freq > 0]
+    res = RemedyResult(n=ds.n, m=ds.m, d_out=ds.d_out, width=h, lr=lr, remedies=names,
+                       depths=depths, seeds=seeds, class_entropy=float(-freq @ np.log(freq)), **M)
+    return _studies(cfg, run, res, X, Y, dtype)
+
+
+def _studies(cfg, run, res, X, Y, dtype):
+    """The two studies at the deepest depth: ReLU + He over widths (finding 5) and the
+    batch-norm factor in three parts."""
+    P, dmax, out = cfg.experiment, max(res.depths), cfg.model.output
+    if P.widths and dmax >= 2:    # the law needs two hidden layers (one hidden pair)
+        wseeds = make.seed_values(P.width_seeds, cfg.seed)
+        with run.timed("relu_width_study"):
+            res.relu_width, res.relu_width_sq = finite_width.study(
+                X, Y, dmax, list(P.widths), wseeds, dtype, out)
+    if "batchnorm" in res.remedies and dmax >= 2:
+        with run.timed("batchnorm_decomposition"):
+            res.bn_parts = bn.decompose(X, Y, dmax, res.width, res.seeds, dtype, out)
+    return res
 
 
 def _med(a):

@@ -31,7 +31,8 @@ import xarray as xr
 from bpexp import make, plots, report, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import load_data, question
-from bpexp.plots import plt
+from bpexp.experiments.sharpness import text
+from bpexp.experiments.sharpness.text import readme  # noqa: F401  (README's block)
 
 USES = ("model", "data", "optimizer", "train")  # make.check builds them first
 INT32_MAX = 2**31 - 1
@@ -198,7 +199,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     title = (f"{mc.name} ({mc.activation}, {mc.output}, hidden {mc.hidden} x {mc.depth}) on "
              f"{cfg.data.name} (m={res.m}), full-batch GD, {len(res.seeds)} seeds")
     fig_sharpness(res.s_steps, res.sharpness, res.l_steps, res.loss, lrs, title,
-                  run.figure(figs[0]))
+                  run.figure(figs[0]), headline=text.title(summary))
 
     header = ["lr", "2/lr (theory)", "sharpness at init", "first step >= 0.9 x 2/lr",
               "late ratio lr*S/2 (median)", "late ratio range over seeds",
@@ -233,29 +234,31 @@ def present(cfg, run, res: Result, summary: dict) -> None:
                    "the top two eigenvalues late in training (small: power iteration would "
                    f"mix them). One compile ({S['compile_s']:.2f} s), run {S['run_s']:.2f} s."),
          ("Theory vs measurement", report.markdown_table(header, rows))],
-        figs))
+        figs, shows=text.shows(summary)))
 
 
-def fig_sharpness(s_steps, sharp, l_steps, loss, lrs, title, path):
+def fig_sharpness(s_steps, sharp, l_steps, loss, lrs, title, path, headline):
     """Top: ``sharp[lr, seed, measurement]`` vs ``s_steps``, every seed, per lr of ``lrs[lr]``
-    with its 2/lr as a dashed line of the same colour; bottom: the training loss
-    ``loss[lr, seed, step]`` (log) vs ``l_steps``."""
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(8.5, 7), sharex=True, height_ratios=[3, 2])
-    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(lrs)))
+    with its 2/lr as a theory line of the same colour; bottom: the training loss
+    ``loss[lr, seed, step]`` (log) vs ``l_steps``; ``headline`` (the computed takeaway) on top."""
+    fig, (a1, a2) = plots.slide(2, 1, sharex=True, height_ratios=[3, 2])
     for i, lr in enumerate(lrs):
+        st = plots.style(i)
         for j in range(sharp.shape[1]):
-            a1.plot(s_steps, sharp[i, j], color=colors[i], lw=1.2, alpha=0.8,
+            a1.plot(s_steps, sharp[i, j], color=st["color"], lw=1.6, alpha=0.85,
                     label=f"lr = {lr:g}" if j == 0 else None)
-            a2.plot(l_steps, plots.positive(loss[i, j]), color=colors[i], lw=0.8, alpha=0.8)
-        a1.axhline(2 / lr, color=colors[i], ls="--", lw=1.2, label=f"2/lr = {2 / lr:.3g}")
+            a2.plot(l_steps, plots.positive(loss[i, j]), color=st["color"], lw=1.2, alpha=0.8)
+        plots.theory_line(a1, y=2 / lr, color=st["color"], label=f"2/lr = {2 / lr:.3g}")
     top = np.nanmax(np.where(np.isfinite(sharp), sharp, np.nan))
     a1.set_ylim(0, 1.15 * max(top, 2 / np.min(lrs)))
-    a1.set_ylabel("sharpness = top Hessian eigenvalue")
-    a1.set_title(title, fontsize=9)
-    a1.legend(fontsize=8, ncol=2)
+    a1.set_ylabel("sharpness")
+    plots.legend_outside(a1, ncol=1)
     a2.set_yscale("log")
-    a2.set_ylabel("training loss, MSE (log)")
+    a2.set_ylabel("training loss (log)")
     a2.set_xlabel("step (full-batch GD)")
-    fig.suptitle("Edge of stability: sharpness rises to 2/lr, then hovers there", fontsize=10)
+    plots.note(a2, title, "lower left")
+    fig.suptitle(headline)
     return plots.save(fig, path)
+
+
 from bpexp.experiments.sharpness.page import page  # noqa: E402,F401  (the run page's figures)

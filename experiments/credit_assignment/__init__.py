@@ -26,6 +26,7 @@ import xarray as xr
 from matplotlib.lines import Line2D
 from sklearn import datasets as skd
 
+from bpexp.experiments.credit_assignment.text import shows
 from bpexp import make, plots, primitives, report, stacked, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import load_data, question
@@ -256,7 +257,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
          ("Per layer", report.markdown_table(header, rows)),
          ("Theory vs measurement", report.markdown_table(["quantity", "measured", "theory"],
                                                          check))],
-        figs))
+        figs, shows=shows(summary)))
 
 
 def _loss_text(output):
@@ -324,7 +325,7 @@ def fig_network(widths, g, ew, min_width, names, db, title, path):
 
 
 def fig_layer_mass(L, mass, delta_mean, m, path):
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = plots.slide(1, 3)
     x = np.arange(1, L + 1)
     labels = [f"layer {l}" for l in x]
     for ax, key, title in ((axes[0], "grad_abs_sum", "sum of |gradient| per layer"),

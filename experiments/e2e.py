@@ -1,0 +1,203 @@
+"""End to end: where does the wall time of a whole job go?
+
+Question: a teacher changes one learning rate and reruns the main job. How long does the whole
+command take, and how much of it is the science (compile + sweep) rather than imports, figures,
+the page and writing? Does JAX's persistent compilation cache help the second run?
+Measurement: the target experiment (``experiment.target``, default lr_sweep, with
+``experiment.args``) run as a child process, exactly as a user types it: once cold (an empty
+compile cache) and ``repeats`` times warm (the same cache, new run folders). Each child's
+env.json carries its own phase timings (startup = interpreter, imports, config and validation;
+compute and its parts; present; each figure's rendering); the rest of the wall time (the run
+page, the index, interpreter exit) is the remainder. A bare ``import jax`` (plus one tiny
+computation) is timed in a child of its own. The ratio the product is judged by: warm end to end
+over (import jax + compile + sweep) of the same run.
+Expected: nothing to assume: the table states the machine's numbers (they depend on the machine
+and its load; run it where it matters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from bpexp import docs, plots, report
+from bpexp.errors import UserError
+from bpexp.experiments._common import question
+from bpexp.experiments.scale import run_child
+
+USES = ()
+HEADLINE = ("warm_wall_s", "ratio_e2e_over_compute", "cold_wall_s", "import_jax_s")
+
+
+@dataclass
+class Params:
+    name: str = "e2e"
+    target: str = "lr_sweep"          # the experiment timed end to end
+    args: Any = field(default_factory=list)   # its overrides, as typed
+    repeats: int = 2                  # warm runs (the median is reported)
+
+
+def validate(cfg):
+    from bpexp import experiments
+
+    P = cfg.experiment
+    if P.target not in experiments.names() or P.target == "e2e":
+        raise UserError(f"experiment.target={P.target!r} is not allowed; allowed: one of "
+                        f"{', '.join(n for n in experiments.names() if n != 'e2e')}")
+    if not 1 <= P.repeats <= 20:
+        raise UserError(f"experiment.repeats={P.repeats!r} is not allowed; allowed: an int in "
+                        "[1, 20]")
+    if not all(isinstance(a, str) and "=" in a and not a.startswith(("outputs.", "run_id"))
+               for a in P.args):
+        raise UserError(f"experiment.args={list(P.args)!r} is not allowed; allowed: a list of "
+                        "KEY=VALUE overrides (outputs.* and run_id are set by e2e)")
+
+
+@dataclass
+class Result:
+    import_jax_s: float
+    python_s: float
+    runs: list            # per child: {"kind", "wall_s", "peak_rss_mb", "timings", "summary"}
+    load: tuple = ()      # 1-minute load average before and after: how shared the machine was
+
+
+def time_import_jax() -> tuple[float, float]:
+    """(seconds of a bare python, seconds of ``import jax`` + one tiny computation inside a
+    fresh process) — what any JAX program pays before its own work."""
+    code = ("import time; t = time.perf_counter(); import jax; "
+            "jax.numpy.zeros(1).block_until_ready(); print(time.perf_counter() - t)")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    bare = time.perf_counter() - t
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    return bare, float(out.strip().splitlines()[-1])
+
+
+def compute(cfg, run) -> Result:
+    P = cfg.experiment
+    load0 = os.getloadavg()[0]
+    bare, imp = time_import_jax()
+    root, cache = run.path("runs"), run.path("jax_cache")
+    runs = []
+    for i in range(1 + P.repeats):
+        kind = "cold" if i == 0 else "warm"
+        rid = f"{kind}{i}"
+        meas = run_child([f"+experiment={P.target}", *P.args, f"outputs.root={root}",
+                          f"outputs.compile_cache={cache}", f"run_id={rid}",
+                          "sweep.progress=false"], run.dir)
+        d = Path(root) / P.target / rid
+        env = json.loads((d / "env.json").read_text())
+        runs.append({"kind": kind, **meas, "timings": env.get("timings", {}),
+                     "summary": json.loads((d / "summary.json").read_text())})
+    return Result(import_jax_s=imp, python_s=bare, runs=runs, load=(load0, os.getloadavg()[0]))
+
+
+COMPUTE_PARTS = ("compile_s", "sweep_s")   # the science, as the target's summary states it
+
+
+def breakdown(r: dict) -> dict:
+    """A child run's wall seconds by phase: startup, the experiment's own phases (compute,
+    save, present with its figures), and the remainder (page, index, exit)."""
+    t = r["timings"]
+    figs = sum(v for k, v in t.items() if k.startswith("figure "))
+    parts = {"startup (imports, config)": t.get("startup", 0.0),
+             "compute": t.get("compute", 0.0), "save": t.get("save", 0.0),
+             "figures (PNG)": figs, "present (tables, report)": t.get("present", 0.0) - figs}
+    parts["page, index, exit"] = r["wall_s"] - sum(parts.values())
+    return parts
+
+
+def save(cfg, run, res: Result) -> dict:
+    warm = [r for r in res.runs if r["kind"] == "warm"]
+    walls = [r["wall_s"] for r in warm]
+    med = warm[int(np.argsort(walls)[len(walls) // 2])]
+    cold = res.runs[0]
+    science = {k: float(med["summary"].get(k, float("nan"))) for k in COMPUTE_PARTS}
+    denom = res.import_jax_s + sum(science.values())
+    parts = breakdown(med)
+    run.save_metrics(xr.Dataset(
+        {"wall_s": ("child", np.array([r["wall_s"] for r in res.runs])),
+         "peak_rss_mb": ("child", np.array([r["peak_rss_mb"] for r in res.runs]))},
+        coords={"child": [r["kind"] for r in res.runs]}))
+    return {"target": cfg.experiment.target, "args": list(cfg.experiment.args),
+            "python_s": res.python_s, "import_jax_s": res.import_jax_s,
+            "cold_wall_s": cold["wall_s"], "warm_wall_s": med["wall_s"], "warm_walls": walls,
+            "cold_compile_s": float(cold["summary"].get("compile_s", float("nan"))),
+            "warm_compile_s": science.get("compile_s"), "sweep_s": science.get("sweep_s"),
+            "phases": parts, "figures": {k.removeprefix("figure "): v
+                                         for k, v in med["timings"].items()
+                                         if k.startswith("figure ")},
+            "ratio_e2e_over_compute": med["wall_s"] / denom if denom > 0 else None,
+            "peak_rss_mb": med["peak_rss_mb"], "cpu_count": os.cpu_count(),
+            "load_average": list(res.load)}
+
+
+def shows(s: dict) -> list[str]:
+    """report.md's opening sentences (this machine's timings)."""
+    ph = s["phases"]
+    big = max(ph, key=ph.get)
+    return [f"The warm `{s['target']}` takes {s['warm_wall_s']:.2f} s end to end, "
+            f"{s['ratio_e2e_over_compute']:.1f}x the {s['import_jax_s']:.2f} s of importing JAX "
+            f"plus its own compile ({s['warm_compile_s']:.2f} s) and sweep "
+            f"({s['sweep_s']:.2f} s).",
+            f"The largest part is {big}: {ph[big]:.2f} s ({ph[big] / s['warm_wall_s']:.0%}).",
+            f"The cold run (empty compile cache) takes {s['cold_wall_s']:.2f} s and compiles in "
+            f"{s['cold_compile_s']:.2f} s; warm, the persistent cache brings compile to "
+            f"{s['warm_compile_s']:.2f} s."]
+
+
+def present(cfg, run, res: Result, summary: dict) -> None:
+    s = summary
+    rows = [[k, v, f"{v / s['warm_wall_s']:.0%}"] for k, v in s["phases"].items()]
+    rows += [[f"  of which figure {k}", v, ""] for k, v in s["figures"].items()]
+    rows += [["end to end, warm (median)", s["warm_wall_s"], f"{len(s['warm_walls'])} runs"],
+             ["end to end, cold", s["cold_wall_s"], "empty compile cache"],
+             ["import jax (a bare process)", s["import_jax_s"],
+              f"python alone {s['python_s']:.2f}"],
+             ["ratio e2e / (import jax + compile + sweep)", s["ratio_e2e_over_compute"], ""]]
+    report.print_table(f"e2e: python -m bpexp +experiment={s['target']} (this machine)",
+                       ["phase", "seconds", "share"], rows)
+    fig, ax = plots.slide()
+    names, vals = list(s["phases"]), list(s["phases"].values())
+    ax.barh(names[::-1], vals[::-1], color=[plots.PALETTE[i % 7] for i in range(len(names))])
+    plots.theory_line(ax, x=s["import_jax_s"] + s["warm_compile_s"] + s["sweep_s"],
+                      label="import jax + compile + sweep")
+    ax.set_xlabel("seconds (warm run, this machine)")
+    ax.set_title(f"{s['target']} end to end: {s['warm_wall_s']:.2f} s, "
+                 f"{s['ratio_e2e_over_compute']:.1f}x its import + compile + sweep")
+    plots.legend_outside(ax, "below")
+    plots.save(fig, run.figure("e2e.png"))
+    run.save_report(report.report(
+        "End to end", question(__doc__), run.reproduce(),
+        [("Phases (warm run, median)", report.markdown_table(["phase", "seconds", "share"],
+                                                             rows))],
+        ["e2e.png"], shows=shows(s)))
+
+
+def readme(record: dict) -> str:
+    """The README's block: the phase table of the recorded run, marked machine-dependent."""
+    s = record["summary"]
+
+    def sec(v):
+        return docs.measured(f"{v:.2f}")
+
+    load = docs.measured(f"{s['load_average'][0]:.1f} before, {s['load_average'][1]:.1f} after")
+    lines = [f"`{record['command']}`, {docs.machine('timings', record)}, 1-minute load "
+             f"average {load}:", "",
+             "| phase (warm run) | seconds |", "|---|---|"]
+    lines += [f"| {k} | {sec(v)} |" for k, v in s["phases"].items()]
+    science = s["import_jax_s"] + s["warm_compile_s"] + s["sweep_s"]
+    lines += [f"| **end to end** | {sec(s['warm_wall_s'])} |",
+              f"| import jax + compile + sweep | {sec(science)} |",
+              f"| end to end, cold compile cache | {sec(s['cold_wall_s'])} |"]
+    return "\n".join(lines) + "\n"
