@@ -110,18 +110,32 @@ def lanczos(hvp, v0, iters):
     ``v0``: (p,) start vector (a warm start: the previous top Ritz vector)."""
     p = v0.shape[0]
     dt = v0.dtype
+    eps = jnp.finfo(dt).eps
     tiny = jnp.finfo(dt).tiny
+
+    def reorth(w, V):
+        w = w - V.T @ (V @ w)                      # full reorthogonalization against V_0..V_j
+        return w - V.T @ (V @ w)                   # twice is enough (Kahan-Parlett)
 
     def step(j, c):
         V, alpha, beta = c
         w = hvp(V[j])
         a = jnp.vdot(V[j], w)
-        w = w - V.T @ (V @ w)                      # full reorthogonalization against V_0..V_j
-        w = w - V.T @ (V @ w)                      # twice is enough (Kahan-Parlett)
+        scale = jnp.linalg.norm(w)
+        w = reorth(w, V)
         b = jnp.linalg.norm(w)
-        ok = b > 1e3 * tiny * jnp.maximum(jnp.abs(a), 1.0)  # invariant subspace found: stop growing
-        V = V.at[j + 1].set(jnp.where(ok, w / jnp.where(ok, b, 1.0), 0.0))
-        return V, alpha.at[j].set(a), beta.at[j].set(jnp.where(ok, b, 0.0))
+        ok = b > 1e3 * tiny * jnp.maximum(jnp.abs(a), 1.0)
+        nxt = jnp.where(ok, w / jnp.where(ok, b, 1.0), 0.0)
+        # invariant subspace found (b at the rounding level of |H v_j|; a Hessian of low rank,
+        # e.g. one training example, gets there in a few steps): the normalized remainder is a
+        # fresh direction but not orthogonal to V to rounding, so it is orthogonalized once
+        # more and T gets beta = 0 there (a restart); kept only if something is left of it
+        brk = b <= 100 * eps * scale
+        u = reorth(nxt, V)
+        nu = jnp.linalg.norm(u)
+        fresh = jnp.where(nu > 1e3 * eps * jnp.sqrt(p), u / jnp.where(nu > 0, nu, 1.0), 0.0)
+        V = V.at[j + 1].set(jnp.where(brk, fresh, nxt))
+        return V, alpha.at[j].set(a), beta.at[j].set(jnp.where(ok & ~brk, b, 0.0))
 
     V = jnp.zeros((iters + 1, p), dt).at[0].set(v0 / jnp.linalg.norm(v0))
     V, alpha, beta = lax.fori_loop(0, iters, step, (V, jnp.zeros(iters, dt), jnp.zeros(iters, dt)))

@@ -158,7 +158,8 @@ def _docstring_ids(tree) -> set:
 
 
 # library words that are also experiment names: the quantity, not the experiment
-CONCEPTS = {"sharpness": "the Hessian's top eigenvalue (Cohen et al. 2021), a measurement"}
+CONCEPTS = {"sharpness": "the Hessian's top eigenvalue (Cohen et al. 2021), a measurement",
+            "catapult": "a regime of GD (Lewkowycz et al. 2020), a label of bpexp.regimes"}
 
 
 def test_the_library_names_no_experiment():
