@@ -61,6 +61,17 @@ def classify(loss, lr, sharpness_end=None, lam0=None, *, rise: float = 1.05,
     return "lazy"
 
 
+def classify_curves(loss, *, rise: float = 1.05, converged: float = 1.0) -> np.ndarray:
+    """:func:`classify`'s rules 1, 2 and 4 (no sharpness), vectorized over runs: ``loss[...,
+    t]`` -> a str array of ``loss.shape[:-1]``. For grids too big for a loop per run; equal to
+    ``classify_many(loss, lr)`` (a test checks it)."""
+    loss = np.asarray(loss, np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.all(np.isfinite(loss), axis=-1) | ~(loss[..., -1] < converged * loss[..., 0])
+        rose = np.max(loss, axis=-1) > rise * loss[..., 0]
+    return np.where(bad, "divergent", np.where(rose, "catapult", "lazy")).astype("<U9")
+
+
 def classify_many(loss, lr, sharpness_end=None, lam0=None, **kw) -> np.ndarray:
     """:func:`classify` over runs: ``loss[..., t]``, ``lr``, ``sharpness_end`` and ``lam0``
     broadcast to ``loss.shape[:-1]``. Returns a str array of that shape."""

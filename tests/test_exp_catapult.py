@@ -274,3 +274,17 @@ def test_default_run_edges(tmp_path):
                 assert lo <= (2.0 if mdl == "uv" else 2.1) and hi >= 2.0, (mdl, lo, hi)
     for f in ("phase_diagram.png", "curves.png"):
         assert (d / "figures" / f).stat().st_size > 20_000
+
+
+def test_classify_curves_equals_the_per_run_rule():
+    """The vectorized rule (lr_sweep's grids) labels every run as classify does: random curves
+    that rise, fall, end above their start, hold inf or nan."""
+    from bpexp import regimes
+
+    rng = np.random.default_rng(0)
+    loss = np.exp(rng.normal(0, 0.3, (50, 7, 12)).cumsum(-1))
+    loss[0, 0, 3], loss[1, 1, -1], loss[2, 2, 5] = np.inf, np.nan, 1e40
+    fast = regimes.classify_curves(loss)
+    slow = regimes.classify_many(loss, 0.1)
+    assert fast.shape == (50, 7) and (fast == slow).all()
+    assert set(np.unique(fast)) == set(regimes.LABELS)

@@ -1,18 +1,23 @@
 """The device check's prepared command, run on the CPU (CI has no GPU): the bench and the main
 job as child processes, one table from their summaries; without the device, one line, exit 2."""
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from bpexp import gpucheck
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "gpucheck.py"
+_spec = importlib.util.spec_from_file_location("gpucheck", SCRIPT)
+gpucheck = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gpucheck)
 
 
 @pytest.mark.slow
 def test_the_device_check_runs_on_cpu(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "bpexp.gpucheck", "--device", "cpu", "--size",
+    p = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--size",
                         "tiny", "--root", str(tmp_path)], capture_output=True, text=True,
                        timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -127,6 +127,8 @@ def save(cfg, run, res: Result) -> dict:
                 "final_over_2_over_lr": dict(zip(("lo", "hi"), [
                     float(sh[-1] * lr / 2) for sh, lr in zip(res.track["sharpness"],
                                                              res.track["lrs"])]))},
+            "regimes": {k: v.tolist() for k, v in res.regimes.items()},   # runs per lr
+            "lr_over_2_over_lambda": (np.asarray(res.lrs) * res.lam / 2).tolist(),
             "best_lr": float(res.lrs[res.best]), "runs": g["runs"], "chunks": g["chunks"],
             "runs_per_chunk": g["layout"]["runs_per_chunk"],
             "chunks_computed_by_finalizer": g["chunks_computed"],

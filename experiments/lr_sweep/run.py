@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpexp import make, plots, sweep, train
+from bpexp import make, plots, regimes, sweep, train
 from bpexp.experiments._common import diverged_mask, finite_median, load_data
 from bpexp.experiments.lr_sweep.theory import measured_threshold, threshold_theory
 
@@ -94,6 +94,7 @@ class Result:
     curves: np.ndarray             # [lr, record] loss of the first run at each lr
     three: dict                    # "too small / good / too large": idx [3], loss [3][run, record]
     frac: np.ndarray               # [lr] fraction of runs that diverged
+    regimes: dict                  # label -> [lr] runs in that regime (bpexp.regimes)
     med: np.ndarray                # [lr] median final loss (a diverged run counts as +inf)
     conv: np.ndarray               # [3, lr] min, median, max final loss over converged runs
     lam: float                     # lambda_max of the loss Hessian (exact or estimated)
@@ -119,6 +120,7 @@ def summarize(st, P, budget: int = SUMMARY_BUDGET) -> dict:
     rows = max(1, budget // max(1, per_lr * n_rec * 8))
     out = {k: np.full(n_lr, np.nan) for k in ("frac", "med", "cmin", "cmed", "cmax")}
     out["any"] = np.zeros(n_lr, bool)
+    out["regimes"] = {k: np.zeros(n_lr, np.int64) for k in regimes.LABELS}
     out["curves"] = np.full((n_lr, n_rec), np.nan)
     for sl in st.blocks("lr", rows):
         b = sl.stop - sl.start
@@ -135,6 +137,10 @@ def summarize(st, P, budget: int = SUMMARY_BUDGET) -> dict:
         for k, f in (("cmin", np.nanmin), ("cmed", np.nanmedian), ("cmax", np.nanmax)):
             out[k][sl.start + np.flatnonzero(ok)] = f(conv[ok], axis=1)
         out["curves"][sl] = loss[:, 0]
+        # lazy / catapult / divergent per run, from its recorded curve and its final loss
+        lab = regimes.classify_curves(np.concatenate([loss, final[..., None]], axis=-1))
+        for k in regimes.LABELS:
+            out["regimes"][k][sl] = (lab == k).sum(axis=1)
     return out
 
 
@@ -195,6 +201,7 @@ def compute(cfg, run) -> Result:
                   runs_per_lr=grid.size // len(lrs), lrs=lrs, seeds=grid.axes["seed"],
                   steps=res.coords["step"], curves=agg["curves"],
                   three={"idx": idx, "loss": [curves_at(st, i) for i in idx]}, frac=frac,
+                  regimes=agg["regimes"],
                   med=agg["med"], conv=np.stack([agg["cmin"], agg["cmed"], agg["cmax"]]),
                   lam=lam, thr=thr, kind=kind, thr_meas=thr_meas, bracket=[lo, hi],
                   step_ratio=hi / lo if lo and hi else None,

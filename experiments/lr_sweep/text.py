@@ -80,6 +80,33 @@ def sharpness_sentence(s: dict) -> str | None:
                if fell and sh[0] > 2 / lr else "."))
 
 
+def regime_sentence(s: dict) -> str | None:
+    """Which regime (bpexp.regimes: lazy / catapult / divergent, read off each run's loss
+    curve) the runs below the measured threshold are in, with the lrs in units of 2/lambda."""
+    R, u = s.get("regimes"), s.get("lr_over_2_over_lambda")
+    edge = s["threshold_refined"] or s["threshold_measured"]
+    if not R or not u or edge is None or not s["lambda_max"]:
+        return None
+    cat = [x for x, c in zip(u, R["catapult"]) if c > 0]
+    if s["theory_kind"] == "exact":
+        return ("Every converging run is lazy: its loss never rose above its start, as on any "
+                "quadratic below its threshold." if not cat else
+                f"{sum(R['catapult'])} converging runs rose before converging (at lr "
+                f"{min(cat):.3g}-{max(cat):.3g} x 2/lambda_max).")
+    at = edge * s["lambda_max"] / 2
+    out = (f"In units of 2/lambda at init the measured threshold is {at:.2f}, where the "
+           "quadratic theory says 1: ")
+    above = sum(1 for x in cat if x > at)
+    out += (f"{sum(R['catapult'])} runs at {len(cat)} lrs ({min(cat):.2f}-{max(cat):.2f} x "
+            "2/lambda) are in the catapult regime (the loss rises, then converges; Lewkowycz "
+            "et al. 2020, s.2)" + (f", {above} of those lrs above the measured threshold, where "
+                                   "other seeds diverged" if above else "") if cat else
+            "no run rose above 1.05x its initial loss on the way (no catapult seen)")
+    return out + (f"; wide-network theory puts the divergence edge at 2 in these units for the "
+                  f"two-layer linear net and near 6 for ReLU nets ({'above' if at > 2 else 'below'}"
+                  " the linear net's here; see +experiment=catapult).")
+
+
 def best_sentence(s: dict) -> str:
     out = f"The lowest median final loss is reached at lr {s['best_lr']:.4g}"
     edge = s["threshold_refined"] or s["threshold_measured"]
@@ -89,9 +116,9 @@ def best_sentence(s: dict) -> str:
 
 
 def shows(s: dict, data: str) -> list[str]:
-    """3-5 sentences for report.md's "What this run shows"."""
+    """3-6 sentences for report.md's "What this run shows"."""
     out = [theory_sentence(s, data), measured_sentence(s), refined_sentence(s),
-           sharpness_sentence(s), best_sentence(s)]
+           regime_sentence(s), sharpness_sentence(s), best_sentence(s)]
     return [x for x in out if x]
 
 
@@ -100,7 +127,8 @@ def readme(record: dict) -> str:
     s, cfg = record["summary"], record["config"]
     data = cfg["data"]["name"]
     body = " ".join(x for x in (theory_sentence(s, data), measured_sentence(s),
-                                refined_sentence(s), sharpness_sentence(s)) if x)
+                                refined_sentence(s), regime_sentence(s),
+                                sharpness_sentence(s)) if x)
     return f"- `{record['command']}`: {body}\n"
 
 

@@ -1,5 +1,6 @@
-"""The device check, one prepared command: ``python -m bpexp.gpucheck [--size large]
-[--device gpu] [--root DIR]``.
+"""The device check, one prepared command: ``python tools/gpucheck.py [--size large]
+[--device gpu] [--root DIR]`` (a script of the repository, beside the package: it names
+experiments, which the library never does).
 
 Runs, each as a user would (a child ``python -m bpexp``), on the chosen device:
 1. ``+experiment=bench experiment.size=SIZE``: the engine (one vmapped compiled call) against a
@@ -59,7 +60,7 @@ def rows(bench: dict, e2e: dict) -> list[list]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bpexp.gpucheck",
+    ap = argparse.ArgumentParser(prog="python tools/gpucheck.py",
                                  description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="gpu", choices=("gpu", "cpu"))
     ap.add_argument("--size", default="large", choices=("tiny", "small", "large"))
