@@ -96,6 +96,14 @@ def mark_offscale(ax, x, y, top, label="diverged (off scale)", color="#D55E00"):
     return int(off.sum())
 
 
+def wrap(text: str, width: int = 90) -> str:
+    """A title's lines wrapped at ``width`` characters: a long computed takeaway stays on the
+    slide instead of widening the saved PNG."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) or line for line in text.split("\n"))
+
+
 def note(ax, text: str, loc: str = "lower left"):
     """A short remark inside the axes (what was clipped, which seed is shown)."""
     xy = {"lower left": (0.01, 0.02, "left", "bottom"), "upper left": (0.01, 0.98, "left", "top"),
@@ -121,6 +129,8 @@ def save(fig, path) -> Path:
     import time
 
     t = time.perf_counter()
+    if fig._suptitle is not None:        # a long computed takeaway wraps, never widens the PNG
+        fig._suptitle.set_text(wrap(fig._suptitle.get_text(), 100))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)

@@ -138,7 +138,7 @@ def fig_paths(names, H, w0, quad, n_path, title, path):
     """Up to four panels, one per optimizer: contours of 0.5 w^T H w, the first ``n_path``
     steps at its best lr from w0, the end point marked, and an inset zoomed on the end."""
     paths = {n: None if quad[n].path is None else quad[n].path[: n_path + 1] for n in names}
-    cols = 2 if len(names) > 1 else 1
+    cols = 2       # a lone panel beside an empty one: a slide, not a 3:1 strip
     rows = -(-len(names) // cols)
     fig, axes = plots.slide(rows, cols, squeeze=False)
     r = 1.25 * float(np.max(np.abs(w0)))
@@ -174,7 +174,7 @@ def fig_paths(names, H, w0, quad, n_path, title, path):
     fig.legend(handles, [f"start ({w0[0]:g}, {w0[1]:g})", "minimum (0, 0)",
                          f"end (step {n_path})", "contours of f"],
                loc="outside lower center", ncol=4, frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(plots.wrap(title))
     return plots.save(fig, path)
 
 
