@@ -22,6 +22,17 @@ from bpexp.experiments.remedies import theory as RT
 from bpexp.experiments.remedies import width as W
 
 
+
+def _np_relu_forward(Ws, x):
+    """numpy reference: (last hidden activation, ReLU masks per hidden layer, output logits)
+    of the plain ReLU stack ``Ws`` (bias-free) on ``x``; batched weights broadcast."""
+    a, masks = x, []
+    for Wl in Ws[:-1]:
+        z = Wl @ a
+        masks.append(z > 0)
+        a = np.maximum(z, 0)
+    return a, masks, Ws[-1] @ a
+
 def test_remedy_predictions_by_hand():
     """remedy_predicted_dz against the formulas written out, and the batch-norm limit
     sqrt(E[sigma'^2] / Var[sigma]) against Monte Carlo."""
@@ -136,12 +147,7 @@ def _numpy_relu_log_ratios(h, D, nets, rng, softmax, n=8, d_out=5):
     Ws = [rng.standard_normal((nets, h, n)) * np.sqrt(2 / n)] + \
          [rng.standard_normal((nets, h, h)) * np.sqrt(2 / h) for _ in range(D - 1)] + \
          [rng.standard_normal((nets, d_out, h)) * np.sqrt(2 / h)]
-    a, masks = x, []
-    for Wl in Ws[:-1]:
-        z = Wl @ a
-        masks.append(z > 0)
-        a = np.maximum(z, 0)
-    zL = Ws[-1] @ a
+    a, masks, zL = _np_relu_forward(Ws, x)
     P = np.exp(zL - zL.max(1, keepdims=True))
     P /= P.sum(1, keepdims=True)
     d = P - np.eye(d_out)[rng.integers(0, d_out, nets)][..., None]
@@ -261,12 +267,7 @@ def _check_width_study(run_dir, s):
                                  Y.shape[0], 30, jnp.float32)
     p = {k: np.asarray(v, np.float64) for k, v in engine.init_stack(draws, "he", 1.0).items()}
     Ws = [p["W_in"]] + list(p["W_h"]) + [p["W_out"]]
-    a, masks = X, []
-    for Wl in Ws[:-1]:
-        z = Wl @ a
-        masks.append(z > 0)
-        a = np.maximum(z, 0)
-    zL = Ws[-1] @ a
+    a, masks, zL = _np_relu_forward(Ws, X)
     P = np.exp(zL - zL.max(0))
     P /= P.sum(0)
     d = (P - Y) / Y.shape[1]

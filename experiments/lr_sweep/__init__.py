@@ -101,6 +101,7 @@ def validate(cfg):
 def save(cfg, run, res: Result) -> dict:
     """The grid is already in metrics.zarr (streamed; ``diverged`` added by summarize)."""
     g = res.stats
+    held, resolution = interval(res, cfg.experiment)
     return {"lrs": res.lrs, "diverged_fraction": res.frac, "final_loss_median": res.med,
             "optimizer": cfg.optimizer.name,
             "theory_bound": optim.OPTIMIZERS[cfg.optimizer.name].bound_doc or None,
@@ -111,9 +112,9 @@ def save(cfg, run, res: Result) -> dict:
             "threshold_refined": refined(res), "refined_bracket": list(res.rounds[-1][:2])
             if res.rounds else res.bracket, "refine_rounds": len(res.rounds),
             "refine_steps": [int(r[2]) for r in res.rounds],
-            "threshold_interval": interval(res, cfg.experiment)[0] if res.kind == "exact"
-            else None,       # the growth rule's resolution holds on quadratic losses only
-            "refined_resolution": interval(res, cfg.experiment)[1],
+            # the growth rule's resolution holds on quadratic losses only
+            "threshold_interval": held if res.kind == "exact" else None,
+            "refined_resolution": resolution,
             "refined_over_theory": (refined(res) / res.thr) if res.thr and refined(res) else None,
             "steps_to_resolve_refine_tol": math.log(cfg.experiment.growth_factor) / (
                 4 * cfg.experiment.refine_tol * cfg.experiment.growth_window),
