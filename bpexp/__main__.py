@@ -15,6 +15,12 @@ if __name__ == "__main__":   # Ctrl-C before a run folder exists: one line, exit
 
     signal.signal(signal.SIGINT, quiet_interrupt)
 
+    import sys
+
+    from bpexp import render
+
+    render.prestart(sys.argv[1:])   # the figure helper imports matplotlib while we import JAX
+
 import hydra  # after the Ctrl-C handler: these imports take a second
 
 from bpexp import cli, config, launch
@@ -28,3 +34,4 @@ def main(dcfg) -> None:
 
 if __name__ == "__main__":
     cli.run(main)
+    cli.leave()

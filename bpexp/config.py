@@ -104,6 +104,7 @@ class OutputsCfg:
     root: str = "outputs"
     compile_cache: Any = None     # JAX's persistent compilation cache folder; null = off
     figures: bool = True          # false: no PNGs, no report.html (big grids; numbers as always)
+    figure_worker: Any = "auto"   # auto | true | false: PNGs drawn by a second process (2+ cores)
 
 
 @dataclass
@@ -294,6 +295,10 @@ def _check_run(cfg: Cfg) -> None:
     cc = cfg.outputs.compile_cache
     if cc is not None and not (isinstance(cc, str) and cc):
         raise ConfigError(f"outputs.compile_cache={cc!r} must be a folder path or null (off)")
+    fw = cfg.outputs.figure_worker
+    if str(fw).lower() not in ("auto", "true", "false"):
+        raise ConfigError(f"outputs.figure_worker={fw!r} is not allowed; allowed: auto, true, "
+                          "false")
 
 
 def dump(cfg: Cfg) -> str:

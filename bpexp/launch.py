@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from bpexp import outputs, verify
+from bpexp import outputs, render, verify
 from bpexp.errors import UserError, die, quiet_interrupt
 from bpexp.outputs import run_dir, write_json
 from bpexp.resume import existing_run, reopen
@@ -76,12 +76,14 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
         reopen(folder)
     shard = (cfg.sweep.shard, cfg.sweep.num_shards) if cfg.sweep.shard is not None else None
     outputs.FIGURES = bool(cfg.outputs.figures)
+    render.configure(outputs.FIGURES, str(cfg.outputs.figure_worker).lower())
     run = None
     _on_sigint(signal.default_int_handler)   # from now on Ctrl-C is recorded in the folder
     try:
         with open_run(cfg.outputs.root, name, config_yaml, run_id=cfg.run_id,
                       shard=shard) as run:
             run.overrides = list(overrides)
+            run.timings["figure_helper"] = float(render.active())   # PNGs drawn in parallel
             import bpexp   # imports, config and validation: process start to the run folder
             run.timings.setdefault("startup", round(run.t0 - bpexp.STARTED, 4))
             if run.resumed:
@@ -89,10 +91,7 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
             elif getattr(module, "STREAMS", False):   # kill -9 prints nothing: say it now
                 print(f"run {run.id}: if it stops, resume with: {run.resume_command()}",
                       flush=True)
-            with run.timed("experiment"):  # compute / save / present add finer timings
-                summary = run_contract(module, cfg, run)
-            run.save_summary(summary)
-            run.finish("finished", summary)
+            prepared = _complete(module, cfg, run)
     except Stopped as e:
         print(str(e))
         print(f"run dir: {run.dir}")
@@ -113,10 +112,24 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
         _ended(run, f"error: a bug in bpexp ({type(e).__name__}: {_first_line(e)}); traceback "
                     f"in {run.dir / 'error.txt'}", code=1, resume=True)
     _note_in_sweep(run)
-    page = _write_pages(run, page=outputs.FIGURES)
+    page = _write_pages(run, page=outputs.FIGURES, prepared=prepared)
     if page is not None:
         print(f"report: {page}")
     print(f"run dir: {run.dir}")
+
+
+def _complete(module, cfg, run: Run):
+    """The experiment's contract, its summary, every PNG, then the run marked finished;
+    returns the page's slow part, prepared while the figure helper drew (or None)."""
+    with run.timed("experiment"):  # compute / save / present add finer timings
+        summary = run_contract(module, cfg, run)
+    run.save_summary(summary)
+    with run.timed("page"):        # while the figure helper draws the PNGs
+        prepared = _prepare_page(run) if outputs.FIGURES else None
+    with run.timed("figures_wait"):
+        render.drain()             # every PNG written (or its error raised) first
+    run.finish("finished", summary)
+    return prepared
 
 
 def _on_sigint(handler) -> None:
@@ -136,13 +149,24 @@ def _ended(run: Run, message: str, code: int, resume: bool = False):
     sys.exit(code)
 
 
-def _write_pages(run: Run, page: bool = True):
+def _prepare_page(run: Run):
+    """The slow part of the run's page (bpexp.pages.prepare_run), or None when it fails (the
+    page is then built whole, or warned about, by _write_pages)."""
+    try:
+        from bpexp import pages
+
+        return pages.prepare_run(run.dir)
+    except Exception:
+        return None
+
+
+def _write_pages(run: Run, page: bool = True, prepared: dict | None = None):
     """The run's report.html (when ``page``) and the outputs root's index.html; returns the
     page's path. Building pages never fails a run: one warning line instead."""
     try:
         from bpexp import pages
 
-        path = pages.write_run(run.dir) if page else None
+        path = pages.write_run(run.dir, prepared=prepared) if page else None
         pages.write_index(run.root)
         return path
     except Exception as e:

@@ -115,6 +115,7 @@ def _now() -> str:
 
 FIGURES = True   # outputs.figures: False skips writing PNGs (plots.save) and the run's page
 FIGURE_S: dict[str, float] = {}   # seconds plots.save spent rendering + writing each PNG
+OFFLOAD = None   # while a figure helper runs: bpexp.render.offload(fig, path) -> handed over?
 
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")   # safe as one folder name

@@ -148,12 +148,10 @@ def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, li
     return main, rest, problems
 
 
-def write_run(run_dir, standalone: bool = False) -> Path:
-    """``<run_dir>/report.html`` from the folder alone; returns its path.
-    Long because it writes the page's HTML parts in reading order (header, figures, report, static
-    figures, footer); each part is a few lines."""
-    import plotly
-
+def prepare_run(run_dir) -> dict:
+    """The slow part of a run's page, which does not depend on how the run ended: its figures
+    from the stored arrays, as HTML. ``write_run(run_dir, prepared=...)`` finishes the page; a
+    run prepares it while its figure helper draws the PNGs (bpexp.launch)."""
     run_dir = Path(run_dir)
     env = _read(run_dir / "env.json", "json") or {}
     cfg = _read(run_dir / "config.yaml", "yaml") or {}
@@ -164,6 +162,22 @@ def write_run(run_dir, standalone: bool = False) -> Path:
     main, rest, problem = figures_for(run_dir, experiment, summary)
     if not main and rest:
         main, rest = rest, []
+    return {"experiment": experiment, "md": md, "problem": problem,
+            "main": [_fig_html(f, n) for n, f in enumerate(main)],
+            "rest": [_fig_html(f, len(main) + n) for n, f in enumerate(rest)]}
+
+
+def write_run(run_dir, standalone: bool = False, prepared: dict | None = None) -> Path:
+    """``<run_dir>/report.html`` from the folder alone; returns its path. ``prepared``: the
+    folder's :func:`prepare_run`, made earlier (the figures); the rest is read now.
+    Long because it writes the page's HTML parts in reading order (header, figures, report, static
+    figures, footer); each part is a few lines."""
+    import plotly
+
+    run_dir = Path(run_dir)
+    env = _read(run_dir / "env.json", "json") or {}
+    p = prepared or prepare_run(run_dir)
+    experiment, md, problem = p["experiment"], p["md"], p["problem"]
     head, body, figsec = _split_report(md)
     if not md:
         head = f"# {experiment}\n\n(no report.md: the run has not finished)\n"
@@ -199,16 +213,16 @@ def write_run(run_dir, standalone: bool = False) -> Path:
     if problem:
         out.append(f'<p class="warn">{html.escape(problem)}</p>')
     out.append('<div id="figures">')
-    out += [_fig_html(f, n) for n, f in enumerate(main)]
+    out += p["main"]
     out.append("</div>")
     if figsec:   # shown instead of the interactive figures when plotly.js cannot load
         out.append('<div id="png-fallback" hidden>'
                    + _markdown(figsec.replace("## Figures", "", 1)) + "</div>")
     out.append(_markdown(body))
-    if rest:
+    if p["rest"]:
         out.append('<details class="lazy"><summary>Every stored array of metrics.zarr '
-                   f"({len(rest)} plots)</summary>")
-        out += [_fig_html(f, len(main) + n) for n, f in enumerate(rest)]
+                   f"({len(p['rest'])} plots)</summary>")
+        out += p["rest"]
         out.append("</details>")
     if figsec:
         out.append('<details class="static"><summary>Static figures (figures/*.png)</summary>'

@@ -120,7 +120,8 @@ class AspectError(ValueError):
 
 def save(fig, path) -> Path:
     """PNG to a temporary name, then renamed; closes the figure. Refuses (AspectError) a
-    figure whose saved PNG is wider than MAX_ASPECT : 1."""
+    figure whose saved PNG is wider than MAX_ASPECT : 1. With a figure helper running
+    (bpexp.render), the figure is handed to it and the PNG exists after render.drain()."""
     from bpexp import outputs
 
     if not outputs.FIGURES:   # outputs.figures=false: drawn, not rendered nor written
@@ -131,6 +132,10 @@ def save(fig, path) -> Path:
     t = time.perf_counter()
     if fig._suptitle is not None:        # a long computed takeaway wraps, never widens the PNG
         fig._suptitle.set_text(wrap(fig._suptitle.get_text(), 100))
+    if outputs.OFFLOAD is not None and outputs.OFFLOAD(fig, path):   # bpexp.render's helper
+        # draws it; render.drain() waits for the PNG
+        plt.close(fig)
+        return Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)

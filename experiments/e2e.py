@@ -87,7 +87,8 @@ def compute(cfg, run) -> Result:
     P = cfg.experiment
     load0 = os.getloadavg()[0]
     bare, imp = time_import_jax()
-    root, cache = run.path("runs"), run.path("jax_cache")
+    # absolute: the children run in the run folder, and outputs.root may be relative
+    root, cache = run.path("runs").resolve(), run.path("jax_cache").resolve()
     runs = []
     for i in range(1 + P.repeats):
         kind = "cold" if i == 0 else "warm"
@@ -103,17 +104,27 @@ def compute(cfg, run) -> Result:
 
 
 COMPUTE_PARTS = ("compile_s", "sweep_s")   # the science, as the target's summary states it
+REFINE_PARTS = ("refine_compile_s", "refine_sweep_s")   # lr_sweep's refinement rounds, if any
 
 
 def breakdown(r: dict) -> dict:
-    """A child run's wall seconds by phase: startup, the experiment's own phases (compute,
-    save, present with its figures), and the remainder (page, index, exit)."""
+    """A child run's wall seconds by phase, in order: startup, the experiment's own phases
+    (compute, save, present), the page's slow part (prepared while the figure helper draws),
+    the wait for the helper's PNGs, and the remainder (the page written, the index, exit).
+    Without a helper the PNGs are drawn inside present: shown as their own phase."""
     t = r["timings"]
     figs = sum(v for k, v in t.items() if k.startswith("figure "))
+    helper = bool(t.get("figure_helper"))
+    inline = 0.0 if helper else figs
     parts = {"startup (imports, config)": t.get("startup", 0.0),
              "compute": t.get("compute", 0.0), "save": t.get("save", 0.0),
-             "figures (PNG)": figs, "present (tables, report)": t.get("present", 0.0) - figs}
-    parts["page, index, exit"] = r["wall_s"] - sum(parts.values())
+             "present (tables, report)": t.get("present", 0.0) - inline}
+    if not helper:
+        parts["figures (PNG)"] = inline
+    parts["page (its figures)"] = t.get("page", 0.0)
+    if helper:
+        parts["waiting for the figure helper"] = t.get("figures_wait", 0.0)
+    parts["page written, index, exit"] = r["wall_s"] - sum(parts.values())
     return parts
 
 
@@ -123,7 +134,9 @@ def save(cfg, run, res: Result) -> dict:
     med = warm[int(np.argsort(walls)[len(walls) // 2])]
     cold = res.runs[0]
     science = {k: float(med["summary"].get(k, float("nan"))) for k in COMPUTE_PARTS}
-    denom = res.import_jax_s + sum(science.values())
+    refine = {k: float(med["summary"].get(k) or 0.0) for k in REFINE_PARTS}
+    coarse = res.import_jax_s + sum(science.values())
+    denom = coarse + sum(refine.values())   # every engine call of the job: its compile + sweep
     parts = breakdown(med)
     run.save_metrics(xr.Dataset(
         {"wall_s": ("child", np.array([r["wall_s"] for r in res.runs])),
@@ -137,41 +150,64 @@ def save(cfg, run, res: Result) -> dict:
             "phases": parts, "figures": {k.removeprefix("figure "): v
                                          for k, v in med["timings"].items()
                                          if k.startswith("figure ")},
+            **refine, "figure_helper": bool(med["timings"].get("figure_helper")),
             "ratio_e2e_over_compute": med["wall_s"] / denom if denom > 0 else None,
+            "ratio_e2e_over_coarse_compute": med["wall_s"] / coarse if coarse > 0 else None,
             "peak_rss_mb": med["peak_rss_mb"], "cpu_count": os.cpu_count(),
             "load_average": list(res.load)}
+
+
+def science_s(s: dict) -> float:
+    """import jax + every engine call's compile and sweep (the refinement rounds included)."""
+    return (s["import_jax_s"] + s["warm_compile_s"] + s["sweep_s"]
+            + sum(s.get(k) or 0.0 for k in REFINE_PARTS))
 
 
 def shows(s: dict) -> list[str]:
     """report.md's opening sentences (this machine's timings)."""
     ph = s["phases"]
     big = max(ph, key=ph.get)
-    return [f"The warm `{s['target']}` takes {s['warm_wall_s']:.2f} s end to end, "
-            f"{s['ratio_e2e_over_compute']:.1f}x the {s['import_jax_s']:.2f} s of importing JAX "
-            f"plus its own compile ({s['warm_compile_s']:.2f} s) and sweep "
-            f"({s['sweep_s']:.2f} s).",
-            f"The largest part is {big}: {ph[big]:.2f} s ({ph[big] / s['warm_wall_s']:.0%}).",
-            f"The cold run (empty compile cache) takes {s['cold_wall_s']:.2f} s and compiles in "
-            f"{s['cold_compile_s']:.2f} s; warm, the persistent cache brings compile to "
-            f"{s['warm_compile_s']:.2f} s."]
+    refine = sum(s.get(k) or 0.0 for k in REFINE_PARTS)
+    out = [f"The warm `{s['target']}` takes {s['warm_wall_s']:.2f} s end to end, "
+           f"{s['ratio_e2e_over_compute']:.1f}x the {s['import_jax_s']:.2f} s of importing JAX "
+           f"plus its own compile ({s['warm_compile_s']:.2f} s) and sweep ({s['sweep_s']:.2f} s)"
+           + (f" and its refinement rounds ({refine:.2f} s, compile and sweep); against the "
+              f"coarse sweep alone it is {s['ratio_e2e_over_coarse_compute']:.1f}x"
+              if refine else "") + ".",
+           f"The largest part is {big}: {ph[big]:.2f} s ({ph[big] / s['warm_wall_s']:.0%})."]
+    if s.get("figure_helper"):
+        out.append(f"A second process drew the {len(s['figures'])} PNGs "
+                   f"({sum(s['figures'].values()):.2f} s of drawing) while the run prepared its "
+                   f"page; the run waited {ph.get('waiting for the figure helper', 0.0):.2f} s "
+                   "for them.")
+    out.append(f"The cold run (empty compile cache) takes {s['cold_wall_s']:.2f} s and compiles "
+               f"in {s['cold_compile_s']:.2f} s; warm, the persistent cache brings compile to "
+               f"{s['warm_compile_s']:.2f} s.")
+    return out
 
 
 def present(cfg, run, res: Result, summary: dict) -> None:
     s = summary
     rows = [[k, v, f"{v / s['warm_wall_s']:.0%}"] for k, v in s["phases"].items()]
-    rows += [[f"  of which figure {k}", v, ""] for k, v in s["figures"].items()]
+    where = "drawn in the figure helper, in parallel" if s.get("figure_helper") else ""
+    rows += [[f"  figure {k}", v, where] for k, v in s["figures"].items()]
+    refine = sum(s.get(k) or 0.0 for k in REFINE_PARTS)
     rows += [["end to end, warm (median)", s["warm_wall_s"], f"{len(s['warm_walls'])} runs"],
              ["end to end, cold", s["cold_wall_s"], "empty compile cache"],
              ["import jax (a bare process)", s["import_jax_s"],
               f"python alone {s['python_s']:.2f}"],
-             ["ratio e2e / (import jax + compile + sweep)", s["ratio_e2e_over_compute"], ""]]
+             ["compile + sweep (coarse grid)", s["warm_compile_s"] + s["sweep_s"], ""],
+             ["compile + sweep (refinement rounds)", refine, ""],
+             ["ratio e2e / (import jax + compile + sweep)", s["ratio_e2e_over_compute"],
+              "every engine call"],
+             ["ratio e2e / (import jax + coarse grid)", s["ratio_e2e_over_coarse_compute"], ""]]
     report.print_table(f"e2e: python -m bpexp +experiment={s['target']} (this machine)",
                        ["phase", "seconds", "share"], rows)
     fig, ax = plots.slide()
     names, vals = list(s["phases"]), list(s["phases"].values())
     ax.barh(names[::-1], vals[::-1], color=[plots.PALETTE[i % 7] for i in range(len(names))])
-    plots.theory_line(ax, x=s["import_jax_s"] + s["warm_compile_s"] + s["sweep_s"],
-                      label="import jax + compile + sweep")
+    plots.theory_line(ax, x=science_s(s), label="import jax + compile + sweep")
+    plots.theory_line(ax, x=2 * science_s(s), label="2x that (the target)", color="0.5")
     ax.set_xlabel("seconds (warm run, this machine)")
     ax.set_title(f"{s['target']} end to end: {s['warm_wall_s']:.2f} s, "
                  f"{s['ratio_e2e_over_compute']:.1f}x its import + compile + sweep")
@@ -196,8 +232,15 @@ def readme(record: dict) -> str:
              f"average {load}:", "",
              "| phase (warm run) | seconds |", "|---|---|"]
     lines += [f"| {k} | {sec(v)} |" for k, v in s["phases"].items()]
-    science = s["import_jax_s"] + s["warm_compile_s"] + s["sweep_s"]
+    refine = sum(s.get(k) or 0.0 for k in REFINE_PARTS)
     lines += [f"| **end to end** | {sec(s['warm_wall_s'])} |",
-              f"| import jax + compile + sweep | {sec(science)} |",
+              f"| import jax + compile + sweep | {sec(science_s(s))} |"]
+    if refine:
+        lines += [f"| of which the refinement rounds (compile + sweep) | {sec(refine)} |"]
+    if s.get("figure_helper"):
+        lines += [f"| PNGs drawn by the figure helper meanwhile | "
+                  f"{sec(sum(s['figures'].values()))} |"]
+    lines += [f"| end to end / (import jax + compile + sweep) | "
+              f"{docs.measured(format(s['ratio_e2e_over_compute'], '.2f'))} |",
               f"| end to end, cold compile cache | {sec(s['cold_wall_s'])} |"]
     return "\n".join(lines) + "\n"

@@ -153,8 +153,8 @@ class Result:
 
 def compute(cfg, run) -> Result:
     P = cfg.experiment
-    root = run.path("runs")               # the child runs' outputs root (own index.jsonl)
-    cache = run.path("jax_cache")         # fresh: the first child compiles cold
+    root = run.path("runs").resolve()     # the child runs' outputs root (own index.jsonl)
+    cache = run.path("jax_cache").resolve()   # fresh: the first child compiles cold
     grids = []
     for n in P.runs:
         rid = f"runs_{n}"

@@ -13,9 +13,10 @@ def assert_trees_all_close(a, b, rtol=1e-7, atol=0.0):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=where)
 
 
-def run_experiment(name, root, *overrides, timeout=600):
+def run_experiment(name, root, *overrides, timeout=600, outputs_root=None):
     """``python -m bpexp +experiment=NAME outputs.root=ROOT ...`` in a subprocess (cwd ROOT, no
-    JAX_/XLA_ variables inherited); asserts exit 0 and the closing ``run dir:`` line, returns it."""
+    JAX_/XLA_ variables inherited); asserts exit 0 and the closing ``run dir:`` line, returns it
+    (under ROOT). ``outputs_root`` passes another value, e.g. a path relative to ROOT."""
     import os
     import subprocess
     import sys
@@ -23,12 +24,12 @@ def run_experiment(name, root, *overrides, timeout=600):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     p = subprocess.run([sys.executable, "-m", "bpexp", f"+experiment={name}",
-                        f"outputs.root={root}", *overrides],
+                        f"outputs.root={outputs_root or root}", *overrides],
                        cwd=root, capture_output=True, text=True, env=env, timeout=timeout)
     assert p.returncode == 0, p.stderr[-3000:]
     last = p.stdout.strip().splitlines()[-1]
     assert last.startswith("run dir: "), last
-    return Path(last[len("run dir: "):])
+    return Path(root) / last[len("run dir: "):]
 
 
 def build_cfg(tree: dict):

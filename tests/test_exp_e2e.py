@@ -13,9 +13,11 @@ from helpers import build_cfg, run_experiment
 
 @pytest.mark.slow
 def test_phases_add_up_and_the_ratio_is_computed(tmp_path):
+    # a relative outputs.root, as the default: the children run in the run folder
     d = run_experiment("e2e", tmp_path, "experiment.repeats=1",
                        "experiment.args=['train.steps=40','train.record_every=4',"
-                       "'sweep.seeds=2','experiment.refine_rounds=0']", timeout=900)
+                       "'sweep.seeds=2','experiment.refine_rounds=0']", timeout=900,
+                       outputs_root="outputs")
     s = json.loads((d / "summary.json").read_text())
     child = json.loads((d / "runs" / "lr_sweep" / "warm1" / "env.json").read_text())
     t, csum = child["timings"], json.loads((d / "runs" / "lr_sweep" / "warm1" /

@@ -27,10 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bpexp import optim, report
+from bpexp import optim, render, report
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
-from bpexp.experiments.lr_sweep.figures import fig_track, final_vs_lr, loss_curves_by_lr, three_lrs
 from bpexp.experiments.lr_sweep.page import page  # noqa: F401  (the run page's figures)
 from bpexp.experiments.lr_sweep.text import (  # noqa: F401  (readme: README's block)
     curves_title,
@@ -133,7 +132,10 @@ def save(cfg, run, res: Result) -> dict:
             "best_lr": float(res.lrs[res.best]), "runs": g["runs"], "chunks": g["chunks"],
             "runs_per_chunk": g["layout"]["runs_per_chunk"],
             "chunks_computed_by_finalizer": g["chunks_computed"],
-            "sweep_s": g["run_s"], "compile_s": g["compile_s"]}
+            "sweep_s": g["run_s"], "compile_s": g["compile_s"],
+            # the refinement rounds' engine seconds (their sweeps and any compile)
+            "refine_sweep_s": res.refine_s.get("run_s", 0.0),
+            "refine_compile_s": res.refine_s.get("compile_s", 0.0)}
 
 
 # ---------------------------------------------------------------- present
@@ -142,20 +144,22 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     each section is a few lines over the same values."""
     s, lrs, good = summary, res.lrs, res.best
     figs = ["loss_curves.png", "final_loss_vs_lr.png", "too_small_good_too_large.png"]
-    loss_curves_by_lr(res.steps, res.curves, lrs, run.figure(figs[0]),
-                      title=curves_title(s, cfg.model.name, cfg.data.name, int(res.seeds[0])),
-                      thr=s["threshold_refined"] or res.thr)
-    final_vs_lr(lrs, res.conv, res.frac, res.thr, res.kind, res.thr_meas,
+    # drawn by the figure helper when one runs (bpexp.render), meanwhile the report is written
+    draw = "bpexp.experiments.lr_sweep.figures:"
+    render.draw(draw + "loss_curves_by_lr", res.steps, res.curves, lrs, run.figure(figs[0]),
+                title=curves_title(s, cfg.model.name, cfg.data.name, int(res.seeds[0])),
+                thr=s["threshold_refined"] or res.thr)
+    render.draw(draw + "final_vs_lr", lrs, res.conv, res.frac, res.thr, res.kind, res.thr_meas,
                 run.figure(figs[1]), s["threshold_refined"] if res.rounds else None,
                 title=final_title(s), bracket=s["refined_bracket"] if res.rounds else None)
-    three_lrs(res.steps, res.three["loss"], [lrs[i] for i in res.three["idx"]], res.thr,
-              run.figure(figs[2]))
+    render.draw(draw + "three_lrs", res.steps, res.three["loss"],
+                [lrs[i] for i in res.three["idx"]], res.thr, run.figure(figs[2]))
 
     if res.track is not None:
         figs.append("sharpness_at_bracket.png")
-        fig_track(res.track, res.lam, run.figure(figs[-1]),
-                  title=f"{cfg.model.name} on {cfg.data.name}: sharpness along GD at the "
-                        f"bracket (seed {int(res.seeds[0])}, float64)")
+        render.draw(draw + "fig_track", res.track, res.lam, run.figure(figs[-1]),
+                    title=f"{cfg.model.name} on {cfg.data.name}: sharpness along GD at the "
+                          f"bracket (seed {int(res.seeds[0])}, float64)")
     lo, hi = res.bracket
     bound = ", momentum bound" if cfg.optimizer.name == "momentum" else ""
     label = {"exact": "exact", "estimate": "lower bound (sharpness at init)", "none": "none"}

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpexp import make, plots, regimes, sweep, train
+from bpexp import make, regimes, sweep, train
 from bpexp.experiments._common import diverged_mask, finite_median, load_data
 from bpexp.experiments.lr_sweep.theory import measured_threshold, threshold_theory
 
@@ -34,13 +34,14 @@ def refine_spec(spec, P, lo: float, hi: float, per: int):
     return dataclasses.replace(spec, steps=every * spec.n_records, record_every=every)
 
 
-def refine(cfg, spec, ds, grid, fixed, bracket, chunk, P):
+def refine(cfg, spec, ds, grid, fixed, bracket, chunk, P, spent: dict | None = None):
     """Vectorized bisection of the bracket [lo, hi]: each round trains as many lrs
     geometrically inside it as fill the coarse sweep's compiled chunk (x the other grid axes),
     for as many steps as resolve their spacing (refine_spec; a longer training compiles once),
     and keeps the new bracket (largest lr where no run diverged, smallest where all did). Stops
     after ``P.refine_rounds`` rounds, once hi / lo - 1 <= ``P.refine_tol``, or when a round
-    cannot narrow it. Returns [(lo, hi, steps) per round]."""
+    cannot narrow it. Returns [(lo, hi, steps) per round]; adds each round's engine seconds
+    (compile_s, run_s) to ``spent``."""
     lo, hi = bracket
     n_other = grid.size // len(grid.axes["lr"])
     per = max(2, chunk // n_other)
@@ -53,6 +54,9 @@ def refine(cfg, spec, ds, grid, fixed, bracket, chunk, P):
         r = sweep.run_grid(sp, ds.X, ds.Y, sweep.Grid({**grid.axes, "lr": lrs}), fixed,
                            devices=sweep.devices_for(cfg.device), chunk_size=chunk,
                            progress=False)
+        if spent is not None:
+            for k in ("compile_s", "run_s"):
+                spent[k] = spent.get(k, 0.0) + float(r.stats[k])
         loss = r.metrics["loss"].reshape(len(lrs), -1, r.metrics["loss"].shape[-1])
         diverged = diverged_mask(loss, r.metrics["final_loss"].reshape(len(lrs), -1),
                                  r.metrics["first_nonfinite"].reshape(len(lrs), -1),
@@ -108,6 +112,7 @@ class Result:
     track: dict | None             # nonlinear gd: sharpness along the runs at the bracket
     rounds: list                   # [(lo, hi, steps)] the bracket after each refinement round
     train_steps: int = 0           # the coarse grid's training length
+    refine_s: dict = dataclasses.field(default_factory=dict)   # the rounds' compile_s, run_s
 
 
 def summarize(st, P, budget: int = SUMMARY_BUDGET) -> dict:
@@ -132,7 +137,8 @@ def summarize(st, P, budget: int = SUMMARY_BUDGET) -> dict:
         st.write_region("diverged", div.reshape((b,) + lay.shape[1:]), lr=sl)
         out["frac"][sl], out["any"][sl] = div.mean(axis=1), div.any(axis=1)
         out["med"][sl] = finite_median(final, axis=1)
-        conv = np.where(div, np.nan, plots.positive(final))
+        f64 = np.asarray(final, np.float64)   # converged runs' positive finite final losses
+        conv = np.where(div | ~np.isfinite(f64) | (f64 <= 0), np.nan, f64)
         ok = ~np.all(np.isnan(conv), axis=1)
         for k, f in (("cmin", np.nanmin), ("cmed", np.nanmedian), ("cmax", np.nanmax)):
             out[k][sl.start + np.flatnonzero(ok)] = f(conv[ok], axis=1)
@@ -176,10 +182,11 @@ def compute(cfg, run) -> Result:
     frac = agg["frac"]
     thr_meas, lo, hi = measured_threshold(lrs, frac)
     window_steps = P.growth_window * cfg.train.steps
-    rounds = []
+    rounds, spent = [], {"compile_s": 0.0, "run_s": 0.0}
     if lo and hi:
         with run.timed("refine"):
-            rounds = refine(cfg, spec, ds, grid, fixed, (lo, hi), res.stats["chunk_size"], P)
+            rounds = refine(cfg, spec, ds, grid, fixed, (lo, hi), res.stats["chunk_size"], P,
+                            spent)
     track = None
     if kind == "estimate" and cfg.optimizer.name == "gd" and spec.batch == ds.m and lo and hi:
         every = P.track_every or max(1, cfg.train.steps // 25)
@@ -206,7 +213,8 @@ def compute(cfg, run) -> Result:
                   lam=lam, thr=thr, kind=kind, thr_meas=thr_meas, bracket=[lo, hi],
                   step_ratio=hi / lo if lo and hi else None,
                   resolution=math.log(P.growth_factor) / (4 * window_steps),
-                  best=best, track=track, rounds=rounds, train_steps=cfg.train.steps)
+                  best=best, track=track, rounds=rounds, train_steps=cfg.train.steps,
+                  refine_s=spent)
 
 
 def refined(res) -> float | None:
