@@ -239,12 +239,15 @@ def run(main) -> None:
 def leave() -> None:
     """The end of ``python -m bpexp`` after a run: every file is written and closed, so leave
     without the interpreter's teardown (freeing JAX's backend and every module takes ~0.6 s);
-    the figure helper sees its stdin close and exits too."""
+    the figure helper sees its stdin close and exits too. Under a profiler or tracer
+    (cProfile, coverage) the normal exit stays, so they can write their results."""
     import logging
 
     from bpexp import render
 
     render.close()
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

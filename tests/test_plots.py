@@ -55,3 +55,34 @@ def test_theory_is_drawn_above_the_measurement():
     th = plots.theory_line(ax, y=0.5, label="2/lambda")
     assert th.get_zorder() > meas.get_zorder()
     plots.plt.close(fig)
+
+
+def test_log_axis_labels_are_plain_text_with_the_same_values(tmp_path):
+    """plots.save writes matplotlib's log-axis labels as plain text (10⁻³, 2×10⁻¹): the same
+    numbers as its mathtext labels, at the same ticks; custom formatters are left alone."""
+    import re
+
+    import matplotlib.ticker as ticker
+
+    math, plain = ticker.LogFormatterSciNotation(), plots.PlainLogFormatter()
+    sup = dict(zip("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789"))
+    for x in [1e-3, 0.2, 1.0, 10.0, 3e5, -1e-2, 0.05, 7e-9]:
+        text = plain(x)
+        assert "$" not in text and "mathdefault" not in text
+        m = re.fullmatch(r"(−?)(?:(\d+)×)?10([⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+)", text)
+        assert m, text
+        value = (-1 if m[1] else 1) * float(m[2] or 1) * 10.0 ** int(
+            "".join(sup[c] for c in m[3]))
+        assert value == pytest.approx(x, rel=1e-12), (x, text, math(x))
+    fig, ax = plots.slide()
+    ax.plot([1e-3, 1e2], [1e-4, 1e3])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    custom = ticker.FuncFormatter(lambda v, pos: "custom")
+    ax.yaxis.set_major_formatter(custom)
+    ticks = list(ax.get_xticks())
+    plots.plain_log_labels(fig)
+    assert isinstance(ax.xaxis.get_major_formatter(), plots.PlainLogFormatter)
+    assert ax.yaxis.get_major_formatter() is custom
+    assert list(ax.get_xticks()) == ticks
+    plots.plt.close(fig)
