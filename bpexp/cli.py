@@ -218,6 +218,18 @@ def _add_absent(arg: str, exp_node: dict) -> str:
     return arg
 
 
+def skip_mode_probe(argv: list[str]) -> None:
+    """Hydra composes the whole config once only to read ``hydra.mode``, then again for the
+    run (~0.15 s). bpexp's conf/ never sets hydra.mode, so unless the command line does, the
+    probe's answer is known: none, and ``-m`` decides, as Hydra does with no mode set."""
+    if any(re.match(r"^[+~]*hydra\.mode=", a) for a in argv):
+        return
+    from hydra._internal.hydra import Hydra
+
+    if hasattr(Hydra, "get_mode"):
+        Hydra.get_mode = lambda self, config_name, overrides: None
+
+
 def run(main) -> None:
     """``python -m bpexp``: argv checks, then Hydra's ``main``; exit 143 on SIGTERM, 130 on
     Ctrl-C (also a second Ctrl-C while the first is handled)."""
@@ -225,6 +237,7 @@ def run(main) -> None:
     check_argv(sys.argv[1:])
     check_root(sys.argv[1:])
     sys.argv[1:] = replace_forms(sys.argv[1:])
+    skip_mode_probe(sys.argv[1:])
     try:
         main()
     except KeyboardInterrupt as e:
