@@ -14,7 +14,9 @@ disagree, and ``python -m bpexp.docs record RUN_DIR`` stores a new run's record 
 Numbers that depend on the machine (timings) are written through :func:`machine`, which names
 the machine they were measured on; the tests rerun each record's command and require the block
 it renders to equal the recorded one with those numbers masked (``MASK``): every other number
-in a block is reproduced by a fresh run.
+in a block is reproduced by a fresh run. A record of timings only, whose every number is
+masked, can be stored ``--timings-only "why"``: the tests then check its block against the
+record and its structure (not a rerun that could only compare masks).
 
     python -m bpexp +experiment=minibatch
     python -m bpexp.docs record outputs/minibatch/latest && python -m bpexp.docs render
@@ -121,12 +123,17 @@ def main(argv=None) -> int:
     r = sub.add_parser("record", help="store a finished run's record in docs/results/")
     r.add_argument("run_dir")
     r.add_argument("--as", dest="name", default=None, help="record name (default: experiment)")
+    r.add_argument("--timings-only", dest="why", default=None,
+                   help="every number of the block is machine-dependent: not rerun by the "
+                        "tests; says why")
     sub.add_parser("render", help="rewrite README.md's generated blocks from docs/results/")
     sub.add_parser("check", help="exit 1 if README.md's generated blocks are out of date")
     a = ap.parse_args(argv)
     readme = ROOT / "README.md"
     if a.cmd == "record":
         rec = record(a.run_dir, a.name)
+        if a.why:
+            rec["timings_only"] = a.why
         path = ROOT / RESULTS / f"{rec['name']}.json"
         outputs.write_json(path, rec)
         print(f"recorded {rec['name']}: {path}")

@@ -44,6 +44,9 @@ class Params:
     target: str = "lr_sweep"          # the experiment timed end to end
     args: Any = field(default_factory=list)   # its overrides, as typed
     repeats: int = 2                  # warm runs (the median is reported)
+    defaults: Any = field(default_factory=list)   # experiments whose default run is timed too,
+                                      # cold then warm: names, or [all] (every one but e2e)
+    limit_s: float = 20.0             # a default run is flagged when its cold wall exceeds this
 
 
 def validate(cfg):
@@ -56,6 +59,12 @@ def validate(cfg):
     if not 1 <= P.repeats <= 20:
         raise UserError(f"experiment.repeats={P.repeats!r} is not allowed; allowed: an int in "
                         "[1, 20]")
+    others = [n for n in experiments.names() if n != "e2e"]
+    if not all(d in others or d == "all" for d in P.defaults):
+        raise UserError(f"experiment.defaults={list(P.defaults)!r} is not allowed; allowed: a "
+                        f"list of experiment names ({', '.join(others)}) or [all]")
+    if not P.limit_s > 0:
+        raise UserError(f"experiment.limit_s={P.limit_s!r} is not allowed; allowed: seconds > 0")
     if not all(isinstance(a, str) and "=" in a and not a.startswith(("outputs.", "run_id"))
                for a in P.args):
         raise UserError(f"experiment.args={list(P.args)!r} is not allowed; allowed: a list of "
@@ -68,6 +77,7 @@ class Result:
     python_s: float
     runs: list            # per child: {"kind", "wall_s", "peak_rss_mb", "timings", "summary"}
     load: tuple = ()      # 1-minute load average before and after: how shared the machine was
+    defaults: dict = field(default_factory=dict)   # name -> {cold_s, warm_s, peak_rss_mb}
 
 
 def time_import_jax() -> tuple[float, float]:
@@ -100,7 +110,28 @@ def compute(cfg, run) -> Result:
         env = json.loads((d / "env.json").read_text())
         runs.append({"kind": kind, **meas, "timings": env.get("timings", {}),
                      "summary": json.loads((d / "summary.json").read_text())})
-    return Result(import_jax_s=imp, python_s=bare, runs=runs, load=(load0, os.getloadavg()[0]))
+    return Result(import_jax_s=imp, python_s=bare, runs=runs, defaults=time_defaults(P, run),
+                  load=(load0, os.getloadavg()[0]))
+
+
+def time_defaults(P, run) -> dict:
+    """Each of ``P.defaults``' default run (``python -m bpexp +experiment=NAME``, nothing else)
+    in a child process: cold (its own empty compile cache), then warm (that cache)."""
+    from bpexp import experiments
+
+    names = ([n for n in experiments.names() if n != "e2e"] if "all" in P.defaults
+             else list(P.defaults))
+    root, out = run.path("defaults").resolve(), {}
+    for name in names:
+        cache, row = root / ".cache" / name, {}
+        for kind in ("cold", "warm"):
+            meas = run_child([f"+experiment={name}", f"outputs.root={root}",
+                              f"outputs.compile_cache={cache}", f"run_id={kind}",
+                              "sweep.progress=false"], run.dir)
+            row[f"{kind}_s"] = meas["wall_s"]
+            row["peak_rss_mb"] = max(row.get("peak_rss_mb", 0.0), meas["peak_rss_mb"])
+        out[name] = row
+    return out
 
 
 COMPUTE_PARTS = ("compile_s", "sweep_s")   # the science, as the target's summary states it
@@ -154,6 +185,9 @@ def save(cfg, run, res: Result) -> dict:
             "ratio_e2e_over_compute": med["wall_s"] / denom if denom > 0 else None,
             "ratio_e2e_over_coarse_compute": med["wall_s"] / coarse if coarse > 0 else None,
             "peak_rss_mb": med["peak_rss_mb"], "cpu_count": os.cpu_count(),
+            "defaults": res.defaults, "limit_s": cfg.experiment.limit_s,
+            "defaults_over_limit": sorted(n for n, r in res.defaults.items()
+                                          if r["cold_s"] > cfg.experiment.limit_s),
             "load_average": list(res.load)}
 
 
@@ -213,19 +247,43 @@ def present(cfg, run, res: Result, summary: dict) -> None:
                  f"{s['ratio_e2e_over_compute']:.1f}x its import + compile + sweep")
     plots.legend_outside(ax, "below")
     plots.save(fig, run.figure("e2e.png"))
-    run.save_report(report.report(
-        "End to end", question(__doc__), run.reproduce(),
-        [("Phases (warm run, median)", report.markdown_table(["phase", "seconds", "share"],
-                                                             rows))],
-        ["e2e.png"], shows=shows(s)))
+    sections = [("Phases (warm run, median)", report.markdown_table(
+        ["phase", "seconds", "share"], rows))]
+    if s["defaults"]:
+        drows = default_rows(s)
+        report.print_table("every experiment's default run (this machine)",
+                           ["experiment", "cold s", "warm s", "peak RSS MB", "note"], drows)
+        sections.append(("Every experiment's default run", report.markdown_table(
+            ["experiment", "cold s", "warm s", "peak RSS MB", "note"], drows)))
+    run.save_report(report.report("End to end", question(__doc__), run.reproduce(), sections,
+                                  ["e2e.png"], shows=shows(s)))
+
+
+def default_rows(s: dict) -> list:
+    """[name, cold s, warm s, peak RSS MB, note] per timed default run."""
+    return [[n, r["cold_s"], r["warm_s"], r["peak_rss_mb"],
+             f"over {s['limit_s']:g} s" if n in s["defaults_over_limit"] else ""]
+            for n, r in s["defaults"].items()]
 
 
 def readme(record: dict) -> str:
-    """The README's block: the phase table of the recorded run, marked machine-dependent."""
+    """The README's block: the phase table of the recorded run (the record ``e2e``), or its
+    table of every experiment's default run (``e2e_defaults``); marked machine-dependent."""
     s = record["summary"]
 
     def sec(v):
         return docs.measured(f"{v:.2f}")
+
+    if record.get("name") == "e2e_defaults":
+        lines = [f"`{record['command']}`, {docs.machine('timings', record)}:", "",
+                 "| experiment (default run) | cold compile cache, s | warm, s | peak RSS, MB |",
+                 "|---|---|---|---|"]
+        lines += [f"| `{n}` | {sec(r['cold_s'])} | {sec(r['warm_s'])} | "
+                  f"{docs.measured(format(r['peak_rss_mb'], '.0f'))} |"
+                  for n, r in s["defaults"].items()]
+        over = ", ".join(s["defaults_over_limit"]) or "none"
+        return "\n".join(lines) + (f"\n\nOver {s['limit_s']:g} s cold: "
+                                   f"{docs.measured(over)}.\n")
 
     load = docs.measured(f"{s['load_average'][0]:.1f} before, {s['load_average'][1]:.1f} after")
     lines = [f"`{record['command']}`, {docs.machine('timings', record)}, 1-minute load "

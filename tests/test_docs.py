@@ -68,8 +68,34 @@ def test_record_render_and_check_round_trip(tmp_path, capsys):
         docs.MASK = False
 
 
+RERUN = [p for p in RECORDS if not json.loads(p.read_text()).get("timings_only")]
+
+
+def test_timings_only_records_are_every_experiment_timed_and_fully_masked():
+    """A record stored --timings-only is not rerun: its block has no number left once the
+    machine-dependent ones are masked, and the defaults table covers every experiment."""
+    from bpexp import experiments
+
+    only = [p for p in RECORDS if p not in RERUN]
+    for p in only:
+        rec = json.loads(p.read_text())
+        module = experiments.get(rec["experiment"])
+        docs.MASK = True
+        try:
+            text = module.readme(rec)
+        finally:
+            docs.MASK = False
+        limit = rec["summary"].get("limit_s")   # a config value, not a measurement
+        rest = text.replace("e2e", "").replace(f"Over {limit:g} s" if limit else "e2e", "")
+        assert not any(c.isdigit() for c in rest), (p.name, text)
+        if rec["name"] == "e2e_defaults":
+            assert set(rec["summary"]["defaults"]) == set(experiments.names()) - {"e2e"}
+            assert all(r["cold_s"] > 0 and r["warm_s"] > 0
+                       for r in rec["summary"]["defaults"].values())
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", RECORDS, ids=[p.stem for p in RECORDS])
+@pytest.mark.parametrize("path", RERUN, ids=[p.stem for p in RERUN])
 def test_a_fresh_run_reproduces_the_readme_block(tmp_path, path, monkeypatch):
     """The recorded command, run again now, renders the same README block: every number in it
     is reproduced (machine-dependent ones masked)."""

@@ -16,8 +16,9 @@ def test_phases_add_up_and_the_ratio_is_computed(tmp_path):
     # a relative outputs.root, as the default: the children run in the run folder
     d = run_experiment("e2e", tmp_path, "experiment.repeats=1",
                        "experiment.args=['train.steps=40','train.record_every=4',"
-                       "'sweep.seeds=2','experiment.refine_rounds=0']", timeout=900,
-                       outputs_root="outputs")
+                       "'sweep.seeds=2','experiment.refine_rounds=0']",
+                       "experiment.defaults=[worked_example]", "experiment.limit_s=0.5",
+                       timeout=900, outputs_root="outputs")
     s = json.loads((d / "summary.json").read_text())
     child = json.loads((d / "runs" / "lr_sweep" / "warm1" / "env.json").read_text())
     t, csum = child["timings"], json.loads((d / "runs" / "lr_sweep" / "warm1" /
@@ -35,7 +36,15 @@ def test_phases_add_up_and_the_ratio_is_computed(tmp_path):
     want = s["warm_wall_s"] / (s["import_jax_s"] + csum["compile_s"] + csum["sweep_s"])
     assert s["ratio_e2e_over_compute"] == pytest.approx(want, rel=1e-12)
     assert s["warm_walls"] == [s["warm_wall_s"]] and s["cold_wall_s"] > 0
+    # the default run of each listed experiment, cold then warm, each a real child run
+    row = s["defaults"]["worked_example"]
+    for kind in ("cold", "warm"):
+        env = json.loads((d / "defaults" / "worked_example" / kind / "env.json").read_text())
+        assert env["status"] == "finished" and env["argv"][1] == "+experiment=worked_example"
+        assert 0 < env["seconds"] < row[f"{kind}_s"]
+    assert s["defaults_over_limit"] == ["worked_example"] and s["limit_s"] == 0.5
     md = (d / "report.md").read_text()
+    assert "Every experiment's default run" in md and "over 0.5 s" in md
     assert f"{s['ratio_e2e_over_compute']:.1f}x the" in md
     big = max(s["phases"], key=s["phases"].get)
     assert f"The largest part is {big}" in md
@@ -53,6 +62,8 @@ def test_phases_add_up_and_the_ratio_is_computed(tmp_path):
 
 
 @pytest.mark.parametrize("key,value", [("target", "nope"), ("target", "e2e"), ("repeats", 0),
+                                       ("defaults", ["nope"]), ("defaults", ["e2e"]),
+                                       ("limit_s", 0),
                                        ("args", ["outputs.root=/x"]), ("args", ["noequals"])])
 def test_bad_values_are_one_line(key, value):
     with pytest.raises(UserError, match=f"experiment.{key}="):
