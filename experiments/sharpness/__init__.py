@@ -43,7 +43,7 @@ class Params:
     name: str = "sharpness"
     lrs: Any = field(default_factory=lambda: [0.1, 0.15, 0.25, 0.35])
     seeds: int = 3           # initializations per lr: seed, seed + 1, ...
-    every: int = 10          # measure the sharpness every k GD steps
+    every: int = 20          # measure the sharpness every k GD steps
     lanczos_iters: int = 20  # warm-started Lanczos steps per measurement
     check_iters: int = 100   # cold Lanczos steps at the final parameters (accuracy check)
     late_fraction: float = 0.3333  # the "late" window: last fraction of training
