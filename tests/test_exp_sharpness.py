@@ -72,7 +72,7 @@ def test_cli_small_config_reaches_edge_of_stability(tmp_path):
     and 1.01)."""
     cmd = [sys.executable, "-m", "bpexp", "+experiment=sharpness", f"outputs.root={tmp_path}",
            "data.m=200", "model.hidden=16", "train.steps=400", "experiment.lrs=[0.25,0.35]",
-           "experiment.seeds=2"]
+           "experiment.seeds=2", "experiment.every=10"]
     p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     last = p.stdout.strip().splitlines()[-1]
