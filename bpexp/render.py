@@ -96,7 +96,11 @@ def active() -> bool:
 def draw(fn: str, *args, **kwargs) -> None:
     """Call the figure function ``fn`` (``"package.module:function"``, which writes its PNGs)
     in the helper when one runs, else here. Its files exist after :func:`drain`; its return
-    value is not kept. The arguments must be picklable (numpy arrays, numbers, strings)."""
+    value is not kept. The arguments must be picklable (numpy arrays, numbers, strings).
+    With ``outputs.figures=false`` nothing is drawn (not even built)."""
+    out = sys.modules.get("bpexp.outputs")
+    if out is not None and not out.FIGURES:
+        return
     if active():
         try:
             payload = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)

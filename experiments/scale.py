@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpexp import data, plots, report, sweep, train
+from bpexp import data, docs, plots, report, sweep, train
 from bpexp.errors import UserError
 from bpexp.experiments._common import question
 from bpexp.store import GridStore
@@ -40,11 +40,11 @@ USES = ()  # the child runs are configured below; this process reads no shared s
 @dataclass
 class Params:
     name: str = "scale"
-    runs: list = field(default_factory=lambda: [10_000, 100_000, 1_000_000])  # grid sizes
+    runs: list = field(default_factory=lambda: [1_000, 10_000, 100_000])  # grid sizes
     lrs: int = 1000               # learning rates per grid (runs = lrs x seeds)
     steps: int = 100
     record_every: int = 10
-    overhead_runs: int = 100_000  # in-process: streamed vs in-memory engine on this many runs
+    overhead_runs: int = 10_000   # in-process: streamed vs in-memory engine on this many runs
     repeats: int = 3              # median of this many timings (after a warm-up)
     keep_stores: bool = False     # keep the child runs' metrics.zarr (10^6 runs: ~100 MB)
 
@@ -73,7 +73,9 @@ def child_args(P, n_runs: int, root: Path, cache: Path, run_id: str) -> list[str
     return ["+experiment=lr_sweep", f"outputs.root={root}", f"outputs.compile_cache={cache}",
             f"run_id={run_id}", f"train.steps={P.steps}", f"train.record_every={P.record_every}",
             f"sweep.lr={{start: 0.001, stop: 10.0, num: {P.lrs}}}",
-            f"sweep.seeds={n_runs // P.lrs}", "sweep.progress=false"]
+            f"sweep.seeds={n_runs // P.lrs}", "sweep.progress=false",
+            # the grid as a researcher's loop runs it: no refinement rounds, no PNGs or page
+            "experiment.refine_rounds=0", "outputs.figures=false"]
 
 
 def run_child(args: list[str], cwd) -> dict:
@@ -252,6 +254,29 @@ def shows(s: dict) -> list[str]:
             f"cache against {c['cold_compile_s']:.2g} s cold (timings of this machine)."]
 
 
+def readme(record: dict) -> str:
+    """The README's block: the grid table of the recorded run (timings, memory and store size
+    marked machine-dependent; the grids and their chunking are reproduced)."""
+    s, m = record["summary"], docs.measured
+    o, c = s["streaming"], s["compile_cache"]
+    lines = [f"`{record['command']}`, {docs.machine('timings and memory', record)}:", "",
+             "| runs | peak RSS, MB | wall, s | sweep, s | runs/s | store, MB | chunks x runs |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {x['runs']} | {m(format(x['peak_rss_mb'], '.0f'))} | "
+              f"{m(format(x['wall_s'], '.1f'))} | {m(format(x['sweep_s'], '.2f'))} | "
+              f"{m(format(x['runs_per_s'], ',.0f'))} | {m(format(x['store_mb'], '.2f'))} | "
+              f"{x['chunks']} x {x['runs_per_chunk']} |" for x in s["grids"]]
+    lines += ["", f"Peak memory max / min over the grid sizes: "
+                  f"{m(format(s['rss_max_over_min'], '.2f'))}. Streaming {o['runs']} runs into "
+                  f"metrics.zarr costs {m(format(o['overhead'], '+.1%'))} against gathering "
+                  f"them in memory (bitwise equal: {o['streamed_equals_in_memory']}); a resume "
+                  f"skips a complete chunk in {m(format(o['resume_skip_per_chunk_ms'], '.2g'))} "
+                  f"ms; a second process compiles in {m(format(c['warm_compile_s'], '.2g'))} s "
+                  f"from the persistent cache against {m(format(c['cold_compile_s'], '.2g'))} s "
+                  "cold."]
+    return "\n".join(lines) + "\n"
+
+
 def fig_scale(grids, overhead, path):
     """Peak RSS (measured, streamed) beside what keeping the grid in memory would add, and
     throughput, against the number of runs."""
@@ -266,13 +291,13 @@ def fig_scale(grids, overhead, path):
     ax.set_ylim(0, 1.15 * max(rss.max(), rss[0] + per_run * (runs[-1] - runs[0])))
     ax.set_xlabel("runs in the grid (log)")
     ax.set_ylabel("peak resident memory of the process, MB")
-    ax.set_title("Memory stays flat: one chunk at a time", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title("Memory stays flat: one chunk at a time")
+    plots.legend_outside(ax, "below", ncol=1)
     ax2.plot(runs, [x["runs_per_s"] for x in grids], "o-", color="tab:green")
     ax2.set_xscale("log")
     ax2.set_xlabel("runs in the grid (log)")
     ax2.set_ylabel("runs per second (sweep only)")
-    ax2.set_title(f"Throughput; streaming overhead {100 * overhead['overhead']:+.1f}% "
-                  f"({overhead['runs']} runs)", fontsize=10)
+    ax2.set_title(f"Throughput; streaming overhead {100 * overhead['overhead']:+.1f}%\n"
+                  f"({overhead['runs']} runs, this machine)")
     ax2.set_ylim(bottom=0)
     return plots.save(fig, path)
