@@ -64,7 +64,7 @@ class Params:
     every: int = 10              # sharpness every k steps (warm-started Lanczos)
     lanczos_iters: int = 6       # Lanczos steps per sharpness measurement
     check_iters: int = 12        # cold Lanczos steps at the end (accuracy check)
-    lam0_iters: int = 30         # cold Lanczos steps for lambda0 at init
+    lam0_iters: int = 20         # cold Lanczos steps for lambda0 at init (converged by ~16)
     relu_depth: int = 1          # hidden layers of the ReLU net (1 or 2)
     toy_x: float = 1.0           # the one sample of the toy setting (the paper's uv example)
     toy_y: float = 0.0
