@@ -109,8 +109,9 @@ def test_lambda0_by_lanczos_equals_dense_hessian(act, depth):
                                               key=key, iters=60)
     assert lam1 == pytest.approx(dense, rel=1e-10) and res1 < 1e-8
     P = _params(steps=4, every=2, lam0_iters=40, check_iters=4, lanczos_iters=4)
-    args = (jnp.array([0.5]), jnp.array([7], jnp.int32), X, Y)
-    out = run.grid_fn(act, depth, 6, 3, P).lower(*args).compile(FAST_COMPILE)(*args)
+    args = (jnp.array([0.5]), jnp.array([7], jnp.int32), jnp.array([act == "relu"]),
+            jnp.array([6], jnp.int32), X, Y)
+    out = run.grid_fn(depth, 6, 3, P).lower(*args).compile(FAST_COMPILE)(*args)
     assert float(out["lam0"][0]) == pytest.approx(dense, rel=1e-10)
     assert float(out["lr"][0]) == pytest.approx(2 * 0.5 / dense, rel=1e-10)
 
@@ -137,8 +138,9 @@ def test_gd_on_one_sample_follows_the_exact_map():
     P = _params(steps=60, every=10)
     width, cs = 128, np.array([0.8, 1.5, 1.95, 2.5])
     X, Y = np.array([[1.0]]), np.array([[0.0]])
-    args = (jnp.asarray(cs), jnp.zeros(4, jnp.int32), X, Y)
-    out = run.grid_fn("linear", 1, width, 1, P).lower(*args).compile(FAST_COMPILE)(*args)
+    args = (jnp.asarray(cs), jnp.zeros(4, jnp.int32), jnp.zeros(4, bool),
+            jnp.full(4, width, jnp.int32), X, Y)
+    out = run.grid_fn(1, width, 1, P).lower(*args).compile(FAST_COMPILE)(*args)
     p = nets.init(jax.random.split(jax.random.PRNGKey(0))[0], 1, width, 1)
     f0, lam_ntk, _, _, m = th.uv_scalars(p["W1"], p["v"], [1.0], 0.0)
     np.testing.assert_allclose(out["lam0"], th.uv_hessian_top(p["W1"], p["v"], [1.0], 0.0),
@@ -151,6 +153,43 @@ def test_gd_on_one_sample_follows_the_exact_map():
         np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-8, atol=1e-14)
         labels.append(regimes.classify(got, float(out["lr"][j])))
     assert labels == ["lazy", "catapult", "catapult", "divergent"]
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_padded_init_is_the_unpadded_init(depth):
+    """nets.init_padded: the true entries are nets.init's numbers, the rest 0; its index and
+    mask map the flat padded vector onto the flat unpadded one."""
+    key = jax.random.PRNGKey(5)
+    p = nets.init(key, 3, 6, depth)
+    q, index, mask = nets.init_padded(key, 3, 6, 10, depth)
+    for k in p:
+        r, c = p[k].shape
+        np.testing.assert_array_equal(q[k][:r, :c], p[k])
+        assert q[k].shape == nets.init(key, 3, 10, depth)[k].shape
+        assert not np.any(np.asarray(q[k])[r:]) and not np.any(np.asarray(q[k])[:, c:])
+    flat, flat_q = ravel_pytree(p)[0], ravel_pytree(q)[0]
+    np.testing.assert_array_equal(flat_q[mask], flat[index[mask]])
+    assert int(mask.sum()) == flat.size and not np.any(np.asarray(flat_q)[~mask])
+
+
+def test_one_call_for_both_models_and_padded_widths_equals_separate_calls():
+    """run.grid_fn: uv and ReLU runs of widths 8 and 24, zero-padded to 24 in ONE call, give
+    what each model x width gives alone (unpadded, one activation): lambda0, lr, the loss at
+    every step, the sharpness and the end check, to rounding."""
+    P = _params(steps=20, every=5, lam0_iters=12, check_iters=6, lanczos_iters=4)
+    X = jax.random.normal(jax.random.PRNGKey(3), (3, 5), jnp.float64)
+    Y = jax.random.normal(jax.random.PRNGKey(4), (1, 5), jnp.float64)
+    runs = [(0.9, 0, False, 8), (1.7, 1, True, 8), (2.3, 1, False, 24), (1.2, 0, True, 24)]
+    cs, seeds, relu, widths = (np.array(v) for v in zip(*runs))
+    args = (jnp.asarray(cs), jnp.asarray(seeds, jnp.int32), jnp.asarray(relu),
+            jnp.asarray(widths, jnp.int32), X, Y)
+    both = run.grid_fn(1, 24, 3, P)(*args)
+    for i, (c, seed, r, w) in enumerate(runs):
+        one = run.grid_fn(1, w, 3, P)(jnp.array([c]), jnp.array([seed], jnp.int32),
+                                      jnp.array([r]), jnp.array([w], jnp.int32), X, Y)
+        for k in ("lam0", "lr", "loss", "sharpness", "end_check"):
+            np.testing.assert_allclose(both[k][i], one[k][0], rtol=1e-9, err_msg=(k, runs[i]))
+    assert both["loss"].shape == (4, 21) and both["sharpness"].shape == (4, 5)
 
 
 # ---------------------------------------------------------------- the CLI run

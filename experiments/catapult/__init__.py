@@ -13,7 +13,8 @@ f = v^T u x / sqrt(width) eta_max lambda0 = 4 exactly at large width (section 2;
 the GD map of (f, lambda) is exact at every width, see theory.py); for ReLU networks the paper
 reports eta_max lambda0 ~ 12 (section 3, measured).
 Measurement: lambda0 by Lanczos on Hessian-vector products (float64) at each run's init; a
-grid of c x widths x seeds, one vmapped compiled call per model x data x width; the loss at
+grid of c x widths x seeds, one vmapped compiled call per data setting (and per width where
+padding the widths to the widest costs more than a compile); the loss at
 every step, the sharpness every ``every`` steps (warm-started Lanczos); each run's regime by the
 rule of bpexp.regimes.classify on the measured curves; eta_max lambda0 as the bracket between
 the largest c where no run diverged and the smallest c where every run did, times 2.
@@ -64,7 +65,7 @@ class Params:
     every: int = 10              # sharpness every k steps (warm-started Lanczos)
     lanczos_iters: int = 6       # Lanczos steps per sharpness measurement
     check_iters: int = 12        # cold Lanczos steps at the end (accuracy check)
-    lam0_iters: int = 30         # cold Lanczos steps for lambda0 at init
+    lam0_iters: int = 20         # cold Lanczos steps for lambda0 at init (converged by ~16)
     relu_depth: int = 1          # hidden layers of the ReLU net (1 or 2)
     toy_x: float = 1.0           # the one sample of the toy setting (the paper's uv example)
     toy_y: float = 0.0
