@@ -62,7 +62,7 @@ class Params:
     c: dict = field(default_factory=_c_default)   # lr in units of 2/lambda0, per model
     seeds: int = 2               # initializations: seed, seed + 1, ...
     steps: int = 200             # full-batch GD steps
-    every: int = 10              # sharpness every k steps (warm-started Lanczos)
+    every: int = 20              # sharpness every k steps (warm-started Lanczos)
     lanczos_iters: int = 6       # Lanczos steps per sharpness measurement
     check_iters: int = 12        # cold Lanczos steps at the end (accuracy check)
     lam0_iters: int = 20         # cold Lanczos steps for lambda0 at init (converged by ~16)
