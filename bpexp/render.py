@@ -66,14 +66,11 @@ def wanted(argv: list[str]) -> bool:
 
 def prestart(argv: list[str]) -> None:
     """Start the helper now when this command line will want one (see :func:`wanted`); the
-    run confirms or closes it with :func:`configure` once its config is known. The helper
-    imports the chosen experiment (``+experiment=NAME``) too, so its figure functions are ready
-    when the run hands them over."""
+    run confirms or closes it with :func:`configure` once its config is known."""
     global _POOL
     if _POOL is None and wanted(argv):
-        names = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("experiment=")]
         try:
-            _POOL = Pool(names[-1] if len(names) == 1 and names[0].isidentifier() else None)
+            _POOL = Pool()
         except OSError:   # cannot start a process: draw inline
             _POOL = None
 
@@ -161,9 +158,8 @@ def _resolve(ref: str):
 class Pool:
     """One helper process and its queue of figure jobs (answered in order)."""
 
-    def __init__(self, experiment: str | None = None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "bpexp.render",
-                                      *([experiment] if experiment else [])],
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "bpexp.render"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      close_fds=True)
         self.lock = threading.Condition()
@@ -270,8 +266,8 @@ def _rebuild(error: tuple, name: str) -> BaseException:
 
 # ---------------------------------------------------------------- the helper's side
 def serve() -> None:
-    """The helper: import the drawing stack (and ``sys.argv[1]``'s experiment), then draw each
-    job and answer it."""
+    """The helper: import the drawing stack, then draw each job and answer it (a figure
+    function's module is imported at its first job: keep figure modules free of JAX)."""
     import signal
     import traceback
 
@@ -282,13 +278,6 @@ def serve() -> None:
     from bpexp import outputs, plots         # matplotlib, Agg, the slide rcParams
 
     outputs.FIGURES = True
-    if len(sys.argv) > 1:                    # the run's experiment: its figure functions
-        try:
-            from bpexp import experiments
-
-            experiments.get(sys.argv[1])
-        except Exception:                    # the run reports a bad name itself
-            pass
     inbox = sys.stdin.buffer
     while True:
         try:

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bpexp import optim, render, report
+from bpexp import render, report
 from bpexp.errors import UserError
-from bpexp.experiments._common import question
 from bpexp.experiments.lr_sweep.page import page  # noqa: F401  (the run page's figures)
 from bpexp.experiments.lr_sweep.text import (  # noqa: F401  (readme: README's block)
     curves_title,
@@ -37,12 +37,21 @@ from bpexp.experiments.lr_sweep.text import (  # noqa: F401  (readme: README's b
     readme,
     shows,
 )
-from bpexp.experiments.lr_sweep.run import (
-    Result,
-    compute,  # noqa: F401  (the experiment contract)
-    interval,
-    refined,
-)
+if TYPE_CHECKING:
+    from bpexp.experiments.lr_sweep.run import Result
+
+# the computation (JAX) loads on first use, so the figure helper that draws this experiment's
+# PNGs (bpexp.render) imports matplotlib and this package without JAX
+_RUN = ("Result", "compute", "interval", "refined", "refine", "refine_spec", "summarize",
+        "track_sharpness")
+
+
+def __getattr__(name):
+    if name in _RUN:
+        from bpexp.experiments.lr_sweep import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 USES = ("model", "data", "optimizer", "train", "sweep")  # make.check builds them first
 # the numbers a comparison table shows for a run (bpexp.compare)
@@ -99,6 +108,9 @@ def validate(cfg):
 # ---------------------------------------------------------------- save
 def save(cfg, run, res: Result) -> dict:
     """The grid is already in metrics.zarr (streamed; ``diverged`` added by summarize)."""
+    from bpexp import optim
+    from bpexp.experiments.lr_sweep.run import interval, refined
+
     g = res.stats
     held, resolution = interval(res, cfg.experiment)
     return {"lrs": res.lrs, "diverged_fraction": res.frac, "final_loss_median": res.med,
@@ -142,6 +154,8 @@ def save(cfg, run, res: Result) -> dict:
 def present(cfg, run, res: Result, summary: dict) -> None:
     """Long because it writes the terminal table and report.md's sections in reading order;
     each section is a few lines over the same values."""
+    from bpexp.experiments._common import question
+
     s, lrs, good = summary, res.lrs, res.best
     figs = ["loss_curves.png", "final_loss_vs_lr.png", "too_small_good_too_large.png"]
     # drawn by the figure helper when one runs (bpexp.render), meanwhile the report is written
