@@ -252,22 +252,24 @@ def _todo(lay: Layout, store, shard: tuple[int, int], label: str) -> list[int]:
 
 
 def run_fused(specs: dict, lrs: dict, seeds, fixed: dict, X, Y) -> dict:
-    """Every ``specs[(opt, impl)]`` trained at the learning rates ``lrs[opt]`` (L,) x ``seeds``
-    (S,) on ``X: (n, m)``, ``Y: (d_out, m)``, with ONE compile: the ``train.make_run`` of each
-    spec, vmapped over lr, side by side in one jitted function, called once per seed. Same runs
-    and numbers as ``run_grid(spec, X, Y, Grid({"lr": lrs[opt], "seed": seeds}), fixed)`` per
+    """Every ``specs[(name, variant)]`` trained at the learning rates ``lrs[name]`` (L,) x
+    ``seeds`` (S,) on ``X: (n, m)``, ``Y: (d_out, m)``, with ONE compile: the
+    ``train.make_run`` of each spec, vmapped over lr, side by side in one jitted function,
+    called once per seed. Keys are e.g. (optimizer, impl) or (optimizer, batch size). Same runs
+    and numbers as ``run_grid(spec, X, Y, Grid({"lr": lrs[name], "seed": seeds}), fixed)`` per
     spec, but one compile instead of one per spec (a dozen small specs compile far longer than
     they run). The seed and init scale are unbatched scalars shared by every spec, so the
     initialization (threefry, slow to compile when batched) is compiled once, unbatched.
     ``fixed`` holds init_scale (default 1) and the hyperparameters other than lr (default
-    optim.HYPERPARAMS); every spec runs in the first one's dtype. Returns ``{(opt, impl):
-    SweepResult}`` with axes (lr, seed), e.g. ``loss[L, S, step]``."""
+    optim.HYPERPARAMS of the spec's optimizer); every spec runs in the first one's dtype.
+    Returns ``{key: SweepResult}`` with axes (lr, seed), e.g. ``loss[L, S, step]``."""
     dtype = np.dtype(next(iter(specs.values())).dtype)
     hps, runs = {}, {}
     for (o, impl), spec in specs.items():
         key = f"{o}/{impl}"
-        hps[key] = {k: np.asarray(lrs[o] if k == "lr" else fixed.get(k, optim.HYPERPARAMS[o][k]),
-                                  dtype) for k in spec.opt_hparams}
+        hps[key] = {k: np.asarray(lrs[o] if k == "lr" else
+                                  fixed.get(k, optim.HYPERPARAMS[spec.optimizer][k]), dtype)
+                    for k in spec.opt_hparams}
         axes = {k: 0 if k == "lr" else None for k in ("seed", "init_scale", *spec.opt_hparams)}
         runs[key] = jax.vmap(train.make_run(spec), in_axes=(axes, None, None))
 

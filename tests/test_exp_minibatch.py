@@ -235,7 +235,7 @@ def test_cli_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_default_run_theory_vs_measurement(tmp_path):
-    """The README's run (~40 s): steps to the target never grow with B, epochs grow, the best lr
+    """The README's run (~20 s): steps to the target never grow with B, epochs grow, the best lr
     never falls; the fitted critical batch lies between B_noise at init and at the target, and
     the geometric mean of B_noise on the way is within x3 of it."""
     run_dir = run_experiment("minibatch", tmp_path, "sweep.progress=false")

@@ -20,13 +20,15 @@ EPS = 1e-3  # central-difference step; float32: only the cost is of interest, no
 
 def problems(model, key, specs):
     """specs: [(h, d_out, m, depth)] -> [(X: (h, m), Y: (d_out, m), params)], float32: X, Y ~
-    N(0, 1), W_l ~ N(0, 2 / (fan_in + fan_out)) (Glorot normal), b_l = 0; all from ONE
-    jax.random draw sliced in numpy (a draw per shape would compile once per shape)."""
+    N(0, 1), W_l ~ N(0, 2 / (fan_in + fan_out)) (Glorot normal), b_l = 0; all from ONE numpy
+    draw (``key``: numpy's default_rng seed, e.g. an int or a raw jax PRNGKey), placed on the
+    device with jax.device_put (jax.random and jnp.asarray would compile a program per
+    shape)."""
     shapes = [jax.eval_shape(lambda h=h, d=d, depth=depth: model.init(
         jax.random.PRNGKey(0), h, d, hidden=h, depth=depth)) for h, d, _, depth in specs]
     sizes = [(h + d) * m + sum(v.size for k, v in sh.items() if k.startswith("W"))
              for (h, d, m, _), sh in zip(specs, shapes)]
-    buf = np.asarray(jax.random.normal(key, (sum(sizes),), jnp.float32))
+    buf = np.random.default_rng(np.asarray(key)).standard_normal(sum(sizes), np.float32)
     out, o = [], 0
     for (h, d, m, _), sh in zip(specs, shapes):
         X, Y = buf[o:o + h * m].reshape(h, m), buf[o + h * m:o + (h + d) * m].reshape(d, m)
@@ -34,12 +36,26 @@ def problems(model, key, specs):
         p = {}
         for k, v in sh.items():
             if k.startswith("W"):
-                p[k] = buf[o:o + v.size].reshape(v.shape) * np.sqrt(2.0 / sum(v.shape))
+                p[k] = buf[o:o + v.size].reshape(v.shape) * np.float32(np.sqrt(2.0 / sum(v.shape)))
                 o += v.size
             else:
                 p[k] = np.zeros(v.shape, np.float32)
-        out.append((jnp.asarray(X), jnp.asarray(Y), {k: jnp.asarray(v) for k, v in p.items()}))
+        out.append(jax.device_put((X, Y, p)))
     return out
+
+
+def ravel(p):
+    """(theta, unravel) as jax.flatten_util.ravel_pytree (leaves in sorted key order), theta
+    concatenated in numpy: eager jnp reshapes would compile a program per shape."""
+    keys = sorted(p)
+    shapes = [np.shape(p[k]) for k in keys]
+    ends = np.cumsum([int(np.prod(s)) for s in shapes])
+    theta = jax.device_put(np.concatenate([np.ravel(np.asarray(p[k])) for k in keys]))
+
+    def unravel(th):
+        return {k: th[e - int(np.prod(s)):e].reshape(s) for k, s, e in zip(keys, shapes, ends)}
+
+    return theta, unravel
 
 
 def q4_programs(model, p, X, Y, chunk):
@@ -49,7 +65,7 @@ def q4_programs(model, p, X, Y, chunk):
     perturbations theta +- eps e_i; ``chunked``: the same forward mode and differences over
     the P directions ``chunk`` at a time (lax.map over blocks), for when the whole program's
     P x P tangents do not fit in memory."""
-    theta, unravel = ravel_pytree(p)
+    theta, unravel = ravel(p)
     P = theta.size
 
     def loss(th):
@@ -122,8 +138,7 @@ def run_q4(P, R, key) -> Q4:
             elif theta.size <= R["max_params_forward"]:
                 if tmp[i, j] > P.max_temp_mb * 1e6:  # the P x P tangents do not fit: blocks
                     compiled, chunked[i, j] = jax.jit(blocks[name]).lower(theta).compile(), True
-                secs[i, j] = best_time(compiled, (theta,), P.repeats, P.min_seconds)
-                out = compiled(theta)
+                secs[i, j], out = best_time(compiled, (theta,), P.repeats, P.min_seconds)
             else:
                 continue
             outs[name] = np.asarray(out, np.float64)

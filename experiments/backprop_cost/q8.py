@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -17,8 +18,8 @@ Q8_METHODS = ("store", "checkpoint", "recompute")
 
 def stack(p, L):
     """{W1..WL, b1..bL} (all h x h) -> W: (L, h, h), b: (L, h, 1)."""
-    return (jnp.asarray(np.stack([p[f"W{l}"] for l in range(1, L + 1)])),  # numpy: no compile
-            jnp.asarray(np.stack([p[f"b{l}"] for l in range(1, L + 1)])))
+    return jax.device_put((np.stack([p[f"W{l}"] for l in range(1, L + 1)]),  # numpy: no compile
+                           np.stack([p[f"b{l}"] for l in range(1, L + 1)])))
 
 
 def _layer(activation, W, b, a):
@@ -91,24 +92,26 @@ def run_q8(P, R, key) -> Q8:
     err = 0.0
     ck, rc = checkpoint_grad(P.activation, out), recompute_grad(P.activation, out)
     probs = problems(model, key, [(h, h, m, int(L) - 1) for L in depths])
+    calls = []   # (j, method, function, args) of every program
     for j, (L, (X, Y, p)) in enumerate(zip(depths, probs)):
-        L = int(L)
-        W, b = stack(p, L)
-        fns = {"store": (jax.jit(model.grad), (p, X, Y)),
-               "checkpoint": (jax.jit(ck), (W, b, X, Y)),
-               "recompute": (jax.jit(rc), (W, b, X, Y))}
-        res = {}
-        for i, name in enumerate(Q8_METHODS):
-            f, args = fns[name]
-            compiled = f.lower(*args).compile()
-            mem[i, j] = compiled.memory_analysis().temp_size_in_bytes
-            secs[i, j] = best_time(compiled, args, P.repeats, P.min_seconds)
-            g = compiled(*args)
-            parts = (list(g) if name != "store" else  # (dW, db) stacked, or per layer
-                     [g[f"{k}{l}"] for k in "Wb" for l in range(1, L + 1)])
-            res[name] = np.concatenate([np.asarray(x).ravel() for x in parts])  # numpy
+        W, b = stack(p, int(L))
+        calls += [(j, "store", jax.jit(model.grad), (p, X, Y)),
+                  (j, "checkpoint", jax.jit(ck), (W, b, X, Y)),
+                  (j, "recompute", jax.jit(rc), (W, b, X, Y))]
+    lowered = [f.lower(*args) for _, _, f, args in calls]
+    with ThreadPoolExecutor(2) as pool:   # XLA compiles release the GIL
+        compiled_all = list(pool.map(lambda lo: lo.compile(), lowered))
+    res = [{} for _ in depths]
+    for (j, name, _, args), compiled in zip(calls, compiled_all):   # timed one at a time
+        i, L = Q8_METHODS.index(name), int(depths[j])
+        mem[i, j] = compiled.memory_analysis().temp_size_in_bytes
+        secs[i, j], g = best_time(compiled, args, P.repeats, P.min_seconds)
+        parts = (list(g) if name != "store" else  # (dW, db) stacked, or per layer
+                 [g[f"{k}{l}"] for k in "Wb" for l in range(1, L + 1)])
+        res[j][name] = np.concatenate([np.asarray(x).ravel() for x in parts])  # numpy
+    for r in res:
         for name in ("checkpoint", "recompute"):
-            err = max(err, gradcheck.rel_err(res[name], res["store"]))
+            err = max(err, gradcheck.rel_err(r[name], r["store"]))
     Ls = depths.astype(np.float64)
     # work in layer matmuls (h x h by h x m), counted: every method does L forward and 2L
     # backward (dW_l, delta_{l-1}); checkpoint recomputes the L - 1 hidden layers once more;

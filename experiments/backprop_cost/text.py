@@ -118,7 +118,7 @@ def shows(s) -> list[str]:
 def readme(record) -> str:
     """The README block: the recorded command, the slopes beside the theory, the machine-
     dependent numbers named with the machine they were measured on."""
-    s, mach = record["summary"], record["machine"]
+    s = record["summary"]
     s4, s8 = s["q4"], s["q8"]
     th = s4["theory"]["slope"]
     rows = ["| method | FLOPs slope (fit ± s.e.) | theory | time slope* |",
@@ -138,10 +138,9 @@ def readme(record) -> str:
         f"{s8['theory']['bytes_per_layer_checkpoint_a_and_dW']:,}), recompute "
         f"{mem['recompute']:,.1f} (theory 0). Backprop vs forward mode: "
         f"{s4['backprop_vs_forward_mode_rel_err']:.1e} (float32).", "",
-        docs.measured(
-            f"\\* Machine-dependent (wall time on {s['cpu_count']} CPU cores, {mach['platform']}, "
-            f"backend {mach['backend']}, 1-minute load average {s['load_average'][0]:.1f} before "
-            f"and {s['load_average'][1]:.1f} after): "
+        f"\\* {docs.machine('Wall time', record)}, " + docs.measured(
+            f"1-minute load average {s['load_average'][0]:.1f} before and "
+            f"{s['load_average'][1]:.1f} after: "
             + ("; ".join(tracks_text(s4, k) for k in s4["time_vs_flops"]) or "not timed") +
             f". Q8 at L = {L}: checkpoint {s8['time_ratio_deepest']['checkpoint']:.2f}x the stored "
             f"backward's time (counted {s8['matmul_ratio_deepest']['checkpoint']:.2f}x), recompute "

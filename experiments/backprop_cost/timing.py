@@ -11,21 +11,24 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def best_time(f, args, repeats, min_seconds) -> float:
-    """Seconds per call of the compiled ``f``: each repeat runs it k times back to back (k
-    chosen so a repeat lasts >= min_seconds), the best repeat wins."""
-    jax.block_until_ready(f(*args))  # warm
+def best_time(f, args, repeats, min_seconds) -> tuple[float, object]:
+    """Seconds per call of the compiled ``f`` and the output of one call: each repeat runs it k
+    times back to back (k chosen so a repeat lasts >= min_seconds), the best repeat wins. The
+    warm-up call's output is the one returned; when one call already lasts min_seconds (k = 1)
+    the call that chose k is the first repeat (no call is run only to be thrown away)."""
+    out = jax.block_until_ready(f(*args))  # warm
     t = time.perf_counter()
     jax.block_until_ready(f(*args))
-    k = max(1, min(1000, math.ceil(min_seconds / max(time.perf_counter() - t, 1e-7))))
-    best = math.inf
-    for _ in range(repeats):
+    once = time.perf_counter() - t
+    k = max(1, min(1000, math.ceil(min_seconds / max(once, 1e-7))))
+    best = once if k == 1 else math.inf
+    for _ in range(repeats - (k == 1)):
         t = time.perf_counter()
         for _ in range(k):
-            out = f(*args)
-        jax.block_until_ready(out)
+            last = f(*args)
+        jax.block_until_ready(last)
         best = min(best, (time.perf_counter() - t) / k)
-    return best
+    return best, out
 
 
 def looped(f):

@@ -246,15 +246,12 @@ def table(s):
 def readme(record) -> str:
     """The README block: the recorded command, the table, the takeaways, the wall time with the
     machine it was measured on."""
-    s, mach = record["summary"], record["machine"]
+    s = record["summary"]
     header, rows = table(s)
     t = s["compile_s"] + s["run_s"]
     return "\n".join([
         f"Recorded run: `{record['command']}` ({len(s['seeds'])} seeds; seed range = (max - min)"
         " / median of the steps; the model columns are steps).", "",
         report.markdown_table(header, rows), *details(s), "",
-        docs.measured(
-            f"The sweep took {t:.0f} s ({s['compile_s']:.0f} s compiling) on "
-            f"{mach.get('backend')} ({', '.join(mach.get('devices') or [])}"
-            + (f", {mach['cpu_count']} cores" if mach.get("cpu_count") else "")
-            + f"), {mach.get('platform')}, {str(mach.get('start'))[:10]} (machine-dependent).")])
+        "The sweep took " + docs.machine(f"{t:.0f} s ({s['compile_s']:.0f} s compiling)",
+                                         record) + "."])
