@@ -28,6 +28,7 @@ from bpexp.experiments._common import load_data, question
 
 SIZES = {  # reference grids: runs = lrs x seeds, full-batch GD on digits, two_layer_sigmoid, MSE
     "tiny": {"hidden": 8, "lrs": 4, "seeds": 2, "steps": 20, "m": 200},
+    "quick": {"hidden": 32, "lrs": 8, "seeds": 4, "steps": 100, "m": 500},   # the default
     "small": {"hidden": 32, "lrs": 16, "seeds": 8, "steps": 200, "m": 0},
     "large": {"hidden": 256, "lrs": 64, "seeds": 16, "steps": 200, "m": 0},
 }
@@ -39,12 +40,12 @@ USES = ()  # config sections read (make.check builds them first)
 @dataclass
 class Params:
     name: str = "bench"
-    size: str = "small"                 # tiny | small | large
+    size: str = "quick"                 # tiny | quick | small | large
     repeats: int = 3                    # median of this many timings (after a warm-up)
-    naive_runs: int = 16                # (c) is timed on this many runs, scaled to the grid
-    scaling: list = field(default_factory=lambda: [100, 1000, 10000, 100000])  # runs; [] skips
-    scaling_steps: int = 100
-    gemm_n: int = 2048                  # size of the square float32 matmul for the peak
+    naive_runs: int = 4                 # (c) is timed on this many runs, scaled to the grid
+    scaling: list = field(default_factory=lambda: [100, 1000, 10000])  # runs; [] skips
+    scaling_steps: int = 50
+    gemm_n: int = 1024                  # size of the square float32 matmul for the peak
 
 
 def validate(cfg):

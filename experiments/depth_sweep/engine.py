@@ -4,6 +4,8 @@ stack (bpexp.stacked's padded drivers), one compile per width, full-batch GD.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -18,6 +20,18 @@ def uniform_draws(key, n, h, d_out, dmax, dtype):
     call), laid out for the padded stack. Every scheme is built from the same u (common random
     numbers across schemes and, because the layers are nested, across depths)."""
     return primitives.uniforms(key, [(h, n), (max(dmax - 1, 1), h, h), (d_out, h)], dtype)
+
+
+def seed_draws(seeds, n, h, d_out, dmax, dtype):
+    """``uniform_draws`` of each seed's k_init (train.run_keys), stacked over ``seeds``."""
+    keys = jax.vmap(lambda s: train.run_keys(s)[0])(seeds)
+    return jax.vmap(lambda k: uniform_draws(k, n, h, d_out, dmax, dtype))(keys)
+
+
+@functools.lru_cache(maxsize=16)
+def draws_fn(n, h, d_out, dmax, dtype):
+    """jit(seed_draws) for one shape, compiled once: (seeds) -> the draws of every seed."""
+    return jax.jit(lambda seeds: seed_draws(seeds, n, h, d_out, dmax, dtype))
 
 
 weight_from_uniform = primitives.weight_from_uniform  # the library's scheme map from U(-1, 1)
@@ -87,7 +101,7 @@ def forward_backward(p, X, Y, D, activation, output, residual=False, norm="none"
 
 
 def make_train(activation, output, steps, schemes, h, dmax, dtype, residual=False,
-               norm="none"):
+               norm="none", from_draws=False):
     """The experiment's training engine: one compiled function for every depth of one width.
 
     Why not the sweep engine with the library's mlp: there the depth is part of the params'
@@ -100,7 +114,9 @@ def make_train(activation, output, steps, schemes, h, dmax, dtype, residual=Fals
     w -= lr g, measuring the net before every step and after the last.
     (seeds [seed], scales [scheme], X, Y, D, lr) -> (p0, hist), hist[name]: [run, steps + 1, ...]
     as in forward_backward; runs = (scheme, seed) scheme-major. Keys as in the sweep engine:
-    k_init, k_batch = split(PRNGKey(seed))."""
+    k_init, k_batch = split(PRNGKey(seed)). ``from_draws``: the first argument is instead the
+    seeds' ``uniform_draws`` (leading seed axis; :func:`seed_draws`), so that functions of one
+    shape share one draw (and its compile)."""
     def one(p, X, Y, D, lr):
         def update(p, _):  # statistics of the params entering the step, then w -= lr g
             _, g, stats = forward_backward(p, X, Y, D, activation, output, residual, norm)
@@ -111,9 +127,8 @@ def make_train(activation, output, steps, schemes, h, dmax, dtype, residual=Fals
         return hist
 
     def all_runs(seeds, scales, X, Y, D, lr):
-        n, d_out = X.shape[0], Y.shape[0]
-        keys = jax.vmap(lambda s: train.run_keys(s)[0])(seeds)
-        draws = jax.vmap(lambda k: uniform_draws(k, n, h, d_out, dmax, dtype))(keys)
+        draws = (seeds if from_draws else
+                 seed_draws(seeds, X.shape[0], h, Y.shape[0], dmax, dtype))
         ps = [jax.vmap(lambda u: init_stack(u, s, scales[i], norm))(draws)
               for i, s in enumerate(schemes)]
         p0 = jax.tree.map(lambda *a: jnp.concatenate(a), *ps)

@@ -24,15 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpexp import primitives, stacked, theory, train
+from bpexp import primitives, stacked, theory
 from bpexp.experiments.depth_sweep import engine
 
 
 @functools.lru_cache(maxsize=8)
 def _compiled(n, h, d_out, D, dtype, output):
     """The jitted per-seed pass, one per shape (so repeated calls do not compile again)."""
-    def one(seed, X, Y):
-        draws = engine.uniform_draws(train.run_keys(seed)[0], n, h, d_out, D, dtype)
+    def one(draws, X, Y):
         q = stacked.unstack(engine.init_stack(draws, "standard", 1.0, "batch"), D)
         _, _, fp, deltas = stacked.loss_and_grad(q, X, Y, "sigmoid", output, False, "batch")
         return ([q[f"W{l}"] for l in range(1, D + 2)], [deltas[l] for l in range(1, D + 2)],
@@ -41,19 +40,22 @@ def _compiled(n, h, d_out, D, dtype, output):
     return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
 
 
-def _pieces(X, Y, D, h, seeds, dtype, output):
+def _pieces(X, Y, D, h, seeds, dtype, output, draws=None):
     """Per seed: the hidden W_l, delta_l, f'(y_l), inv_std_l (l = 1..D) and W_L, delta_L of
-    the batch-normalized sigmoid net (standard init) of the remedies run."""
-    f = _compiled(X.shape[0], h, Y.shape[0], D, jnp.dtype(dtype), output)
-    out = f(jnp.asarray(seeds, jnp.int32), X, Y)
+    the batch-normalized sigmoid net (standard init) of the remedies run. ``draws``: the
+    seeds' engine.seed_draws when the caller has them already."""
+    n, d_out, dt = X.shape[0], Y.shape[0], jnp.dtype(dtype)
+    if draws is None:
+        draws = engine.draws_fn(n, h, d_out, D, dt)(jnp.asarray(seeds, jnp.int32))
+    out = _compiled(n, h, d_out, D, dt, output)(draws, X, Y)
     return jax.tree.map(lambda a: np.asarray(a, np.float64), out)
 
 
-def decompose(X, Y, D, h, seeds, dtype, output="softmax_ce") -> dict:
+def decompose(X, Y, D, h, seeds, dtype, output="softmax_ce", draws=None) -> dict:
     """Geometric means over the hidden pairs (l, l + 1), l = 1..D-1, and the seeds of T, T with
     independent weights, G / G_predicted and P; ``measured_over_predicted`` = their product's
     counterpart, the measured per-layer factor over the prediction."""
-    Ws, ds, fps, invs = _pieces(X, Y, D, h, seeds, dtype, output)
+    Ws, ds, fps, invs = _pieces(X, Y, D, h, seeds, dtype, output, draws)
     S = len(seeds)
     nvar = h * theory.init_variance("standard", h, h)
     logs = {k: [] for k in ("T", "T_ind", "G_ratio", "P", "meas_over_pred")}

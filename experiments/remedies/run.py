@@ -10,6 +10,7 @@ import numpy as np
 
 from bpexp import make
 from bpexp.experiments._common import load_data
+from bpexp.experiments.depth_sweep import engine
 from bpexp.experiments.depth_sweep.engine import make_train
 from bpexp.experiments.depth_sweep.theory import attenuation_bound
 from bpexp.experiments.remedies import bn
@@ -71,7 +72,8 @@ class RemedyResult:
 
 
 def compute_remedies(cfg, run) -> RemedyResult:
-    """Every remedy x depth x seed: one compile per remedy (the depth is traced)."""
+    """Every remedy x depth x seed: one compile per (activation, residual, norm), shared by the
+    remedies that differ only in the init (the depth is traced)."""
     P = cfg.experiment
     ds = load_data(cfg, run)
     dtype = make.dtype(cfg)
@@ -89,51 +91,69 @@ def compute_remedies(cfg, run) -> RemedyResult:
     M.update({k: np.full(shp, np.nan) for k in ("ratio_first_last", "dz_first_last",
                                                  "dz_first_last_predicted", "bound")})
     M["loss"] = np.full(shp + (steps + 1,), np.nan)
-    seeds_arr, scale = jnp.asarray(seeds, jnp.int32), cfg.model.init_scale
+    scale, S = cfg.model.init_scale, len(seeds)
+    # every remedy starts from the same uniform draws (drawn once); remedies that differ only
+    # in the init share one compiled engine and one call per depth (runs = (init, seed))
+    draws = engine.draws_fn(ds.n, h, ds.d_out, dmax, jnp.dtype(dtype))(
+        jnp.asarray(seeds, jnp.int32))
+    groups = {}
+    for ri, name in enumerate(names):
+        r = REMEDIES[name]
+        groups.setdefault((r.activation, r.residual, r.norm), []).append(ri)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for ri, name in enumerate(names):
-            r = REMEDIES[name]
-            fn = make_train(r.activation, out, steps, (r.init,), h, dmax, dtype, r.residual,
-                            r.norm)
+        for (act, residual, norm), ris in groups.items():
+            inits = tuple(REMEDIES[names[ri]].init for ri in ris)
+            fn = make_train(act, out, steps, inits, h, dmax, dtype, residual, norm,
+                            from_draws=True)
+            label = "+".join(names[ri] for ri in ris)
             for di, D in enumerate(depths):
-                with run.timed(f"remedy_{name}_depth{D}" + ("_and_compile" if di == 0 else "")):
-                    p0, hist = jax.device_get(fn(seeds_arr, jnp.asarray([scale], dtype), X, Y,
-                                                 D, lr))
-                ix, Ld = (ri, di), D + 1
-                f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
-                M["grad_norm_init"][ix][..., :Ld] = f64(hist["grad_norm"][:, 0, :Ld])
-                M["grad_norm_final"][ix][..., :Ld] = f64(hist["grad_norm"][:, -1, :Ld])
-                width = np.array([h] * D + [ds.d_out], np.float64)
-                rms = f64(hist["delta_norm"][:, 0, :Ld]) / np.sqrt(width)
-                M["dz_rms_init"][ix][..., :Ld] = rms
-                M["fprime_sq_init"][ix][..., :D] = f64(hist["fprime_sq"][:, 0, :D])
-                M["z_std_init"][ix][..., :D] = f64(hist["z_std"][:, 0, :D])
-                M["bn_gain_sq_init"][ix][..., :D] = f64(hist["bn_gain_sq"][:, 0, :D])
-                M["ratio_measured_dz"][ix][..., :D] = rms[:, :D] / rms[:, 1:Ld]
-                g0 = M["grad_norm_init"][ix]
-                M["ratio_first_last"][ix] = g0[:, 0] / g0[:, D]
-                M["dz_first_last"][ix] = rms[:, 0] / rms[:, D]
-                M["loss"][ix] = f64(hist["loss"])
-                for si in range(len(seeds)):
-                    pr = remedy_predicted_dz(r, D, h, ds.d_out,
-                                             M["fprime_sq_init"][ix][si],
-                                             M["bn_gain_sq_init"][ix][si], scale)
-                    M["ratio_predicted_dz"][ix][si, :D] = pr
-                    M["dz_first_last_predicted"][ix][si] = np.prod(pr)
-                if not r.residual and r.norm == "none":   # the rigorous bound (plain nets)
-                    W_h = f64(p0["W_h"])[:, : D - 1]
-                    spec = np.concatenate([np.linalg.norm(W_h, ord=2, axis=(-2, -1)),
-                                           np.linalg.norm(f64(p0["W_out"]), ord=2,
-                                                          axis=(-2, -1))[:, None]], axis=1)
-                    M["bound"][ix] = [attenuation_bound(r.activation, D, sp) for sp in spec]
+                with run.timed(f"remedy_{label}_depth{D}" + ("_and_compile" if di == 0 else "")):
+                    p0_all, hist_all = jax.device_get(fn(
+                        draws, jnp.asarray([scale] * len(ris), dtype), X, Y, D, lr))
+                for k, ri in enumerate(ris):
+                    r, name = REMEDIES[names[ri]], names[ri]
+                    p0, hist = jax.tree.map(lambda a: a[k * S:(k + 1) * S], (p0_all, hist_all))
+                    _measure(M, (ri, di), r, D, h, ds.d_out, scale, p0, hist)
     freq = np.asarray(ds.Y, np.float64).mean(axis=1)
     freq = freq[freq > 0]
     res = RemedyResult(n=ds.n, m=ds.m, d_out=ds.d_out, width=h, lr=lr, remedies=names,
                        depths=depths, seeds=seeds, class_entropy=float(-freq @ np.log(freq)), **M)
-    return _studies(cfg, run, res, X, Y, dtype)
+    return _studies(cfg, run, res, X, Y, dtype, draws)
 
 
-def _studies(cfg, run, res, X, Y, dtype):
+def _measure(M, ix, r, D, h, d_out, scale, p0, hist):
+    """Fill run (remedy, depth) ``ix`` of the arrays ``M`` from one engine call's initial
+    params ``p0`` and history ``hist`` of that remedy's seeds."""
+    Ld = D + 1
+    f64 = lambda a: np.asarray(a, np.float64)  # noqa: E731
+    M["grad_norm_init"][ix][..., :Ld] = f64(hist["grad_norm"][:, 0, :Ld])
+    M["grad_norm_final"][ix][..., :Ld] = f64(hist["grad_norm"][:, -1, :Ld])
+    width = np.array([h] * D + [d_out], np.float64)
+    rms = f64(hist["delta_norm"][:, 0, :Ld]) / np.sqrt(width)
+    M["dz_rms_init"][ix][..., :Ld] = rms
+    M["fprime_sq_init"][ix][..., :D] = f64(hist["fprime_sq"][:, 0, :D])
+    M["z_std_init"][ix][..., :D] = f64(hist["z_std"][:, 0, :D])
+    M["bn_gain_sq_init"][ix][..., :D] = f64(hist["bn_gain_sq"][:, 0, :D])
+    M["ratio_measured_dz"][ix][..., :D] = rms[:, :D] / rms[:, 1:Ld]
+    g0 = M["grad_norm_init"][ix]
+    M["ratio_first_last"][ix] = g0[:, 0] / g0[:, D]
+    M["dz_first_last"][ix] = rms[:, 0] / rms[:, D]
+    M["loss"][ix] = f64(hist["loss"])
+    for si in range(len(p0["W_h"])):
+        pr = remedy_predicted_dz(r, D, h, d_out,
+                                 M["fprime_sq_init"][ix][si],
+                                 M["bn_gain_sq_init"][ix][si], scale)
+        M["ratio_predicted_dz"][ix][si, :D] = pr
+        M["dz_first_last_predicted"][ix][si] = np.prod(pr)
+    if not r.residual and r.norm == "none":   # the rigorous bound (plain nets)
+        W_h = f64(p0["W_h"])[:, : D - 1]
+        spec = np.concatenate([np.linalg.norm(W_h, ord=2, axis=(-2, -1)),
+                               np.linalg.norm(f64(p0["W_out"]), ord=2,
+                                              axis=(-2, -1))[:, None]], axis=1)
+        M["bound"][ix] = [attenuation_bound(r.activation, D, sp) for sp in spec]
+
+
+def _studies(cfg, run, res, X, Y, dtype, draws=None):
     """The two studies at the deepest depth: ReLU + He over widths (finding 5) and the
     batch-norm factor in three parts."""
     P, dmax, out = cfg.experiment, max(res.depths), cfg.model.output
@@ -144,7 +164,7 @@ def _studies(cfg, run, res, X, Y, dtype):
                 X, Y, dmax, list(P.widths), wseeds, dtype, out)
     if "batchnorm" in res.remedies and dmax >= 2:
         with run.timed("batchnorm_decomposition"):
-            res.bn_parts = bn.decompose(X, Y, dmax, res.width, res.seeds, dtype, out)
+            res.bn_parts = bn.decompose(X, Y, dmax, res.width, res.seeds, dtype, out, draws)
     return res
 
 

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpexp import primitives, stacked, train
+from bpexp import primitives, stacked
 from bpexp.experiments.depth_sweep import engine
 
 EULER = 0.5772156649015329
@@ -100,22 +100,33 @@ def relu_width_theory(h: int, D: int, d_out: int) -> dict:
             "first_last_median": math.sqrt(d_out / h) * math.exp(D * e / 2)}
 
 
-def per_example_sq_norms(X, Y, D, h, seeds, dtype, output="softmax_ce"):
-    """[seed, layer l = 1..D+1, example] ||dL/dz_l||^2 of each example's column at init, for
-    the ReLU + He net of depth D and width h (the draws of the remedies run: the same seed
-    gives the same weights as its ``relu_he`` net at that width and depth max)."""
+def _sq_norms(X, Y, D, h, seeds, dtype, output):
+    """The traced body of per_example_sq_norms (seeds: a traced int32 array)."""
     n, d_out = X.shape[0], Y.shape[0]
     out = primitives.output(output)
 
-    def one(seed):
-        draws = engine.uniform_draws(train.run_keys(seed)[0], n, h, d_out, D, dtype)
+    def one(draws):
         p = engine.init_stack(draws, "he", 1.0)
         zL, a_D, buf = stacked.padded_forward(p, X, D, "relu")
         _, st = stacked.padded_backward(p, X, D, a_D, buf, out.delta(zL, Y), False,
                                         lambda d, w: jnp.sum(d * d, axis=0))
         return st
 
-    return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.int32)), np.float64)
+    return jax.vmap(one)(engine.seed_draws(seeds, n, h, d_out, D, dtype))
+
+
+def per_example_sq_norms(X, Y, D, h, seeds, dtype, output="softmax_ce"):
+    """[seed, layer l = 1..D+1, example] ||dL/dz_l||^2 of each example's column at init, for
+    the ReLU + He net of depth D and width h (the draws of the remedies run: the same seed
+    gives the same weights as its ``relu_he`` net at that width and depth max)."""
+    return all_sq_norms(X, Y, D, [h], seeds, dtype, output)[0]
+
+
+def all_sq_norms(X, Y, D, widths, seeds, dtype, output="softmax_ce"):
+    """per_example_sq_norms of every width in ``widths``, one compiled call for all of them
+    (one compile of one module costs less than one per width)."""
+    f = jax.jit(lambda s: [_sq_norms(X, Y, D, h, s, dtype, output) for h in widths])
+    return [np.asarray(a, np.float64) for a in f(jnp.asarray(seeds, jnp.int32))]
 
 
 def measure(sq, h: int, d_out: int) -> dict:
@@ -157,8 +168,7 @@ def study(X, Y, D, widths, seeds, dtype, output="softmax_ce"):
     "measured": ...}}}, sq [width, seed, layer, example])."""
     d_out = Y.shape[0]
     out, sqs = {}, []
-    for h in widths:
-        sq = per_example_sq_norms(X, Y, D, h, seeds, dtype, output)
+    for h, sq in zip(widths, all_sq_norms(X, Y, D, widths, seeds, dtype, output)):
         out[str(h)] = {"theory": relu_width_theory(h, D, d_out), "measured": measure(sq, h, d_out)}
         sqs.append(sq)
     return {"depth": int(D), "seeds": [int(s) for s in seeds], "widths": out}, np.stack(sqs)
