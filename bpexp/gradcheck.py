@@ -29,6 +29,13 @@ def check(model, p, X, Y, *, seed: int = 0, n_dirs: int = 8, eps: float = 1e-5) 
     (L(p + eps u) - L(p - eps u)) / (2 eps) against the directional derivative g_manual . u.
     Returns {"rel_err_autodiff", "rel_err_fd", "per_leaf": {leaf: rel err}, "n_params"}.
     """
+    return prepare(model, p, X, Y, seed=seed, n_dirs=n_dirs, eps=eps)()
+
+
+def prepare(model, p, X, Y, *, seed: int = 0, n_dirs: int = 8, eps: float = 1e-5):
+    """:func:`check` in two parts: this one compiles its one program (XLA's compile runs
+    outside the GIL, so several ``prepare`` calls may run in threads at once) and returns a
+    function of no arguments that runs it and returns check's dict."""
     size = sum(int(np.size(v)) for v in jax.tree_util.tree_leaves(p))
     U = np.random.default_rng(seed).standard_normal((n_dirs, size))  # numpy: no compile
     U = U / np.linalg.norm(U, axis=1, keepdims=True)
@@ -43,9 +50,13 @@ def check(model, p, X, Y, *, seed: int = 0, n_dirs: int = 8, eps: float = 1e-5) 
         flat_man, flat_ad = ravel_pytree(g_man)[0], ravel_pytree(g_ad)[0]
         return g_man, g_ad, flat_man, flat_ad, fd, U @ flat_man
 
-    g_man, g_ad, flat_man, flat_ad, fd, directional = jax.jit(
-        all_three, compiler_options=FAST_COMPILE)(p, U)
-    return {"rel_err_autodiff": rel_err(flat_man, flat_ad),
-            "rel_err_fd": rel_err(fd, directional),
-            "per_leaf": {k: rel_err(g_man[k], g_ad[k]) for k in g_ad},
-            "n_params": size}
+    compiled = jax.jit(all_three, compiler_options=FAST_COMPILE).lower(p, U).compile()
+
+    def finish() -> dict:
+        g_man, g_ad, flat_man, flat_ad, fd, directional = compiled(p, U)
+        return {"rel_err_autodiff": rel_err(flat_man, flat_ad),
+                "rel_err_fd": rel_err(fd, directional),
+                "per_leaf": {k: rel_err(g_man[k], g_ad[k]) for k in g_ad},
+                "n_params": size}
+
+    return finish

@@ -192,17 +192,25 @@ def unstack(p, D: int) -> dict:
     return q
 
 
-def padded_forward(p, X, D, activation: str, residual: bool = False):
+def empty_buffers(p, X) -> Buffers:
+    """Buffers for :func:`padded_forward` over the stack ``p`` and input ``X``."""
+    S, (h, m), bn = p["W_h"].shape[0], (p["W_in"].shape[0], X.shape[-1]), "g_in" in p
+    return Buffers(jnp.zeros((S + 1, h, m), X.dtype), jnp.zeros((S + 1, h, m), X.dtype),
+                   jnp.zeros((S + 1, h, m if bn else 1), X.dtype),
+                   jnp.ones((S + 1, h, 1), X.dtype))
+
+
+def padded_forward(p, X, D, activation: str, residual: bool = False, buf=None):
     """Forward pass of the depth-D net inside the padded stack ``p`` (``D`` may be traced):
     (z_L, a_D, Buffers). ``residual``: the hidden-to-hidden layers add their input (and the
-    first one too if n == h); batch norm when ``p`` holds g_in."""
-    S, h = p["W_h"].shape[0], p["W_in"].shape[0]
+    first one too if n == h); batch norm when ``p`` holds g_in. ``buf``: Buffers to write
+    into (e.g. the previous step's, carried through a training loop so that they are not
+    allocated anew each step); only layers 1..D are written, and only those are read back."""
+    h = p["W_in"].shape[0]
     a, c = hidden(affine(p["W_in"], p["b_in"], X), X, activation,
                   is_residual(residual, X.shape[0], h), p.get("g_in"), p.get("be_in"))
     bn = c.zhat is not None
-    buf = Buffers(jnp.zeros((S + 1,) + a.shape, X.dtype), jnp.zeros((S + 1,) + a.shape, X.dtype),
-                  jnp.zeros((S + 1,) + (a.shape if bn else (h, 1)), X.dtype),
-                  jnp.ones((S + 1, h, 1), X.dtype)).put(0, c)
+    buf = (empty_buffers(p, X) if buf is None else buf).put(0, c)
 
     def layer(j, carry):                             # hidden layer j + 1, j = 1..D - 1
         a, buf = carry

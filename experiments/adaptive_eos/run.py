@@ -1,5 +1,6 @@
-"""The adaptive-EoS computation: one jitted scan per optimizer, vmapped over the
-hyperparameter rows and seeds, measuring the preconditioned and raw sharpness along it."""
+"""The adaptive-EoS computation: one jitted scan for the whole grid (each row's optimizer
+picked by index), vmapped over the hyperparameter rows and seeds, measuring the
+preconditioned and raw sharpness along it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from bpexp import make, optim, train
@@ -30,14 +32,28 @@ def with_sharpness(name, loss_fn, grad_fn, init_fn, steps, every, iters):
     the step taken from those parameters, and the raw sharpness lambda_max(H), each by
     ``iters`` Lanczos steps warm-started from its previous Ritz vector, with residuals
     (theory.sharpness_pair). For a method without a preconditioner (P = I) the two are one
-    measurement."""
-    adaptive = name in ADAPTIVE
+    measurement.
+
+    ``name`` a tuple of optimizer names: the run takes the optimizer ``names[hp["which"]]``
+    (a traced int, so one compile serves rows of every optimizer, vmapped over ``hp``); ``hp``
+    then holds every optimizer's hyperparameters. Each step updates every optimizer's state
+    from the same gradient and applies the chosen one's step and P (the others' cost a few
+    elementwise operations; they never touch the parameters). With a momentum row among
+    adaptive ones its P = I goes through the preconditioned Lanczos too (the same operator
+    as the raw one)."""
+    names = (name,) if isinstance(name, str) else tuple(name)
+    adaptive = any(n in ADAPTIVE for n in names)
+
+    def pick(hp, options):
+        if len(options) == 1:
+            return options[0]
+        return jax.tree.map(lambda *xs: lax.select_n(hp["which"], *xs), *options)
 
     def run(hp, key, X, Y):
         k_init, k_v = jax.random.split(key)
         p0 = init_fn(k_init)
         flat0, unravel = ravel_pytree(p0)
-        opt = optim.get(name, **hp)
+        opts = [optim.get(n, **{k: hp[k] for k in optim.HYPERPARAMS[n]}) for n in names]
 
         def g(x):
             return jax.grad(lambda y: loss_fn(unravel(y), X, Y))(x)
@@ -46,10 +62,14 @@ def with_sharpness(name, loss_fn, grad_fn, init_fn, steps, every, iters):
             return lambda u: jax.jvp(g, (x,), (u,))[1]   # H u (forward over reverse)
 
         def update(carry, _):
-            x, s = carry                     # flat params and flat optimizer state
+            x, states = carry                # flat params and every optimizer's flat state
             p = unravel(x)
-            upd, s = opt.update(ravel_pytree(grad_fn(p, X, Y))[0], s, x)  # elementwise rules
-            return (x + upd, s), (x, preconditioner(name, s, hp), loss_fn(p, X, Y))
+            grad = ravel_pytree(grad_fn(p, X, Y))[0]
+            outs = [o.update(grad, s, x) for o, s in zip(opts, states)]   # elementwise rules
+            states = tuple(s for _, s in outs)
+            upd = pick(hp, [u for u, _ in outs])
+            P = pick(hp, [preconditioner(n, s, hp) for n, s in zip(names, states)])
+            return (x + upd, states), (x, P, loss_fn(p, X, Y))
 
         def measure(info, V):
             x, P, _ = info
@@ -60,7 +80,8 @@ def with_sharpness(name, loss_fn, grad_fn, init_fn, steps, every, iters):
         # steps + every steps: the last block's first step measures at step ``steps`` (the P
         # of the step from the final parameters); its other steps are discarded
         v0 = jax.random.normal(k_v, flat0.shape, flat0.dtype)
-        _, _, recs, loss = train.loop(update, (flat0, opt.init(flat0)), steps + every,
+        state0 = tuple(o.init(flat0) for o in opts)
+        _, _, recs, loss = train.loop(update, (flat0, state0), steps + every,
                                       every=every, measure=measure, state=jnp.stack([v0, v0]),
                                       each_step=lambda info: info[2])
         return {**recs, "loss": loss[:steps + 1]}
@@ -98,23 +119,26 @@ def rows(P) -> list[Row]:
     return out
 
 
-def hparams(name: str, rs: list[Row], P, dtype) -> dict:
-    """The optimizer's hyperparameters as arrays over its rows ``rs`` (the vmapped axis)."""
-    col = {"lr": [r.lr for r in rs]}
-    if name == "adam":
-        col.update(beta1=[r.beta for r in rs], beta2=[P.beta2] * len(rs), eps=[P.eps] * len(rs))
-    elif name == "rmsprop":
-        col.update(beta2=[P.beta2] * len(rs), eps=[P.eps] * len(rs))
-    else:
-        col.update(beta=[r.beta for r in rs])
-    return {k: jnp.asarray(np.asarray(v, np.float64), dtype) for k, v in col.items()}
+def hparams(rs: list[Row], P, dtype) -> dict:
+    """Every optimizer's hyperparameters as arrays over the rows ``rs`` (the vmapped axis),
+    and ``which``: each row's optimizer, its index in the tuple of ``rs``'s optimizer names
+    (theory.NAMES order). A row fills the hyperparameters of the optimizers it does not use
+    with valid values (its own beta, or 0)."""
+    used = [n for n in NAMES if any(r.name == n for r in rs)]
+    beta = [0.0 if r.beta is None else r.beta for r in rs]
+    col = {"lr": [r.lr for r in rs], "beta1": beta, "beta": beta,
+           "beta2": [P.beta2] * len(rs), "eps": [P.eps] * len(rs)}
+    out = {k: jnp.asarray(np.asarray(v, np.float64), dtype) for k, v in col.items()}
+    out["which"] = jnp.asarray([used.index(r.name) for r in rs], jnp.int32)
+    return out
 
 
 def train_grid(cfg, ds, model, grid: list[Row], dtype) -> tuple[dict, dict]:
-    """Every row of ``grid`` x ``experiment.seeds`` seeds: one jitted call per optimizer
-    (vmapped over its rows and the seeds). Returns (arrays [row, seed, ...] in grid order,
-    {"compile_s", "run_s": wall seconds, "compile_cpu_s", "run_cpu_s": CPU seconds of this
-    process, all threads}); a shared machine's wall time can be far above its CPU time."""
+    """Every row of ``grid`` x ``experiment.seeds`` seeds in ONE jitted call (with_sharpness
+    over the grid's optimizers, vmapped over the rows and the seeds): one compile whatever the
+    optimizers. Returns (arrays [row, seed, ...] in grid order, {"compile_s", "run_s": wall
+    seconds, "compile_cpu_s", "run_cpu_s": CPU seconds of this process, all threads}); a
+    shared machine's wall time can be far above its CPU time."""
     P = cfg.experiment
     hp_model = make.model_hparams(cfg, model)
 
@@ -125,25 +149,19 @@ def train_grid(cfg, ds, model, grid: list[Row], dtype) -> tuple[dict, dict]:
     grad_fn = model.grad if cfg.train.grad == "manual" else jax.grad(model.loss)
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(cfg.seed + np.arange(P.seeds), jnp.int32))
     X, Y = jnp.asarray(ds.X, dtype), jnp.asarray(ds.Y, dtype)
-    parts, t = [], dict.fromkeys(("compile_s", "run_s", "compile_cpu_s", "run_cpu_s"), 0.0)
-    for name in NAMES:
-        rs = [r for r in grid if r.name == name]
-        if not rs:
-            continue
-        one = with_sharpness(name, model.loss, grad_fn, init_fn, cfg.train.steps, P.every,
-                             P.lanczos_iters)
-        f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0, None, None)),   # seeds
-                             in_axes=(0, None, None, None)))                   # rows
-        args = (hparams(name, rs, P, dtype), keys, X, Y)
-        w0, c0 = time.perf_counter(), time.process_time()
-        compiled = f.lower(*args).compile()
-        w1, c1 = time.perf_counter(), time.process_time()
-        parts.append(jax.tree.map(np.asarray, compiled(*args)))
-        w2, c2 = time.perf_counter(), time.process_time()
-        for k, dt in (("compile_s", w1 - w0), ("run_s", w2 - w1), ("compile_cpu_s", c1 - c0),
-                      ("run_cpu_s", c2 - c1)):
-            t[k] += dt
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, t
+    names = tuple(n for n in NAMES if any(r.name == n for r in grid))
+    one = with_sharpness(names, model.loss, grad_fn, init_fn, cfg.train.steps, P.every,
+                         P.lanczos_iters)
+    f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0, None, None)),   # seeds
+                         in_axes=(0, None, None, None)))                   # rows
+    args = (hparams(grid, P, dtype), keys, X, Y)
+    w0, c0 = time.perf_counter(), time.process_time()
+    compiled = f.lower(*args).compile()
+    w1, c1 = time.perf_counter(), time.process_time()
+    out = jax.tree.map(np.asarray, compiled(*args))
+    w2, c2 = time.perf_counter(), time.process_time()
+    return out, {"compile_s": w1 - w0, "run_s": w2 - w1, "compile_cpu_s": c1 - c0,
+                 "run_cpu_s": c2 - c1}
 
 
 # ---------------------------------------------------------------- the numbers

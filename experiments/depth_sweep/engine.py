@@ -8,6 +8,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from bpexp import primitives, stacked, train
 
@@ -54,6 +55,9 @@ def init_stack(draws, scheme, scale, norm="none"):
     return p
 
 
+STATS = ("grad_norm", "delta_norm", "fprime_sq", "act_norm", "z_std", "bn_gain_sq")
+
+
 def _norm(A):
     """||A||_F, scaled by max |A| first so that float32 squares of tiny deep-net gradients do
     not underflow to 0."""
@@ -63,6 +67,13 @@ def _norm(A):
 
 
 def forward_backward(p, X, Y, D, activation, output, residual=False, norm="none"):
+    """:func:`measured_pass` without the buffers (batch norm is on when p holds its
+    parameters)."""
+    del norm
+    return measured_pass(p, X, Y, D, activation, output, residual)[:3]
+
+
+def measured_pass(p, X, Y, D, activation, output, residual=False, stats=True, buf=None):
     """Loss, gradient (same pytree as p; unused padded layers get 0) and per-layer statistics of
     the depth-D net, 1 <= D <= S + 1: one pass of bpexp.stacked's padded drivers (``D`` may be
     traced, so one compile serves every depth). ``residual``: the hidden-to-hidden layers (and
@@ -73,14 +84,22 @@ def forward_backward(p, X, Y, D, activation, output, residual=False, norm="none"
       gW[t] = ||dL/dW_{t+1}||_F, dn[t] = ||delta_{t+1}||_F (delta = dL/dz), fp2[t] = mean
       f'(y_{t+1})^2 (t < D), an[t] = ||a_t||_F (a_0 = X); batch norm only (t < D): zstd[t] =
       RMS over units of the batch std sqrt(var + eps) of z_{t+1}, bn_gain_sq[t] = mean of
-      (f'(y) / sqrt(var + eps))^2 over units and examples. Entries beyond the net are NaN."""
-    del norm   # batch norm is on when p holds its parameters
+      (f'(y) / sqrt(var + eps))^2 over units and examples. Entries beyond the net are NaN.
+
+    Returns (loss, gradient, statistics, buffers). ``stats`` False: only the loss and the
+    gradient (every statistic NaN, at the cost of the plain pass). ``buf``: the hidden-layer
+    buffers to write into (stacked.padded_forward), e.g. the previous step's. Batch norm is on
+    when p holds its parameters."""
     S = p["W_h"].shape[0]
     Lmax, bn = S + 2, "g_in" in p
     nan = jnp.full((Lmax,), jnp.nan, X.dtype)
-    zL, a_D, buf = stacked.padded_forward(p, X, D, activation, residual)
+    zL, a_D, buf = stacked.padded_forward(p, X, D, activation, residual, buf)
     out = primitives.output(output)
     loss = out.loss(zL, Y)
+    if not stats:
+        g, _ = stacked.padded_backward(p, X, D, a_D, buf, out.delta(zL, Y), residual)
+        return loss, g, {k: nan[: S + 1] if k == "fprime_sq" else nan for k in STATS} | {
+            "loss": loss}, buf
     g, norms = stacked.padded_backward(p, X, D, a_D, buf, out.delta(zL, Y), residual,
                                        lambda d, w: jnp.stack([_norm(d), _norm(w)]))
     dn, gWn = norms[:, 0], norms[:, 1]                 # ||delta_l||, ||dW_l|| at l - 1
@@ -97,7 +116,7 @@ def forward_backward(p, X, Y, D, activation, output, residual=False, norm="none"
     stats = {"grad_norm": gWn, "delta_norm": dn, "fprime_sq": fp2,
              "act_norm": an, "z_std": jnp.concatenate([zstd, nan[:1]]),
              "bn_gain_sq": jnp.concatenate([gain, nan[:1]]), "loss": loss}
-    return loss, g, stats
+    return loss, g, stats, buf
 
 
 def make_train(activation, output, steps, schemes, h, dmax, dtype, residual=False,
@@ -111,20 +130,30 @@ def make_train(activation, output, steps, schemes, h, dmax, dtype, residual=Fals
     the GD step against models.get("mlp") and grads.mlp (residual and norm too).
 
     Draws the initial params of every (scheme, seed) run and runs ``steps`` full-batch GD steps
-    w -= lr g, measuring the net before every step and after the last.
-    (seeds [seed], scales [scheme], X, Y, D, lr) -> (p0, hist), hist[name]: [run, steps + 1, ...]
-    as in forward_backward; runs = (scheme, seed) scheme-major. Keys as in the sweep engine:
-    k_init, k_batch = split(PRNGKey(seed)). ``from_draws``: the first argument is instead the
-    seeds' ``uniform_draws`` (leading seed axis; :func:`seed_draws`), so that functions of one
-    shape share one draw (and its compile)."""
+    w -= lr g, recording the loss entering every step and after the last, and the per-layer
+    statistics of the net at init and after the last step (only those two passes measure them:
+    the others are plain forward/backward passes).
+    (seeds [seed], scales [scheme], X, Y, D, lr) -> (p0, hist): hist["loss"] [run, steps + 1],
+    hist[name] [run, 2, ...] (init, trained) for the statistics of forward_backward; runs =
+    (scheme, seed) scheme-major. Keys as in the sweep engine: k_init, k_batch =
+    split(PRNGKey(seed)). ``from_draws``: the first argument is instead the seeds'
+    ``uniform_draws`` (leading seed axis; :func:`seed_draws`), so that functions of one shape
+    share one draw (and its compile)."""
     def one(p, X, Y, D, lr):
-        def update(p, _):  # statistics of the params entering the step, then w -= lr g
-            _, g, stats = forward_backward(p, X, Y, D, activation, output, residual, norm)
-            return jax.tree.map(lambda w, d: w - lr * d, p, g), stats
+        def fb(stats):
+            return lambda p, buf: measured_pass(p, X, Y, D, activation, output, residual,
+                                                stats, buf)
 
-        # steps + 1 passes: the last one only measures the trained net (its update is dropped)
-        _, _, _, hist = train.loop(update, p, steps + 1, each_step=lambda stats: stats)
-        return hist
+        def update(carry, t):  # the params entering the step, then w -= lr g
+            p, buf = carry
+            _, g, st, buf = lax.cond((t == 0) | (t == steps), fb(True), fb(False), p, buf)
+            return (jax.tree.map(lambda w, d: w - lr * d, p, g), buf), st
+
+        # steps + 1 passes: the last one only measures the trained net (its update is dropped);
+        # the buffers are carried from step to step
+        _, _, _, hist = train.loop(update, (p, stacked.empty_buffers(p, X)), steps + 1,
+                                   each_step=lambda stats: stats)
+        return {k: v if k == "loss" else v[jnp.array([0, steps])] for k, v in hist.items()}
 
     def all_runs(seeds, scales, X, Y, D, lr):
         draws = (seeds if from_draws else
