@@ -258,7 +258,7 @@ def leave() -> None:
 
     from bpexp import render
 
-    render.close()
+    render.close(wait=False)
     if sys.getprofile() is not None or sys.gettrace() is not None:
         return
     logging.shutdown()

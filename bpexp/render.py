@@ -30,6 +30,7 @@ from pathlib import Path
 
 _POOL: Pool | None = None
 MODES = ("auto", "true", "false")
+HELPERS = 1    # helper processes (2 measured slower on 2 cores: the page and the helpers contend)
 
 
 class FigureError(RuntimeError):
@@ -84,6 +85,8 @@ def configure(figures: bool, mode: str = "auto") -> None:
         prestart(["outputs.figure_worker=true"])
     elif not keep:
         close()
+    if _POOL is not None:   # the second helper starts now: its imports overlap the compute,
+        _POOL.grow(HELPERS)  # not this process's own imports
 
 
 def active() -> bool:
@@ -134,10 +137,12 @@ def drain() -> dict:
     return done
 
 
-def close() -> None:
+def close(wait: bool = True) -> None:
+    """Stop the helpers (``wait``: until they have exited; the end of the process does not
+    wait, since every PNG was drained first)."""
     global _POOL
     if _POOL is not None:
-        _POOL.close()
+        _POOL.close(wait)
         _POOL = None
     out = sys.modules.get("bpexp.outputs")
     if out is not None:
@@ -156,48 +161,62 @@ def _resolve(ref: str):
 
 # ---------------------------------------------------------------- this process's side
 class Pool:
-    """One helper process and its queue of figure jobs (answered in order)."""
+    """Helper processes (one at prestart, ``HELPERS`` once the run is configured) and their
+    figure jobs: each job goes to the helper with the fewest unanswered ones (a slide's three
+    PNGs draw on two cores at once)."""
 
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "bpexp.render"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     close_fds=True)
+    def __init__(self, n: int = 1):
+        self.procs: list[subprocess.Popen] = []
         self.lock = threading.Condition()
         self.sent = self.answered = 0
         self.names: dict[int, str] = {}
+        self.pending: list[int] = []          # unanswered jobs per helper
         self.results: dict[str, float] = {}   # PNG name -> seconds plots.save took
         self.errors: list[BaseException] = []
         self.dead: str | None = None
-        self.reader = threading.Thread(target=self._read, daemon=True, name="figure-helper")
-        self.reader.start()
+        self.grow(n)
         from bpexp import outputs
 
         outputs.OFFLOAD = offload   # plots.save hands built figures over from now on
 
+    def grow(self, n: int) -> None:
+        """Start helpers until there are ``n``."""
+        while len(self.procs) < n:
+            p = subprocess.Popen([sys.executable, "-m", "bpexp.render"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, close_fds=True)
+            with self.lock:
+                self.procs.append(p)
+                self.pending.append(0)
+            threading.Thread(target=self._read, args=(len(self.procs) - 1,), daemon=True,
+                             name=f"figure-helper-{len(self.procs)}").start()
+
     def alive(self) -> bool:
-        return self.dead is None and self.proc.poll() is None
+        return self.dead is None and all(p.poll() is None for p in self.procs)
 
     def submit(self, kind: str, payload: bytes, name: str) -> None:
         with self.lock:
             job = self.sent
             self.sent += 1
             self.names[job] = name
+            i = min(range(len(self.procs)), key=self.pending.__getitem__)
+            self.pending[i] += 1
         try:
-            pickle.dump((kind, job, payload), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.proc.stdin.flush()
+            stdin = self.procs[i].stdin
+            pickle.dump((kind, job, payload), stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            stdin.flush()
         except (BrokenPipeError, OSError) as e:
             with self.lock:
                 self.dead = f"the figure helper stopped ({e})"
                 self.lock.notify_all()
 
-    def _read(self) -> None:
-        out = self.proc.stdout
+    def _read(self, i: int) -> None:
+        out = self.procs[i].stdout
         while True:
             try:
                 job, error, result = pickle.load(out)
             except Exception as e:   # EOF or a broken stream: the helper is gone
                 with self.lock:
-                    if self.dead is None:
+                    if self.dead is None and self.pending[i]:
                         self.dead = f"the figure helper stopped ({type(e).__name__})"
                     self.lock.notify_all()
                 return
@@ -208,22 +227,26 @@ class Pool:
                 else:
                     self.results.update(result)
                 self.answered += 1
+                self.pending[i] -= 1
                 self.lock.notify_all()
 
     def wait(self) -> dict:
         with self.lock:
             while self.answered < self.sent and self.dead is None:
                 self.lock.wait(0.5)
-                if self.proc.poll() is not None and self.answered < self.sent:
-                    self.lock.wait(0.2)   # the reader sees the last answers, then EOF
+                gone = [p for i, p in enumerate(self.procs)
+                        if p.poll() is not None and self.pending[i]]
+                if gone:
+                    self.lock.wait(0.2)   # the readers see the last answers, then EOF
                     if self.answered < self.sent:
                         self.dead = self.dead or (f"the figure helper exited with code "
-                                                  f"{self.proc.returncode}")
+                                                  f"{gone[0].returncode}")
             results, errors = dict(self.results), list(self.errors)
             missing = self.sent - self.answered
             self.results.clear()
             self.errors.clear()
             self.sent = self.answered = 0
+            self.pending = [0] * len(self.procs)
             self.names.clear()
         if errors:
             raise errors[0]
@@ -231,16 +254,19 @@ class Pool:
             raise FigureError(f"{missing} figure(s) not drawn: {self.dead}")
         return results
 
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def close(self, wait: bool = True) -> None:
+        """Close the helpers' stdin (they leave); ``wait``: until they have."""
+        for p in self.procs:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        for p in self.procs if wait else ():
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def _rebuild(error: tuple, name: str) -> BaseException:

@@ -113,7 +113,7 @@ def test_which_command_lines_start_a_helper(argv, cores, want, monkeypatch):
 def test_the_helper_leaves_when_its_run_is_killed(tmp_path):
     """kill -9 of the run: the helper sees its stdin close and exits."""
     code = ("import os, sys, time\nfrom bpexp import render\n"
-            "render.configure(True, 'true')\nprint(render._POOL.proc.pid, flush=True)\n"
+            "render.configure(True, 'true')\nprint(render._POOL.procs[0].pid, flush=True)\n"
             "time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                          env=clean_env())
