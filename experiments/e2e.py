@@ -238,8 +238,10 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     report.print_table(f"e2e: python -m bpexp +experiment={s['target']} (this machine)",
                        ["phase", "seconds", "share"], rows)
     fig, ax = plots.slide()
-    names, vals = list(s["phases"]), list(s["phases"].values())
-    ax.barh(names[::-1], vals[::-1], color=[plots.PALETTE[i % 7] for i in range(len(names))])
+    names = [*s["phases"], "end to end (their sum)"]
+    vals = [*s["phases"].values(), s["warm_wall_s"]]
+    colors = [plots.PALETTE[i % 7] for i in range(len(names) - 1)] + ["0.35"]
+    ax.barh(names[::-1], vals[::-1], color=colors[::-1])
     plots.theory_line(ax, x=science_s(s), label="import jax + compile + sweep")
     plots.theory_line(ax, x=2 * science_s(s), label="2x that (the target)", color="0.5")
     ax.set_xlabel("seconds (warm run, this machine)")
