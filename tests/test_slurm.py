@@ -183,7 +183,15 @@ def test_job_arrays_respect_their_parallelism(cluster, reference, tmp_path):
     code, out, err = bpexp(cluster, tmp_path, "-m", *SLURM, "hydra.launcher.array_parallelism=1",
                            *GRID, "run_id=a", "sweep.num_shards=2", "sweep.shard=range(2)")
     assert code == 0, err[-3000:]
-    new = log.read_text()[len(before):]
+
+    def completed() -> list[str]:
+        """This test's job records (slurmctld writes a job's record a moment after the job
+        ends, so an earlier test's record can land after ``before`` was read)."""
+        text = log.read_text()[len(before):] if log.exists() else ""
+        return [line for line in text.splitlines() if f"WorkDir={tmp_path} " in line]
+
+    wait_until(lambda: len(completed()) >= 2, timeout=60)
+    new = "\n".join(completed())
     spans = sorted((m["start"], m["end"]) for m in re.finditer(
         r"StartTime=(?P<start>\S+) EndTime=(?P<end>\S+)", new))
     assert len(spans) == 2, new
