@@ -47,12 +47,12 @@ USES = ("model", "data", "optimizer", "train", "sweep")  # make.check builds the
 @dataclass
 class Params:
     name: str = "remedies"
-    depths: list = field(default_factory=lambda: [1, 2, 5, 10, 15, 20, 30])  # hidden layers D
+    depths: list = field(default_factory=lambda: [1, 2, 5, 10, 20, 30])      # hidden layers D
     width: int = 32                                                          # hidden width h
     remedies: list = field(default_factory=lambda: list(REMEDIES))           # which, in order
     # ReLU + He at the deepest depth over these widths (finite-width law; [] skips it)
     widths: list = field(default_factory=lambda: [16, 32, 64, 128])
-    width_seeds: int = 32                                                    # its seeds
+    width_seeds: int = 16                                                    # its seeds
 
 
 def validate(cfg):
