@@ -111,8 +111,13 @@ def test_compute_and_save_without_the_cli(tmp_path):
         "config.yaml", "data.npz", "env.json", "figures", "metrics.zarr"]
     assert res.curves.shape == (3, 4) and res.frac.shape == res.med.shape == (3,)
     assert res.runs_per_lr == 2 and [x.shape for x in res.three["loss"]] == [(2, 4)] * 3
+    # the one figure of the coarse grid alone is drawn by compute, before the refinement (by
+    # the figure helper when one runs; here, with none, in this process); save draws nothing
+    figs = sorted(p.name for p in (run.dir / "figures").iterdir())
+    assert figs == ["too_small_good_too_large.png"]
     s = lr_sweep.save(cfg, run, res)
-    assert not any((run.dir / "figures").iterdir()) and not (run.dir / "report.md").exists()
+    assert sorted(p.name for p in (run.dir / "figures").iterdir()) == figs
+    assert not (run.dir / "report.md").exists()
 
     X = data.load("diabetes", dtype=np.float64).X   # theory is float64: (10, 442)
     m = X.shape[1]

@@ -157,8 +157,10 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     from bpexp.experiments._common import question
 
     s, lrs, good = summary, res.lrs, res.best
+    # too_small_good_too_large.png (run.THREE_LRS_PNG) is drawn by compute, before the
+    # refinement; these by the figure helper when one runs (bpexp.render) while the report is
+    # written
     figs = ["loss_curves.png", "final_loss_vs_lr.png", "too_small_good_too_large.png"]
-    # drawn by the figure helper when one runs (bpexp.render), meanwhile the report is written
     draw = "bpexp.experiments.lr_sweep.figures:"
     render.draw(draw + "loss_curves_by_lr", res.steps, res.curves, lrs, run.figure(figs[0]),
                 title=curves_title(s, cfg.model.name, cfg.data.name, int(res.seeds[0])),
@@ -166,8 +168,6 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     render.draw(draw + "final_vs_lr", lrs, res.conv, res.frac, res.thr, res.kind, res.thr_meas,
                 run.figure(figs[1]), s["threshold_refined"] if res.rounds else None,
                 title=final_title(s), bracket=s["refined_bracket"] if res.rounds else None)
-    render.draw(draw + "three_lrs", res.steps, res.three["loss"],
-                [lrs[i] for i in res.three["idx"]], res.thr, run.figure(figs[2]))
 
     if res.track is not None:
         figs.append("sharpness_at_bracket.png")

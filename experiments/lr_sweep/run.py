@@ -12,9 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bpexp import make, regimes, sweep, train
+from bpexp import make, regimes, render, sweep, train
 from bpexp.experiments._common import diverged_mask, finite_median, load_data
 from bpexp.experiments.lr_sweep.theory import measured_threshold, threshold_theory
+
+THREE_LRS_PNG = "too_small_good_too_large.png"   # drawn by compute, before the refinement
 
 SUMMARY_BUDGET = 64 << 20   # bytes of loss curves read at once while summarizing the store
 
@@ -182,6 +184,18 @@ def compute(cfg, run) -> Result:
     frac = agg["frac"]
     thr_meas, lo, hi = measured_threshold(lrs, frac)
     window_steps = P.growth_window * cfg.train.steps
+    med_ok = np.where(agg["any"], np.inf, agg["med"])
+    best = int(np.argmin(med_ok)) if np.isfinite(med_ok).any() else 0
+    # "too small": the lr nearest best / 1000 (visibly slow: the lecture's picture), else the
+    # smallest swept; "too large": the first above best with a divergence
+    small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[best] / 1000))))
+    above = np.nonzero((frac > 0) & (lrs > lrs[best]))[0]
+    large = int(above[0]) if above.size else len(lrs) - 1
+    idx = [small, best, large]
+    three = {"idx": idx, "loss": [curves_at(st, i) for i in idx]}
+    # this figure needs the coarse grid only: the figure helper draws it during the refinement
+    render.draw("bpexp.experiments.lr_sweep.figures:three_lrs", res.coords["step"],
+                three["loss"], [lrs[i] for i in idx], thr, run.figure(THREE_LRS_PNG))
     rounds, spent = [], {"compile_s": 0.0, "run_s": 0.0}
     if lo and hi:
         with run.timed("refine"):
@@ -196,18 +210,10 @@ def compute(cfg, run) -> Result:
             sharp, at = track_sharpness(cfg, model, ds64, [lo, hi], grid.axes["seed"][0], every,
                                         min(P.lanczos_iters, 30))
         track = {"lrs": [lo, hi], "steps": at, "sharpness": sharp}
-    med_ok = np.where(agg["any"], np.inf, agg["med"])
-    best = int(np.argmin(med_ok)) if np.isfinite(med_ok).any() else 0
-    # "too small": the lr nearest best / 1000 (visibly slow: the lecture's picture), else the
-    # smallest swept; "too large": the first above best with a divergence
-    small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[best] / 1000))))
-    above = np.nonzero((frac > 0) & (lrs > lrs[best]))[0]
-    large = int(above[0]) if above.size else len(lrs) - 1
-    idx = [small, best, large]
     return Result(n=ds.n, m=ds.m, batch=spec.batch, stats=res.stats,
                   runs_per_lr=grid.size // len(lrs), lrs=lrs, seeds=grid.axes["seed"],
                   steps=res.coords["step"], curves=agg["curves"],
-                  three={"idx": idx, "loss": [curves_at(st, i) for i in idx]}, frac=frac,
+                  three=three, frac=frac,
                   regimes=agg["regimes"],
                   med=agg["med"], conv=np.stack([agg["cmin"], agg["cmed"], agg["cmax"]]),
                   lam=lam, thr=thr, kind=kind, thr_meas=thr_meas, bracket=[lo, hi],
