@@ -150,7 +150,7 @@ def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, li
 
 def prepare_run(run_dir) -> dict:
     """The slow part of a run's page, which does not depend on how the run ended: its figures
-    from the stored arrays, as HTML. ``write_run(run_dir, prepared=...)`` finishes the page; a
+    from the stored arrays and report.md, as HTML. ``write_run(run_dir, prepared=...)`` finishes the page; a
     run prepares it while its figure helper draws the PNGs (bpexp.launch)."""
     run_dir = Path(run_dir)
     env = _read(run_dir / "env.json", "json") or {}
@@ -162,7 +162,14 @@ def prepare_run(run_dir) -> dict:
     main, rest, problem = figures_for(run_dir, experiment, summary)
     if not main and rest:
         main, rest = rest, []
-    return {"experiment": experiment, "md": md, "problem": problem,
+    head, body, figsec = _split_report(md)
+    if not md:
+        head = f"# {experiment}\n\n(no report.md: the run has not finished)\n"
+    figsec = _markdown(figsec.replace("## Figures", "", 1)) if figsec else ""
+    # the report's HTML and plotly's template too: only the header waits for the run's end
+    return {"experiment": experiment, "problem": problem,
+            "head": _markdown(head), "body": _markdown(body), "figsec": figsec,
+            "template": _json_script(_template(), id="plotly-template"),
             "main": [_fig_html(f, n) for n, f in enumerate(main)],
             "rest": [_fig_html(f, len(main) + n) for n, f in enumerate(rest)]}
 
@@ -177,10 +184,7 @@ def write_run(run_dir, standalone: bool = False, prepared: dict | None = None) -
     run_dir = Path(run_dir)
     env = _read(run_dir / "env.json", "json") or {}
     p = prepared or prepare_run(run_dir)
-    experiment, md, problem = p["experiment"], p["md"], p["problem"]
-    head, body, figsec = _split_report(md)
-    if not md:
-        head = f"# {experiment}\n\n(no report.md: the run has not finished)\n"
+    experiment, problem, figsec = p["experiment"], p["problem"], p["figsec"]
     if standalone:
         from plotly.offline import get_plotlyjs
 
@@ -208,7 +212,7 @@ def write_run(run_dir, standalone: bool = False, prepared: dict | None = None) -
         f'<code>{html.escape(src)}</code> (the outputs folder\'s .assets): the figures need '
         "it; the static figures are shown instead. Rebuild a page that carries it with "
         f"<code>python -m bpexp.pages --standalone {html.escape(str(run_dir))}</code>.</p>",
-        _markdown(head),
+        p["head"],
     ]
     if problem:
         out.append(f'<p class="warn">{html.escape(problem)}</p>')
@@ -216,9 +220,8 @@ def write_run(run_dir, standalone: bool = False, prepared: dict | None = None) -
     out += p["main"]
     out.append("</div>")
     if figsec:   # shown instead of the interactive figures when plotly.js cannot load
-        out.append('<div id="png-fallback" hidden>'
-                   + _markdown(figsec.replace("## Figures", "", 1)) + "</div>")
-    out.append(_markdown(body))
+        out.append(f'<div id="png-fallback" hidden>{figsec}</div>')
+    out.append(p["body"])
     if p["rest"]:
         out.append('<details class="lazy"><summary>Every stored array of metrics.zarr '
                    f"({len(p['rest'])} plots)</summary>")
@@ -226,11 +229,11 @@ def write_run(run_dir, standalone: bool = False, prepared: dict | None = None) -
         out.append("</details>")
     if figsec:
         out.append('<details class="static"><summary>Static figures (figures/*.png)</summary>'
-                   + _markdown(figsec.replace("## Figures", "", 1)) + "</details>")
+                   + figsec + "</details>")
     out.append(f'<p class="note">Drawn from this folder\'s stored data by bpexp.pages '
                f"(plotly {plotly.__version__}); rebuild with <code>python -m bpexp.pages "
                f"{html.escape(str(run_dir))}</code>.</p></main>")
-    out.append(_json_script(_template(), id="plotly-template"))
+    out.append(p["template"])
     out.append(f"<script>{static('page.js')}</script></body></html>\n")
     path = run_dir / "report.html"
     outputs.write_text(path, "\n".join(out))

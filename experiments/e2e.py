@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -75,28 +76,45 @@ def validate(cfg):
 class Result:
     import_jax_s: float
     python_s: float
+    import_ml_dtypes_s: float
     runs: list            # per child: {"kind", "wall_s", "peak_rss_mb", "timings", "summary"}
     load: tuple = ()      # 1-minute load average before and after: how shared the machine was
     defaults: dict = field(default_factory=dict)   # name -> {cold_s, warm_s, peak_rss_mb}
 
 
-def time_import_jax() -> tuple[float, float]:
+def _import_s(code: str, samples: int) -> float:
+    """Median seconds a fresh process prints after running ``code`` (which times itself)."""
+    out = []
+    for _ in range(samples):
+        text = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                              text=True).stdout
+        out.append(float(text.strip().splitlines()[-1]))
+    return statistics.median(out)
+
+
+def time_import_jax(samples: int = 5) -> tuple[float, float, float]:
     """(seconds of a bare python, seconds of ``import jax`` + one tiny computation inside a
-    fresh process) — what any JAX program pays before its own work."""
-    code = ("import time; t = time.perf_counter(); import jax; "
-            "jax.numpy.zeros(1).block_until_ready(); print(time.perf_counter() - t)")
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
-    bare = time.perf_counter() - t
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout
-    return bare, float(out.strip().splitlines()[-1])
+    fresh process, seconds of importing ``ml_dtypes`` alone after numpy: the part of
+    ``import jax`` that JAX's extra dtypes cost) — what any JAX program pays before its own
+    work; medians of ``samples`` fresh processes each (one process moves by tens of percent
+    on a shared machine)."""
+    bare = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - t)
+    jax_s = _import_s("import time; t = time.perf_counter(); import jax; "
+                      "jax.numpy.zeros(1).block_until_ready(); print(time.perf_counter() - t)",
+                      samples)
+    dtypes_s = _import_s("import time, numpy; t = time.perf_counter(); import ml_dtypes; "
+                         "print(time.perf_counter() - t)", samples)
+    return statistics.median(bare), jax_s, dtypes_s
 
 
 def compute(cfg, run) -> Result:
     P = cfg.experiment
     load0 = os.getloadavg()[0]
-    bare, imp = time_import_jax()
+    bare, imp, dtypes = time_import_jax()
     # absolute: the children run in the run folder, and outputs.root may be relative
     root, cache = run.path("runs").resolve(), run.path("jax_cache").resolve()
     runs = []
@@ -110,8 +128,8 @@ def compute(cfg, run) -> Result:
         env = json.loads((d / "env.json").read_text())
         runs.append({"kind": kind, **meas, "timings": env.get("timings", {}),
                      "summary": json.loads((d / "summary.json").read_text())})
-    return Result(import_jax_s=imp, python_s=bare, runs=runs, defaults=time_defaults(P, run),
-                  load=(load0, os.getloadavg()[0]))
+    return Result(import_jax_s=imp, python_s=bare, import_ml_dtypes_s=dtypes, runs=runs,
+                  defaults=time_defaults(P, run), load=(load0, os.getloadavg()[0]))
 
 
 def time_defaults(P, run) -> dict:
@@ -175,6 +193,7 @@ def save(cfg, run, res: Result) -> dict:
         coords={"child": [r["kind"] for r in res.runs]}))
     return {"target": cfg.experiment.target, "args": list(cfg.experiment.args),
             "python_s": res.python_s, "import_jax_s": res.import_jax_s,
+            "import_ml_dtypes_s": res.import_ml_dtypes_s,
             "cold_wall_s": cold["wall_s"], "warm_wall_s": med["wall_s"], "warm_walls": walls,
             "cold_compile_s": float(cold["summary"].get("compile_s", float("nan"))),
             "warm_compile_s": science.get("compile_s"), "sweep_s": science.get("sweep_s"),
@@ -228,8 +247,10 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     refine = sum(s.get(k) or 0.0 for k in REFINE_PARTS)
     rows += [["end to end, warm (median)", s["warm_wall_s"], f"{len(s['warm_walls'])} runs"],
              ["end to end, cold", s["cold_wall_s"], "empty compile cache"],
-             ["import jax (a bare process)", s["import_jax_s"],
+             ["import jax (median of 5 bare processes)", s["import_jax_s"],
               f"python alone {s['python_s']:.2f}"],
+             ["  of which import ml_dtypes (after numpy)", s["import_ml_dtypes_s"],
+              "JAX's extra dtypes"],
              ["compile + sweep (coarse grid)", s["warm_compile_s"] + s["sweep_s"], ""],
              ["compile + sweep (refinement rounds)", refine, ""],
              ["ratio e2e / (import jax + compile + sweep)", s["ratio_e2e_over_compute"],
@@ -294,7 +315,10 @@ def readme(record: dict) -> str:
     lines += [f"| {k} | {sec(v)} |" for k, v in s["phases"].items()]
     refine = sum(s.get(k) or 0.0 for k in REFINE_PARTS)
     lines += [f"| **end to end** | {sec(s['warm_wall_s'])} |",
-              f"| import jax + compile + sweep | {sec(science_s(s))} |"]
+              f"| import jax + compile + sweep | {sec(science_s(s))} |",
+              f"| of which import jax | {sec(s['import_jax_s'])} |",
+              f"| of which import ml_dtypes (JAX's extra dtypes) | "
+              f"{sec(s['import_ml_dtypes_s'])} |"]
     if refine:
         lines += [f"| of which the refinement rounds (compile + sweep) | {sec(refine)} |"]
     if s.get("figure_helper"):

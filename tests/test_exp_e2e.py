@@ -49,6 +49,8 @@ def test_phases_add_up_and_the_ratio_is_computed(tmp_path):
     big = max(s["phases"], key=s["phases"].get)
     assert f"The largest part is {big}" in md
     assert np.isfinite(s["import_jax_s"]) and s["import_jax_s"] > 0
+    # JAX's extra dtypes are a part of importing JAX, timed alone in their own processes
+    assert 0 < s["import_ml_dtypes_s"] < s["import_jax_s"]
     # the README block marks every number machine-dependent (masked: none left)
     from bpexp import docs
     rec = {"summary": s, "command": "python -m bpexp +experiment=e2e", "machine": {}}
