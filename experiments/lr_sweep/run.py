@@ -158,6 +158,20 @@ def curves_at(st, i: int, limit: int = 64) -> np.ndarray:
     return loss.reshape(-1, loss.shape[-1])[:limit]
 
 
+def pick_three(st, lrs, agg) -> tuple[int, dict]:
+    """(best lr's index, {"idx": [too small, best, too large], "loss": their [run, step]
+    curves}): best = the lowest median final loss among lrs where no run diverged; "too
+    small" the lr nearest best / 1000 (visibly slow: the lecture's picture), else the smallest
+    swept; "too large" the first above best with a divergence."""
+    med_ok = np.where(agg["any"], np.inf, agg["med"])
+    best = int(np.argmin(med_ok)) if np.isfinite(med_ok).any() else 0
+    small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[best] / 1000))))
+    above = np.nonzero((agg["frac"] > 0) & (lrs > lrs[best]))[0]
+    large = int(above[0]) if above.size else len(lrs) - 1
+    idx = [small, best, large]
+    return best, {"idx": idx, "loss": [curves_at(st, i) for i in idx]}
+
+
 def compute(cfg, run) -> Result:
     P = cfg.experiment
     ds = load_data(cfg, run)
@@ -184,15 +198,8 @@ def compute(cfg, run) -> Result:
     frac = agg["frac"]
     thr_meas, lo, hi = measured_threshold(lrs, frac)
     window_steps = P.growth_window * cfg.train.steps
-    med_ok = np.where(agg["any"], np.inf, agg["med"])
-    best = int(np.argmin(med_ok)) if np.isfinite(med_ok).any() else 0
-    # "too small": the lr nearest best / 1000 (visibly slow: the lecture's picture), else the
-    # smallest swept; "too large": the first above best with a divergence
-    small = int(np.argmin(np.abs(np.log(lrs) - np.log(lrs[best] / 1000))))
-    above = np.nonzero((frac > 0) & (lrs > lrs[best]))[0]
-    large = int(above[0]) if above.size else len(lrs) - 1
-    idx = [small, best, large]
-    three = {"idx": idx, "loss": [curves_at(st, i) for i in idx]}
+    best, three = pick_three(st, lrs, agg)
+    idx = three["idx"]
     # this figure needs the coarse grid only: the figure helper draws it during the refinement
     render.draw("bpexp.experiments.lr_sweep.figures:three_lrs", res.coords["step"],
                 three["loss"], [lrs[i] for i in idx], thr, run.figure(THREE_LRS_PNG))
