@@ -111,9 +111,9 @@ def setup_jax(tree: dict, module) -> None:
         jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 in checks
     cache = (tree.get("outputs") or {}).get("compile_cache")
     if isinstance(cache, str) and cache:
-        # a rerun, a resumed run or another shard loads the executable instead of compiling
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        from bpexp.xla import use_compile_cache
+
+        use_compile_cache(cache)
 
 
 class Terminated(KeyboardInterrupt):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bpexp import data, make, models, optim
+from bpexp import data, make, models, optim, render
 from bpexp.errors import UserError
 
 
@@ -296,9 +296,9 @@ def _check_run(cfg: Cfg) -> None:
     if cc is not None and not (isinstance(cc, str) and cc):
         raise ConfigError(f"outputs.compile_cache={cc!r} must be a folder path or null (off)")
     fw = cfg.outputs.figure_worker
-    if str(fw).lower() not in ("auto", "true", "false"):
-        raise ConfigError(f"outputs.figure_worker={fw!r} is not allowed; allowed: auto, true, "
-                          "false")
+    if str(fw).lower() not in render.MODES:
+        raise ConfigError(f"outputs.figure_worker={fw!r} is not allowed; allowed: "
+                          f"{', '.join(render.MODES)}")
 
 
 def dump(cfg: Cfg) -> str:

@@ -150,8 +150,9 @@ def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, li
 
 def prepare_run(run_dir) -> dict:
     """The slow part of a run's page, which does not depend on how the run ended: its figures
-    from the stored arrays and report.md, as HTML. ``write_run(run_dir, prepared=...)`` finishes the page; a
-    run prepares it while its figure helper draws the PNGs (bpexp.launch)."""
+    from the stored arrays and report.md, as HTML. ``write_run(run_dir, prepared=...)``
+    finishes the page; a run prepares it while its figure helper draws the PNGs
+    (bpexp.launch)."""
     run_dir = Path(run_dir)
     env = _read(run_dir / "env.json", "json") or {}
     cfg = _read(run_dir / "config.yaml", "yaml") or {}
@@ -176,7 +177,7 @@ def prepare_run(run_dir) -> dict:
 
 def write_run(run_dir, standalone: bool = False, prepared: dict | None = None) -> Path:
     """``<run_dir>/report.html`` from the folder alone; returns its path. ``prepared``: the
-    folder's :func:`prepare_run`, made earlier (the figures); the rest is read now.
+    folder's :func:`prepare_run`, made earlier (figures and report); the header is read now.
     Long because it writes the page's HTML parts in reading order (header, figures, report, static
     figures, footer); each part is a few lines."""
     import plotly

@@ -60,9 +60,7 @@ def wanted(argv: list[str]) -> bool:
     if opts.get("outputs.figures") in ("false", "0", "no", "off"):
         return False
     mode = opts.get("outputs.figure_worker", "auto")
-    if mode in ("false", "0", "no", "off"):
-        return False
-    return mode in ("true", "1", "yes", "on") or usable_cores() >= 2
+    return mode == "true" or (mode == "auto" and usable_cores() >= 2)
 
 
 def prestart(argv: list[str]) -> None:

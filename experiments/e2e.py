@@ -210,17 +210,21 @@ def save(cfg, run, res: Result) -> dict:
             "load_average": list(res.load)}
 
 
+def refine_s(s: dict) -> float:
+    """The refinement rounds' compile + sweep seconds (0 for targets without them)."""
+    return sum(s.get(k) or 0.0 for k in REFINE_PARTS)
+
+
 def science_s(s: dict) -> float:
     """import jax + every engine call's compile and sweep (the refinement rounds included)."""
-    return (s["import_jax_s"] + s["warm_compile_s"] + s["sweep_s"]
-            + sum(s.get(k) or 0.0 for k in REFINE_PARTS))
+    return s["import_jax_s"] + s["warm_compile_s"] + s["sweep_s"] + refine_s(s)
 
 
 def shows(s: dict) -> list[str]:
     """report.md's opening sentences (this machine's timings)."""
     ph = s["phases"]
     big = max(ph, key=ph.get)
-    refine = sum(s.get(k) or 0.0 for k in REFINE_PARTS)
+    refine = refine_s(s)
     out = [f"The warm `{s['target']}` takes {s['warm_wall_s']:.2f} s end to end, "
            f"{s['ratio_e2e_over_compute']:.1f}x the {s['import_jax_s']:.2f} s of importing JAX "
            f"plus its own compile ({s['warm_compile_s']:.2f} s) and sweep ({s['sweep_s']:.2f} s)"
@@ -244,7 +248,7 @@ def present(cfg, run, res: Result, summary: dict) -> None:
     rows = [[k, v, f"{v / s['warm_wall_s']:.0%}"] for k, v in s["phases"].items()]
     where = "drawn in the figure helper, in parallel" if s.get("figure_helper") else ""
     rows += [[f"  figure {k}", v, where] for k, v in s["figures"].items()]
-    refine = sum(s.get(k) or 0.0 for k in REFINE_PARTS)
+    refine = refine_s(s)
     rows += [["end to end, warm (median)", s["warm_wall_s"], f"{len(s['warm_walls'])} runs"],
              ["end to end, cold", s["cold_wall_s"], "empty compile cache"],
              ["import jax (median of 5 bare processes)", s["import_jax_s"],
@@ -313,7 +317,7 @@ def readme(record: dict) -> str:
              f"average {load}:", "",
              "| phase (warm run) | seconds |", "|---|---|"]
     lines += [f"| {k} | {sec(v)} |" for k, v in s["phases"].items()]
-    refine = sum(s.get(k) or 0.0 for k in REFINE_PARTS)
+    refine = refine_s(s)
     lines += [f"| **end to end** | {sec(s['warm_wall_s'])} |",
               f"| import jax + compile + sweep | {sec(science_s(s))} |",
               f"| of which import jax | {sec(s['import_jax_s'])} |",

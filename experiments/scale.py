@@ -224,11 +224,10 @@ def overhead_argv(P, work: Path, cache: Path) -> list[str]:
 
 def overhead_main(argv: list[str]) -> None:
     """Entry of :func:`overhead_argv`'s process."""
-    import jax
+    from bpexp.xla import use_compile_cache
 
     params, work, cache = json.loads(argv[0]), Path(argv[1]), argv[2]
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    use_compile_cache(cache)
     print(json.dumps(streaming_overhead(Params(**params), work)))
 
 
