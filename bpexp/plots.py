@@ -151,6 +151,46 @@ def plain_log_labels(fig) -> None:
                                           linthresh=f._linthresh))
 
 
+class ThinLogLocator(matplotlib.ticker.LogLocator):
+    """matplotlib's minor log ticks (``subs='auto'``: 2, 3, ..., 9 times each power), kept at
+    2 and 5 only where the axis's minor formatter labels none of them (it labels the powers
+    alone once the axis holds enough of them): the labels are the same, with a third of the
+    tick objects (each one is laid out in every pass of constrained layout; on log axes they
+    were half of a figure's drawing). Where minor ticks carry labels, every one stays."""
+
+    def tick_values(self, vmin, vmax):
+        ticks = super().tick_values(vmin, vmax)
+        if not (vmin > 0 and vmax > 0 and len(ticks)) or not self._unlabelled():
+            return ticks
+        mantissa = ticks / self._base ** np.floor(self._log_b(ticks) + 1e-9)
+        return ticks[np.isclose(mantissa, 2) | np.isclose(mantissa, 5)]
+
+    def _unlabelled(self) -> bool:
+        """Whether the minor formatter would label no minor tick: matplotlib's own rule, asked
+        of the formatter itself (LogFormatter.set_locs), so it holds across its versions."""
+        fmt = None if self.axis is None else self.axis.get_minor_formatter()
+        if isinstance(fmt, matplotlib.ticker.NullFormatter):
+            return True
+        if not isinstance(fmt, matplotlib.ticker.LogFormatter):
+            return False
+        try:
+            fmt.set_locs()
+        except Exception:
+            return False
+        return fmt._sublabels == {1}
+
+
+def thin_log_minor_ticks(fig) -> None:
+    """Every default minor locator of ``fig``'s log axes as :class:`ThinLogLocator`."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis, getattr(ax, "zaxis", None)):
+            loc = None if axis is None else axis.get_minor_locator()
+            if type(loc) is matplotlib.ticker.LogLocator and isinstance(loc._subs, str) \
+                    and loc._subs == "auto":
+                axis.set_minor_locator(ThinLogLocator(loc._base, "auto",
+                                                      numticks=loc.numticks))
+
+
 class AspectError(ValueError):
     """A figure wider than MAX_ASPECT: it would not fit a slide."""
 
@@ -174,6 +214,7 @@ def save(fig, path) -> Path:
         plt.close(fig)
         return Path(path)
     plain_log_labels(fig)
+    thin_log_minor_ticks(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)

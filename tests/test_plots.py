@@ -86,3 +86,47 @@ def test_log_axis_labels_are_plain_text_with_the_same_values(tmp_path):
     assert ax.yaxis.get_major_formatter() is custom
     assert list(ax.get_xticks()) == ticks
     plots.plt.close(fig)
+
+
+def test_thin_log_minor_ticks_keep_every_label_and_a_subset_of_the_ticks(tmp_path):
+    """plots.save thins matplotlib's minor log ticks to 2 and 5 per decade only where
+    matplotlib labels no minor tick (an axis holding several powers): the drawn labels are
+    unchanged; where minor ticks carry labels every tick and label stays."""
+    import matplotlib.ticker as ticker
+
+    outcomes = []
+    for lo, hi in [(1e-3, 1e1), (0.3, 2e3), (0.45, 0.58), (0.16, 0.37), (2e-1, 3.5)]:
+        fig, ax = plots.slide()
+        ax.plot([lo, hi], [lo, hi])
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)
+        fig.canvas.draw()
+        before = ax.xaxis.get_minorticklocs()
+        labels = [t.get_text() for t in ax.xaxis.get_minorticklabels()]
+        plots.thin_log_minor_ticks(fig)
+        assert isinstance(ax.xaxis.get_minor_locator(), plots.ThinLogLocator)
+        fig.canvas.draw()
+        after = ax.xaxis.get_minorticklocs()
+        kept = [t.get_text() for t in ax.xaxis.get_minorticklabels()]
+        thinned = not any(labels)
+        outcomes.append(thinned)
+        if thinned:
+            assert set(np.round(after, 12)) <= set(np.round(before, 12))
+            assert not any(kept)
+            mant = after / 10.0 ** np.floor(np.log10(after) + 1e-9)
+            assert np.all(np.isclose(mant, 2) | np.isclose(mant, 5)), mant
+            inside = after[(after >= lo) & (after <= hi)]
+            assert len(inside) >= 2 * int(np.log10(hi / lo)) - 1
+            assert len(after) < len(before)
+        else:
+            np.testing.assert_array_equal(after, before)
+            assert kept == labels
+        plots.plt.close(fig)
+    assert outcomes == [True, True, False, False, False]
+    fig, ax = plots.slide()   # a custom minor locator is left alone
+    ax.set_yscale("log")
+    mine = ticker.LogLocator(subs=(3.0,))
+    ax.yaxis.set_minor_locator(mine)
+    plots.thin_log_minor_ticks(fig)
+    assert ax.yaxis.get_minor_locator() is mine
+    plots.plt.close(fig)
