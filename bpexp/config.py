@@ -11,23 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bpexp import data, make, models, optim, render
+from bpexp import conf_dir, data, make, models, optim, render
 from bpexp.errors import UserError
 
-
-def _conf_dir() -> Path:
-    """conf/ as installed (a wheel: bpexp/conf) or in the checkout (editable: ../conf)."""
-    here = Path(__file__).resolve().parent
-    for d in (here / "conf", here.parent / "conf"):
-        if (d / "config.yaml").is_file():
-            return d
-    raise FileNotFoundError(f"no conf/config.yaml beside {here}: bpexp is installed incompletely")
-
-
-CONF_DIR = _conf_dir()
+CONF_DIR = conf_dir()
 
 
 class ConfigError(UserError):

@@ -76,7 +76,7 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
         reopen(folder)
     shard = (cfg.sweep.shard, cfg.sweep.num_shards) if cfg.sweep.shard is not None else None
     outputs.FIGURES = bool(cfg.outputs.figures)
-    render.configure(outputs.FIGURES, str(cfg.outputs.figure_worker).lower())
+    render.configure(outputs.FIGURES, str(cfg.outputs.figure_worker).lower(), name)
     run = None
     _on_sigint(signal.default_int_handler)   # from now on Ctrl-C is recorded in the folder
     try:
@@ -120,14 +120,20 @@ def execute(module, cfg, config_yaml: str, overrides: list[str]) -> None:
 
 def _complete(module, cfg, run: Run):
     """The experiment's contract, its summary, every PNG, then the run marked finished;
-    returns the page's slow part, prepared while the figure helper drew (or None)."""
+    returns the page's slow part, prepared by the figure helper beside the PNGs (or here
+    without one; None when it failed: the page is then built whole)."""
     with run.timed("experiment"):  # compute / save / present add finer timings
         summary = run_contract(module, cfg, run)
     run.save_summary(summary)
-    with run.timed("page"):        # while the figure helper draws the PNGs
-        prepared = _prepare_page(run) if outputs.FIGURES else None
+    prepared = ticket = None
+    with run.timed("page"):        # in the figure helper beside the PNGs, else here meanwhile
+        if outputs.FIGURES:
+            ticket = render.ask("bpexp.pages:prepare_run", str(run.dir))
+            prepared = _prepare_page(run) if ticket is None else None
     with run.timed("figures_wait"):
         render.drain()             # every PNG written (or its error raised) first
+        if ticket is not None:
+            prepared = ticket.get()   # None when it failed: _write_pages builds it whole
     run.finish("finished", summary)
     return prepared
 

@@ -105,6 +105,19 @@ def _template() -> dict:
     return pio.templates["plotly_white"].to_plotly_json()
 
 
+def warm() -> None:
+    """Import what :func:`prepare_run` needs (xarray and zarr, markdown, the experiments'
+    discovery) and load plotly's template, reading no run: the figure helper (bpexp.render)
+    does it while the run computes, so the page is then prepared from warm imports."""
+    import xarray  # noqa: F401
+    import zarr  # noqa: F401
+
+    from bpexp import experiments, report, store   # noqa: F401
+
+    _markdown("")
+    _template()
+
+
 def _read(path: Path, kind: str):
     import yaml
 

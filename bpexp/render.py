@@ -1,22 +1,27 @@
-"""Figures drawn in a second process while the run goes on.
+"""Figures drawn, and the run's page prepared, in a second process while the run goes on.
 
 After its science, a run's own seconds go to single-threaded Python: matplotlib laying out and
 rendering PNGs, then the page. With two or more cores, ``python -m bpexp`` starts one helper
-process as it starts (:func:`prestart`): the helper imports matplotlib while this process
-imports JAX, then waits. :func:`draw` (a figure function by name, called in the helper with
-numpy arguments) and :func:`offload` (a built matplotlib figure, pickled; plots.save uses it)
-hand figures over and return at once; this process meanwhile writes its report and prepares the
-page. :func:`drain` waits for the PNGs and raises the first error a figure met (an
-``AspectError`` stays one), so a run is never marked finished with a figure missing.
+process as it starts (:func:`prestart`): the helper imports matplotlib and the page's stack
+(xarray, plotly's template, markdown) while this process imports JAX, and the experiment's
+module once the run is configured (:func:`configure`), then waits. :func:`draw` (a figure
+function by name, called in the helper with numpy arguments) and :func:`offload` (a built
+matplotlib figure, pickled; plots.save uses it) hand figures over and return at once;
+:func:`ask` hands over a function whose value comes back (the run page's slow part,
+bpexp.pages.prepare_run). The helper (bpexp.helper) forks one child per job, at most as
+many at once as there are cores, so a slide's PNGs and the page are drawn at the same time,
+each from the helper's warm imports. :func:`drain` waits for every job and raises the first error a figure
+met (an ``AspectError`` stays one), so a run is never marked finished with a figure missing.
 
 The PNGs are the same bytes as drawn inline (tested): the helper runs the same functions with
 the same rcParams (bpexp.plots). One core, ``outputs.figure_worker=false``, no figures, or a
 figure that cannot be pickled: everything is drawn inline, as before.
 
-Protocol (private): pickled ``(kind, job, payload)`` messages on the helper's stdin, pickled
-``(job, error, result)`` answers on a duplicate of its stdout (its own prints go to stderr).
-The helper ignores SIGINT/SIGTERM (the run handles them) and leaves when its stdin closes, so a
-run killed by any signal leaves no helper behind.
+Protocol (private): frames on the helper's stdin (8-byte little-endian length, then a pickled
+``(kind, job, payload)``); pickled ``(job, error, pngs, value)`` answers on a duplicate of its
+stdout (its own prints, and its children's, go to stderr). The helper ignores SIGINT/SIGTERM
+(the run handles them) and leaves when its stdin closes, after its running children, so a run
+killed by any signal leaves no helper behind.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from pathlib import Path
 
 _POOL: Pool | None = None
 MODES = ("auto", "true", "false")
-HELPERS = 1    # helper processes (2 measured slower on 2 cores: the page and the helpers contend)
 
 
 class FigureError(RuntimeError):
@@ -74,17 +78,19 @@ def prestart(argv: list[str]) -> None:
             _POOL = None
 
 
-def configure(figures: bool, mode: str = "auto") -> None:
+def configure(figures: bool, mode: str = "auto", experiment: str | None = None) -> None:
     """The run's decision from its composed config: keep the helper (started now if it was not
-    prestarted) or close it. ``mode``: auto (a helper with 2+ cores), true, false."""
+    prestarted) or close it. ``mode``: auto (a helper with 2+ cores), true, false. The helper
+    imports ``experiment``'s module now (its figures and page functions), while the run
+    computes."""
     global _POOL
     keep = figures and (mode == "true" or (mode == "auto" and usable_cores() >= 2))
     if keep and _POOL is None:
         prestart(["outputs.figure_worker=true"])
     elif not keep:
         close()
-    if _POOL is not None:   # the second helper starts now: its imports overlap the compute,
-        _POOL.grow(HELPERS)  # not this process's own imports
+    if _POOL is not None and experiment:
+        _POOL.send("warm", -1, experiment.encode())
 
 
 def active() -> bool:
@@ -100,10 +106,7 @@ def draw(fn: str, *args, **kwargs) -> None:
     if out is not None and not out.FIGURES:
         return
     if active():
-        try:
-            payload = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:   # something unpicklable: draw it here
-            payload = None
+        payload = _pickled((fn, args, kwargs))
         if payload is not None:
             _POOL.submit("call", payload, fn.rpartition(":")[2])
             return
@@ -115,16 +118,40 @@ def offload(fig, path) -> bool:
     (False: no helper, or the figure does not pickle)."""
     if not active():
         return False
-    try:
-        payload = pickle.dumps((fig, str(path)), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
+    payload = _pickled((fig, str(path)))
+    if payload is None:
         return False
     _POOL.submit("fig", payload, Path(path).name)
     return True
 
 
+class Ticket:
+    """The value of a function handed to the helper by :func:`ask`."""
+
+    def __init__(self, pool: Pool, job: int):
+        self.pool, self.job = pool, job
+
+    def get(self):
+        """Its value, waiting for it; None when it failed or the helper stopped (the caller
+        then computes it itself). ``error`` says why."""
+        self.value, self.error = self.pool.value(self.job)
+        return self.value
+
+
+def ask(fn: str, *args, **kwargs) -> Ticket | None:
+    """Call ``fn`` (``"package.module:function"``) in the helper; its value comes back through
+    the returned :class:`Ticket`. None when no helper runs or the arguments do not pickle: the
+    caller computes it itself. Its failure is the ticket's, never :func:`drain`'s."""
+    if not active():
+        return None
+    payload = _pickled((fn, args, kwargs))
+    if payload is None:
+        return None
+    return Ticket(_POOL, _POOL.submit("ask", payload, fn.rpartition(":")[2]))
+
+
 def drain() -> dict:
-    """Wait for every figure handed over; returns {png name: render seconds in the helper} and
+    """Wait for every job handed over; returns {png name: render seconds in the helper} and
     adds them to ``outputs.FIGURE_S``; raises the first figure's error."""
     if _POOL is None:
         return {}
@@ -136,8 +163,8 @@ def drain() -> dict:
 
 
 def close(wait: bool = True) -> None:
-    """Stop the helpers (``wait``: until they have exited; the end of the process does not
-    wait, since every PNG was drained first)."""
+    """Stop the helper (``wait``: until it has exited; the end of the process does not wait,
+    since every PNG was drained first)."""
     global _POOL
     if _POOL is not None:
         _POOL.close(wait)
@@ -145,6 +172,13 @@ def close(wait: bool = True) -> None:
     out = sys.modules.get("bpexp.outputs")
     if out is not None:
         out.OFFLOAD = None
+
+
+def _pickled(obj) -> bytes | None:
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:   # something unpicklable: the caller does it here
+        return None
 
 
 def _resolve(ref: str):
@@ -157,114 +191,121 @@ def _resolve(ref: str):
     return obj
 
 
+def _frame(obj) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(8, "little") + data
+
+
 # ---------------------------------------------------------------- this process's side
 class Pool:
-    """Helper processes (one at prestart, ``HELPERS`` once the run is configured) and their
-    figure jobs: each job goes to the helper with the fewest unanswered ones (a slide's three
-    PNGs draw on two cores at once)."""
+    """The helper process and its jobs: figures (their PNG seconds and errors, kept for
+    :meth:`wait`) and asked values (kept per job for :meth:`value`)."""
 
-    def __init__(self, n: int = 1):
-        self.procs: list[subprocess.Popen] = []
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "bpexp.helper"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     close_fds=True)
         self.lock = threading.Condition()
         self.sent = self.answered = 0
         self.names: dict[int, str] = {}
-        self.pending: list[int] = []          # unanswered jobs per helper
+        self.asked: set[int] = set()
+        self.values: dict[int, tuple] = {}    # asked job -> (value, error)
         self.results: dict[str, float] = {}   # PNG name -> seconds plots.save took
         self.errors: list[BaseException] = []
         self.dead: str | None = None
-        self.grow(n)
+        threading.Thread(target=self._read, daemon=True, name="figure-helper").start()
         from bpexp import outputs
 
         outputs.OFFLOAD = offload   # plots.save hands built figures over from now on
 
-    def grow(self, n: int) -> None:
-        """Start helpers until there are ``n``."""
-        while len(self.procs) < n:
-            p = subprocess.Popen([sys.executable, "-m", "bpexp.render"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, close_fds=True)
-            with self.lock:
-                self.procs.append(p)
-                self.pending.append(0)
-            threading.Thread(target=self._read, args=(len(self.procs) - 1,), daemon=True,
-                             name=f"figure-helper-{len(self.procs)}").start()
-
     def alive(self) -> bool:
-        return self.dead is None and all(p.poll() is None for p in self.procs)
+        return self.dead is None and self.proc.poll() is None
 
-    def submit(self, kind: str, payload: bytes, name: str) -> None:
-        with self.lock:
-            job = self.sent
-            self.sent += 1
-            self.names[job] = name
-            i = min(range(len(self.procs)), key=self.pending.__getitem__)
-            self.pending[i] += 1
+    def send(self, kind: str, job: int, payload: bytes) -> None:
         try:
-            stdin = self.procs[i].stdin
-            pickle.dump((kind, job, payload), stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            stdin.flush()
+            self.proc.stdin.write(_frame((kind, job, payload)))
+            self.proc.stdin.flush()
         except (BrokenPipeError, OSError) as e:
             with self.lock:
                 self.dead = f"the figure helper stopped ({e})"
                 self.lock.notify_all()
 
-    def _read(self, i: int) -> None:
-        out = self.procs[i].stdout
+    def submit(self, kind: str, payload: bytes, name: str) -> int:
+        with self.lock:
+            job = self.sent
+            self.sent += 1
+            self.names[job] = name
+            if kind == "ask":
+                self.asked.add(job)
+        self.send(kind, job, payload)
+        return job
+
+    def _read(self) -> None:
+        out = self.proc.stdout
         while True:
             try:
-                job, error, result = pickle.load(out)
+                job, error, pngs, value = pickle.load(out)
             except Exception as e:   # EOF or a broken stream: the helper is gone
                 with self.lock:
-                    if self.dead is None and self.pending[i]:
+                    if self.dead is None and self.answered < self.sent:
                         self.dead = f"the figure helper stopped ({type(e).__name__})"
                     self.lock.notify_all()
                 return
             with self.lock:
                 name = self.names.pop(job, f"job {job}")
-                if error is not None:
+                if job in self.asked:
+                    self.values[job] = (value, None if error is None else
+                                        f"{error[0]}: {error[1]}")
+                elif error is not None:
                     self.errors.append(_rebuild(error, name))
                 else:
-                    self.results.update(result)
+                    self.results.update(pngs)
                 self.answered += 1
-                self.pending[i] -= 1
                 self.lock.notify_all()
+
+    def _wait_for(self, done) -> None:
+        """Until ``done()`` or the helper is gone (its last answers read first)."""
+        while not done() and self.dead is None:
+            self.lock.wait(0.5)
+            if self.proc.poll() is not None and not done():
+                self.lock.wait(0.2)   # the reader sees the last answers, then EOF
+                if not done():
+                    self.dead = self.dead or (f"the figure helper exited with code "
+                                              f"{self.proc.returncode}")
+
+    def value(self, job: int) -> tuple:
+        """(value, error) of the asked ``job``, waiting for it."""
+        with self.lock:
+            self._wait_for(lambda: job in self.values)
+            self.asked.discard(job)
+            return self.values.pop(job, (None, self.dead))
 
     def wait(self) -> dict:
         with self.lock:
-            while self.answered < self.sent and self.dead is None:
-                self.lock.wait(0.5)
-                gone = [p for i, p in enumerate(self.procs)
-                        if p.poll() is not None and self.pending[i]]
-                if gone:
-                    self.lock.wait(0.2)   # the readers see the last answers, then EOF
-                    if self.answered < self.sent:
-                        self.dead = self.dead or (f"the figure helper exited with code "
-                                                  f"{gone[0].returncode}")
+            self._wait_for(lambda: self.answered >= self.sent)
             results, errors = dict(self.results), list(self.errors)
-            missing = self.sent - self.answered
+            missing = [n for j, n in self.names.items() if j not in self.asked]
             self.results.clear()
             self.errors.clear()
-            self.sent = self.answered = 0
-            self.pending = [0] * len(self.procs)
-            self.names.clear()
         if errors:
             raise errors[0]
         if missing:
-            raise FigureError(f"{missing} figure(s) not drawn: {self.dead}")
+            raise FigureError(f"{len(missing)} figure(s) not drawn ({', '.join(missing[:3])}): "
+                              f"{self.dead}")
         return results
 
     def close(self, wait: bool = True) -> None:
-        """Close the helpers' stdin (they leave); ``wait``: until they have."""
-        for p in self.procs:
+        """Close the helper's stdin (it leaves); ``wait``: until it has."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        if wait:
             try:
-                p.stdin.close()
-            except OSError:
-                pass
-        for p in self.procs if wait else ():
-            try:
-                p.wait(timeout=5)
+                self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                self.proc.kill()
+                self.proc.wait()
 
 
 def _rebuild(error: tuple, name: str) -> BaseException:
@@ -286,42 +327,3 @@ def _rebuild(error: tuple, name: str) -> BaseException:
         except Exception:
             pass
     return FigureError(f"{name}: {tname}: {message}\n{tb}")
-
-
-# ---------------------------------------------------------------- the helper's side
-def serve() -> None:
-    """The helper: import the drawing stack, then draw each job and answer it (a figure
-    function's module is imported at its first job: keep figure modules free of JAX)."""
-    import signal
-    import traceback
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)   # the run handles them; stdin's EOF ends us
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)                            # prints from figure code go to stderr
-    from bpexp import outputs, plots         # matplotlib, Agg, the slide rcParams
-
-    outputs.FIGURES = True
-    inbox = sys.stdin.buffer
-    while True:
-        try:
-            kind, job, payload = pickle.load(inbox)
-        except EOFError:
-            return
-        outputs.FIGURE_S.clear()   # plots.save records each PNG's seconds here
-        try:
-            if kind == "fig":
-                fig, path = pickle.loads(payload)
-                plots.save(fig, path)
-            else:
-                fn, args, kwargs = pickle.loads(payload)
-                _resolve(fn)(*args, **kwargs)
-            answer = (job, None, dict(outputs.FIGURE_S))
-        except BaseException as e:   # every failure travels back
-            answer = (job, (type(e).__name__, str(e), traceback.format_exc()), None)
-        pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
-        answers.flush()
-
-
-if __name__ == "__main__":
-    serve()

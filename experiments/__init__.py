@@ -59,6 +59,8 @@ import sys
 import types
 from pathlib import Path
 
+from bpexp import conf_dir
+
 ENV = "BPEXP_EXPERIMENTS"   # folders of experiment packages outside bpexp (like PATH)
 
 
@@ -75,9 +77,7 @@ def external() -> dict[str, Path]:
 
 def yaml_path(name: str) -> Path | None:
     """The experiment's YAML: conf/experiment/NAME.yaml, or NAME/NAME.yaml of an external one."""
-    from bpexp.config import CONF_DIR
-
-    builtin = CONF_DIR / "experiment" / f"{name}.yaml"
+    builtin = conf_dir() / "experiment" / f"{name}.yaml"
     if builtin.is_file():
         return builtin
     ext = external().get(name)
@@ -85,10 +85,8 @@ def yaml_path(name: str) -> Path | None:
 
 
 def _builtin() -> set[str]:
-    from bpexp.config import CONF_DIR
-
     here = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
-    return here & {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
+    return here & {p.stem for p in (conf_dir() / "experiment").glob("*.yaml")}
 
 
 def names() -> tuple[str, ...]:
@@ -102,10 +100,11 @@ def get(name: str) -> types.ModuleType:
     """The experiment module ``name``; a one-line UserError listing the known ones otherwise.
     An external package is imported as ``bpexp.experiments.NAME``, so its own modules import
     each other the same way the built-in ones do."""
-    from bpexp.config import ConfigError
-
     known = names()
     if name not in known:
+        from bpexp.config import ConfigError   # JAX's stack: only on this path (pages and the
+        # figure helper import experiments without it)
+
         raise ConfigError(f"experiment={name!r} is not an experiment; choose one of "
                           f"{', '.join(known)}")
     full = f"{__name__}.{name}"

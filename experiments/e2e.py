@@ -152,15 +152,17 @@ def time_defaults(P, run) -> dict:
     return out
 
 
+WAIT = "waiting for the figure helper (PNGs, page's figures)"
 COMPUTE_PARTS = ("compile_s", "sweep_s")   # the science, as the target's summary states it
 REFINE_PARTS = ("refine_compile_s", "refine_sweep_s")   # lr_sweep's refinement rounds, if any
 
 
 def breakdown(r: dict) -> dict:
     """A child run's wall seconds by phase, in order: startup, the experiment's own phases
-    (compute, save, present), the page's slow part (prepared while the figure helper draws),
-    the wait for the helper's PNGs, and the remainder (the page written, the index, exit).
-    Without a helper the PNGs are drawn inside present: shown as their own phase."""
+    (compute, save, present), then either the wait for the figure helper (its PNGs and the
+    page's slow part, prepared there at the same time) or, without a helper, the PNGs (drawn
+    inside present) and the page's slow part as phases of their own; the remainder is the
+    page written, the index and the exit."""
     t = r["timings"]
     figs = sum(v for k, v in t.items() if k.startswith("figure "))
     helper = bool(t.get("figure_helper"))
@@ -168,11 +170,11 @@ def breakdown(r: dict) -> dict:
     parts = {"startup (imports, config)": t.get("startup", 0.0),
              "compute": t.get("compute", 0.0), "save": t.get("save", 0.0),
              "present (tables, report)": t.get("present", 0.0) - inline}
-    if not helper:
-        parts["figures (PNG)"] = inline
-    parts["page (its figures)"] = t.get("page", 0.0)
     if helper:
-        parts["waiting for the figure helper"] = t.get("figures_wait", 0.0)
+        parts[WAIT] = t.get("page", 0.0) + t.get("figures_wait", 0.0)
+    else:
+        parts["figures (PNG)"] = inline
+        parts["page (its figures)"] = t.get("page", 0.0)
     parts["page written, index, exit"] = r["wall_s"] - sum(parts.values())
     return parts
 
@@ -234,9 +236,9 @@ def shows(s: dict) -> list[str]:
            f"The largest part is {big}: {ph[big]:.2f} s ({ph[big] / s['warm_wall_s']:.0%})."]
     if s.get("figure_helper"):
         out.append(f"A second process drew the {len(s['figures'])} PNGs "
-                   f"({sum(s['figures'].values()):.2f} s of drawing) while the run prepared its "
-                   f"page; the run waited {ph.get('waiting for the figure helper', 0.0):.2f} s "
-                   "for them.")
+                   f"({sum(s['figures'].values()):.2f} s of drawing, one child process per "
+                   "figure) and prepared the page's figures beside them; after its report the "
+                   f"run waited {ph.get(WAIT, 0.0):.2f} s for them.")
     out.append(f"The cold run (empty compile cache) takes {s['cold_wall_s']:.2f} s and compiles "
                f"in {s['cold_compile_s']:.2f} s; warm, the persistent cache brings compile to "
                f"{s['warm_compile_s']:.2f} s.")

@@ -32,6 +32,9 @@ def test_phases_add_up_and_the_ratio_is_computed(tmp_path):
     assert sum(s["phases"].values()) == pytest.approx(s["warm_wall_s"], rel=1e-9)
     assert s["phases"]["startup (imports, config)"] == t["startup"] > 0
     assert s["phases"]["compute"] == t["compute"] > 0
+    if s["figure_helper"]:   # the PNGs and the page's figures, both made in the helper
+        assert s["phases"][e2e.WAIT] == pytest.approx(t["page"] + t["figures_wait"], abs=1e-12)
+        assert "page (its figures)" not in s["phases"]
     assert s["sweep_s"] == csum["sweep_s"] and s["warm_compile_s"] == csum["compile_s"]
     want = s["warm_wall_s"] / (s["import_jax_s"] + csum["compile_s"] + csum["sweep_s"])
     assert s["ratio_e2e_over_compute"] == pytest.approx(want, rel=1e-12)

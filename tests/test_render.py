@@ -1,6 +1,7 @@
 """The figure helper (bpexp.render): PNGs drawn in a second process are the same bytes as drawn
-inline, errors come back as themselves, the helper never outlives the run, and the command
-line keeps its outputs with the helper on or off."""
+inline, its jobs run at the same time in forked children, asked values (the run's page) come
+back equal to the ones computed here, errors come back as themselves, the helper never
+outlives the run, and the command line keeps its outputs with the helper on or off."""
 
 import os
 import signal
@@ -20,9 +21,13 @@ def clean_env():
 
 
 @pytest.fixture
-def pool():
+def pool(monkeypatch):
+    """A helper that can import tests/render_jobs.py."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        here, os.environ.get("PYTHONPATH")])))
     render.close()
-    render.configure(True, "true")
+    render.configure(True, "true", "lr_sweep")
     assert render.active()
     yield render
     render.close()
@@ -94,6 +99,48 @@ def test_an_unpicklable_figure_is_drawn_here(tmp_path, pool):
     assert (tmp_path / "x.png").exists() and render.drain() == {}
 
 
+def test_jobs_run_in_forked_children_and_their_values_come_back(pool):
+    tickets = [render.ask("render_jobs:pid") for _ in range(3)]
+    pids = [t.get() for t in tickets]
+    helper = render._POOL.proc.pid
+    assert all(isinstance(p, int) for p in pids) and helper not in pids
+    assert len(set(pids)) == 3     # one child per job
+    assert render.drain() == {}
+
+
+@pytest.mark.skipif(render.usable_cores() < 2, reason="jobs run at the same time only with "
+                                                      "2 or more cores")
+def test_two_jobs_run_at_the_same_time(tmp_path, pool):
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = render.ask("render_jobs:meet", str(a), str(b))
+    second = render.ask("render_jobs:meet", str(b), str(a))
+    assert first.get() is True and second.get() is True   # each saw the other's file
+
+
+def test_a_failed_ask_is_its_tickets_alone(tmp_path, pool):
+    bad = render.ask("render_jobs:fail", "no page today")
+    render.draw("bpexp.experiments.lr_sweep.figures:loss_curves_by_lr", np.arange(4),
+                np.ones((2, 4)), np.array([0.1, 1.0]), tmp_path / "ok.png")
+    assert set(render.drain()) == {"ok.png"}          # drain does not raise it
+    assert bad.get() is None and "ValueError: no page today" in bad.error
+
+
+def test_a_child_that_dies_is_an_error_and_the_helper_goes_on(tmp_path, pool):
+    render.draw("os:_exit", 3)                        # dies without answering
+    gone = render.ask("os:_exit", 4)
+    with pytest.raises(render.FigureError, match="status"):
+        render.drain()
+    assert gone.get() is None and "status" in gone.error
+    plots.save(_line_figure(), tmp_path / "after.png")
+    assert set(render.drain()) == {"after.png"} and render.active()
+
+
+def test_an_unknown_experiment_to_warm_up_changes_nothing(tmp_path, pool):
+    render.configure(True, "true", "no_such_experiment")
+    plots.save(_line_figure(), tmp_path / "x.png")
+    assert set(render.drain()) == {"x.png"}
+
+
 @pytest.mark.parametrize("argv,cores,want", [
     (["+experiment=lr_sweep"], 2, True),
     (["+experiment=lr_sweep"], 1, False),
@@ -113,7 +160,7 @@ def test_which_command_lines_start_a_helper(argv, cores, want, monkeypatch):
 def test_the_helper_leaves_when_its_run_is_killed(tmp_path):
     """kill -9 of the run: the helper sees its stdin close and exits."""
     code = ("import os, sys, time\nfrom bpexp import render\n"
-            "render.configure(True, 'true')\nprint(render._POOL.procs[0].pid, flush=True)\n"
+            "render.configure(True, 'true')\nprint(render._POOL.proc.pid, flush=True)\n"
             "time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                          env=clean_env())
@@ -158,6 +205,15 @@ def test_the_command_line_writes_the_same_pngs_with_the_helper_on_or_off(tmp_pat
     off_s = json.loads((off / "summary.json").read_text())
     for k in ("lrs", "diverged_fraction", "threshold_refined"):
         assert on_s[k] == off_s[k]
+    # the page's slow part, prepared in the helper (as the run did) and here: the same
+    from bpexp import pages
+
+    render.close()
+    render.configure(True, "true", "lr_sweep")
+    there = render.ask("bpexp.pages:prepare_run", str(on)).get()
+    render.close()
+    here = pages.prepare_run(on)
+    assert there == here and there["main"] and there["rest"]
 
 
 def test_a_bad_figure_worker_value_is_one_line(tmp_path):

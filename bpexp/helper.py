@@ -1,0 +1,168 @@
+"""The figure helper's side of bpexp.render: ``python -m bpexp.helper``, started by a run.
+
+It imports matplotlib (bpexp.plots, the slide rcParams) and the page's stack
+(bpexp.pages.warm), then reads framed jobs from its stdin (bpexp.render's protocol) and runs
+each in a forked child, at most as many at once as there are cores; a child sends its answer
+up a pipe and leaves, and the helper passes the answers on in the order the jobs finish. The
+loop is single-threaded (a selector), so forking is safe; without ``os.fork``, or with Python
+threads running, the jobs run here one after another.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+
+from bpexp.render import _resolve, usable_cores
+
+
+def _job(kind: str, job: int, payload: bytes) -> tuple:
+    """Run one job here; its answer ``(job, error, pngs, value)``, every failure included."""
+    import traceback
+
+    from bpexp import outputs, plots
+
+    outputs.FIGURE_S.clear()   # plots.save records each PNG's seconds here
+    value = None
+    try:
+        if kind == "fig":
+            fig, path = pickle.loads(payload)
+            plots.save(fig, path)
+        else:
+            fn, args, kwargs = pickle.loads(payload)
+            value = _resolve(fn)(*args, **kwargs)
+        return (job, None, dict(outputs.FIGURE_S), value if kind == "ask" else None)
+    except BaseException as e:   # every failure travels back
+        return (job, (type(e).__name__, str(e), traceback.format_exc()), None, None)
+
+
+def _warm(experiment: str) -> None:
+    """Import the experiment's module (its figure and page functions) before its first job."""
+    try:
+        from bpexp import experiments
+
+        experiments.get(experiment)
+    except Exception:   # its job says what is wrong, in the run
+        pass
+
+
+class _Helper:
+    """The helper's loop: frames in from stdin, one forked child per job (at most ``limit``
+    at once), answers out in the order the jobs finish. Single-threaded (a selector), so
+    forking is safe."""
+
+    def __init__(self, answers):
+        import selectors
+
+        self.answers = answers
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(0, selectors.EVENT_READ)
+        self.inbox = bytearray()
+        self.queue: list[tuple] = []
+        self.children: dict[int, list] = {}   # pipe fd -> [pid, job, bytes read]
+        self.limit = max(1, usable_cores())
+        self.eof = False
+
+    def run(self) -> None:
+        while not (self.eof and not self.children):
+            for key, _ in self.sel.select():
+                if key.fd == 0:
+                    self._read_inbox()
+                else:
+                    self._read_child(key.fd)
+            while self.queue and len(self.children) < self.limit:
+                self._start(*self.queue.pop(0))
+
+    def _read_inbox(self) -> None:
+        chunk = os.read(0, 1 << 20)
+        if not chunk:   # the run closed us (or died): no new jobs; running ones finish
+            self.eof = True
+            self.sel.unregister(0)
+            self.queue.clear()
+            return
+        self.inbox += chunk
+        while len(self.inbox) >= 8:
+            n = int.from_bytes(self.inbox[:8], "little")
+            if len(self.inbox) < 8 + n:
+                break
+            kind, job, payload = pickle.loads(bytes(self.inbox[8:8 + n]))
+            del self.inbox[:8 + n]
+            if kind == "warm":
+                _warm(payload.decode())
+            else:
+                self.queue.append((kind, job, payload))
+
+    def _start(self, kind: str, job: int, payload: bytes) -> None:
+        if not hasattr(os, "fork") or threading.active_count() > 1:
+            self._answer(_job(kind, job, payload))
+            return
+        import warnings
+
+        r, w = os.pipe()
+        with warnings.catch_warnings():   # Python 3.12+ warns of native threads (OpenBLAS's
+            warnings.simplefilter("ignore", DeprecationWarning)   # pool, fork-safe by design)
+            pid = os.fork()
+        if pid == 0:   # the child: do the job, send its answer up the pipe, leave
+            try:
+                os.close(r)
+                data = pickle.dumps(_job(kind, job, payload), protocol=pickle.HIGHEST_PROTOCOL)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(w, view):]
+            finally:
+                os._exit(0)
+        os.close(w)
+        self.children[r] = [pid, job, bytearray()]
+        import selectors
+
+        self.sel.register(r, selectors.EVENT_READ)
+
+    def _read_child(self, fd: int) -> None:
+        chunk = os.read(fd, 1 << 20)
+        if chunk:
+            self.children[fd][2] += chunk
+            return
+        self.sel.unregister(fd)
+        os.close(fd)
+        pid, job, data = self.children.pop(fd)
+        _, status = os.waitpid(pid, 0)
+        try:
+            answer = pickle.loads(bytes(data))
+        except Exception:   # the child died before answering (a crash in native code)
+            answer = (job, ("FigureError", f"the helper's child process ended with status "
+                                           f"{status} before answering", ""), None, None)
+        self._answer(answer)
+
+    def _answer(self, answer: tuple) -> None:
+        try:
+            pickle.dump(answer, self.answers, protocol=pickle.HIGHEST_PROTOCOL)
+            self.answers.flush()
+        except (BrokenPipeError, OSError):   # the run is gone: nobody to tell
+            pass
+
+
+def serve() -> None:
+    """The helper: import the drawing and page stacks, then run each job (a figure function's
+    module is imported at the first job or the run's warm-up message: keep figure modules
+    free of JAX)."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)   # the run handles them; stdin's EOF ends us
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)                            # prints from figure code go to stderr
+    from bpexp import outputs, plots         # noqa: F401  matplotlib, Agg, the slide rcParams
+
+    outputs.FIGURES = True
+    try:
+        from bpexp import pages
+
+        pages.warm()       # the page's stack: xarray, zarr, markdown, plotly's template
+    except Exception:      # the page's job says what is wrong, in the run
+        pass
+    _Helper(answers).run()
+
+
+if __name__ == "__main__":
+    serve()
