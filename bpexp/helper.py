@@ -1,11 +1,12 @@
 """The figure helper's side of bpexp.render: ``python -m bpexp.helper``, started by a run.
 
-It imports matplotlib (bpexp.plots, the slide rcParams) and the page's stack
-(bpexp.pages.warm), then reads framed jobs from its stdin (bpexp.render's protocol) and runs
-each in a forked child, at most as many at once as there are cores; a child sends its answer
-up a pipe and leaves, and the helper passes the answers on in the order the jobs finish. The
-loop is single-threaded (a selector), so forking is safe; without ``os.fork``, or with Python
-threads running, the jobs run here one after another.
+It imports matplotlib (bpexp.plots, the slide rcParams) and, when the run's experiment module
+imports without JAX, that module and the page's stack (:func:`warm`), then reads framed jobs
+from its stdin (bpexp.render's protocol) and runs each in a forked child, at most as many at
+once as there are cores; a child sends its answer up a pipe and leaves, and the helper passes
+the answers on in the order the jobs finish. The loop is single-threaded (a selector), so
+forking is safe; without ``os.fork``, or with Python threads running, the jobs run here one
+after another.
 """
 
 from __future__ import annotations
@@ -37,14 +38,43 @@ def _job(kind: str, job: int, payload: bytes) -> tuple:
         return (job, (type(e).__name__, str(e), traceback.format_exc()), None, None)
 
 
-def _warm(experiment: str) -> None:
-    """Import the experiment's module (its figure and page functions) before its first job."""
+class _NoJax:
+    """A meta-path finder that refuses JAX: an experiment module is warmed up only when it
+    imports without it (a failed import leaves nothing half-made in sys.modules)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("jax", "jaxlib"):
+            raise ImportError(f"the figure helper does not import {name}")
+        return None
+
+
+def warm(experiment: str | None) -> bool:
+    """Import ``experiment``'s module and the page's stack (bpexp.pages.warm: xarray, zarr,
+    markdown, plotly's template) when the module imports without JAX; True when both are
+    warm here, so its figures by name and its page are made from warm imports. A module that
+    needs JAX is left to the run, which has JAX already (a child importing it would cost the
+    run half a second at its end)."""
+    import sys
+
+    if not experiment:
+        return False
+    finder = _NoJax()
+    sys.meta_path.insert(0, finder)
     try:
         from bpexp import experiments
 
         experiments.get(experiment)
-    except Exception:   # its job says what is wrong, in the run
-        pass
+    except Exception:   # needs JAX, or does not import at all: the run says what is wrong
+        return False
+    finally:
+        sys.meta_path.remove(finder)
+    try:
+        from bpexp import pages
+
+        pages.warm()
+    except Exception:   # the page is then prepared by the run
+        return False
+    return True
 
 
 class _Helper:
@@ -88,10 +118,7 @@ class _Helper:
                 break
             kind, job, payload = pickle.loads(bytes(self.inbox[8:8 + n]))
             del self.inbox[:8 + n]
-            if kind == "warm":
-                _warm(payload.decode())
-            else:
-                self.queue.append((kind, job, payload))
+            self.queue.append((kind, job, payload))
 
     def _start(self, kind: str, job: int, payload: bytes) -> None:
         if not hasattr(os, "fork") or threading.active_count() > 1:
@@ -142,10 +169,10 @@ class _Helper:
             pass
 
 
-def serve() -> None:
-    """The helper: import the drawing and page stacks, then run each job (a figure function's
-    module is imported at the first job or the run's warm-up message: keep figure modules
-    free of JAX)."""
+def serve(argv: list[str]) -> None:
+    """The helper of a run of the experiment ``argv[0]`` (if given): import the drawing stack,
+    warm the experiment's module and the page's stack up (:func:`warm`, its result the first
+    answer, job -1), then run each job."""
     import signal
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -155,14 +182,12 @@ def serve() -> None:
     from bpexp import outputs, plots         # noqa: F401  matplotlib, Agg, the slide rcParams
 
     outputs.FIGURES = True
-    try:
-        from bpexp import pages
-
-        pages.warm()       # the page's stack: xarray, zarr, markdown, plotly's template
-    except Exception:      # the page's job says what is wrong, in the run
-        pass
-    _Helper(answers).run()
+    helper = _Helper(answers)
+    helper._answer((-1, None, {}, warm(argv[0] if argv else None)))
+    helper.run()
 
 
 if __name__ == "__main__":
-    serve()
+    import sys
+
+    serve(sys.argv[1:])

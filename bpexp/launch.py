@@ -127,9 +127,10 @@ def _complete(module, cfg, run: Run):
     run.save_summary(summary)
     prepared = ticket = None
     with run.timed("page"):        # in the figure helper beside the PNGs, else here meanwhile
-        if outputs.FIGURES:
+        if outputs.FIGURES and render.warm(cfg.experiment.name):
             ticket = render.ask("bpexp.pages:prepare_run", str(run.dir))
-            prepared = _prepare_page(run) if ticket is None else None
+        if outputs.FIGURES and ticket is None:
+            prepared = _prepare_page(run)
     with run.timed("figures_wait"):
         render.drain()             # every PNG written (or its error raised) first
         if ticket is not None:

@@ -2,16 +2,17 @@
 
 After its science, a run's own seconds go to single-threaded Python: matplotlib laying out and
 rendering PNGs, then the page. With two or more cores, ``python -m bpexp`` starts one helper
-process as it starts (:func:`prestart`): the helper imports matplotlib and the page's stack
-(xarray, plotly's template, markdown) while this process imports JAX, and the experiment's
-module once the run is configured (:func:`configure`), then waits. :func:`draw` (a figure
-function by name, called in the helper with numpy arguments) and :func:`offload` (a built
-matplotlib figure, pickled; plots.save uses it) hand figures over and return at once;
+process as it starts (:func:`prestart`): the helper imports matplotlib while this process
+imports JAX, and, when the experiment's module imports without JAX (lr_sweep's does), that
+module and the page's stack (xarray, plotly's template, markdown), then waits. :func:`draw` (a
+figure function by name, called in the helper with numpy arguments) and :func:`offload` (a
+built matplotlib figure, pickled; plots.save uses it) hand figures over and return at once;
 :func:`ask` hands over a function whose value comes back (the run page's slow part,
-bpexp.pages.prepare_run). The helper (bpexp.helper) forks one child per job, at most as
-many at once as there are cores, so a slide's PNGs and the page are drawn at the same time,
-each from the helper's warm imports. :func:`drain` waits for every job and raises the first error a figure
-met (an ``AspectError`` stays one), so a run is never marked finished with a figure missing.
+bpexp.pages.prepare_run, asked of the helper when :func:`warm` says it holds the page's stack).
+The helper (bpexp.helper) forks one child per job, at most as many at once as there are cores,
+so a slide's PNGs and the page are drawn at the same time, each from the helper's warm imports.
+:func:`drain` waits for every job and raises the first error a figure met (an ``AspectError``
+stays one), so a run is never marked finished with a figure missing.
 
 The PNGs are the same bytes as drawn inline (tested): the helper runs the same functions with
 the same rcParams (bpexp.plots). One core, ``outputs.figure_worker=false``, no figures, or a
@@ -68,29 +69,37 @@ def wanted(argv: list[str]) -> bool:
 
 
 def prestart(argv: list[str]) -> None:
-    """Start the helper now when this command line will want one (see :func:`wanted`); the
-    run confirms or closes it with :func:`configure` once its config is known."""
+    """Start the helper now when this command line will want one (see :func:`wanted`), for
+    the experiment it names; the run confirms or closes it with :func:`configure` once its
+    config is known."""
     global _POOL
     if _POOL is None and wanted(argv):
+        names = [v for k, _, v in (a.lstrip("+").partition("=") for a in argv)
+                 if k == "experiment" and v]
         try:
-            _POOL = Pool()
+            _POOL = Pool(names[-1] if names else None)
         except OSError:   # cannot start a process: draw inline
             _POOL = None
 
 
 def configure(figures: bool, mode: str = "auto", experiment: str | None = None) -> None:
-    """The run's decision from its composed config: keep the helper (started now if it was not
-    prestarted) or close it. ``mode``: auto (a helper with 2+ cores), true, false. The helper
-    imports ``experiment``'s module now (its figures and page functions), while the run
-    computes."""
+    """The run's decision from its composed config: keep the helper (started now, for
+    ``experiment``, if it was not prestarted) or close it. ``mode``: auto (a helper with 2+
+    cores), true, false."""
     global _POOL
     keep = figures and (mode == "true" or (mode == "auto" and usable_cores() >= 2))
     if keep and _POOL is None:
-        prestart(["outputs.figure_worker=true"])
+        prestart(["outputs.figure_worker=true"] + ([f"+experiment={experiment}"]
+                                                   if experiment else []))
     elif not keep:
         close()
-    if _POOL is not None and experiment:
-        _POOL.send("warm", -1, experiment.encode())
+
+
+def warm(experiment: str) -> bool:
+    """Whether the helper holds ``experiment``'s module and the page's stack imported
+    (bpexp.helper.warm), so that the run's page is best prepared there; waits for its
+    answer, given as it starts."""
+    return active() and _POOL.experiment == experiment and _POOL.warmed()
 
 
 def active() -> bool:
@@ -201,10 +210,13 @@ class Pool:
     """The helper process and its jobs: figures (their PNG seconds and errors, kept for
     :meth:`wait`) and asked values (kept per job for :meth:`value`)."""
 
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "bpexp.helper"],
+    def __init__(self, experiment: str | None = None):
+        self.experiment = experiment
+        self.proc = subprocess.Popen([sys.executable, "-m", "bpexp.helper",
+                                      *([experiment] if experiment else [])],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      close_fds=True)
+        self.warm: bool | None = None         # the helper's warm-up, once it has answered
         self.lock = threading.Condition()
         self.sent = self.answered = 0
         self.names: dict[int, str] = {}
@@ -252,6 +264,10 @@ class Pool:
                     self.lock.notify_all()
                 return
             with self.lock:
+                if job == -1:   # the warm-up's answer, not a job
+                    self.warm = bool(value)
+                    self.lock.notify_all()
+                    continue
                 name = self.names.pop(job, f"job {job}")
                 if job in self.asked:
                     self.values[job] = (value, None if error is None else
@@ -272,6 +288,11 @@ class Pool:
                 if not done():
                     self.dead = self.dead or (f"the figure helper exited with code "
                                               f"{self.proc.returncode}")
+
+    def warmed(self) -> bool:
+        with self.lock:
+            self._wait_for(lambda: self.warm is not None)
+            return bool(self.warm)
 
     def value(self, job: int) -> tuple:
         """(value, error) of the asked ``job``, waiting for it."""

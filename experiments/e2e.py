@@ -152,7 +152,7 @@ def time_defaults(P, run) -> dict:
     return out
 
 
-WAIT = "waiting for the figure helper (PNGs, page's figures)"
+WAIT = "page's figures + waiting for the figure helper's PNGs"
 COMPUTE_PARTS = ("compile_s", "sweep_s")   # the science, as the target's summary states it
 REFINE_PARTS = ("refine_compile_s", "refine_sweep_s")   # lr_sweep's refinement rounds, if any
 

@@ -135,10 +135,22 @@ def test_a_child_that_dies_is_an_error_and_the_helper_goes_on(tmp_path, pool):
     assert set(render.drain()) == {"after.png"} and render.active()
 
 
-def test_an_unknown_experiment_to_warm_up_changes_nothing(tmp_path, pool):
-    render.configure(True, "true", "no_such_experiment")
-    plots.save(_line_figure(), tmp_path / "x.png")
-    assert set(render.drain()) == {"x.png"}
+def test_the_helper_warms_up_a_light_experiment_and_never_imports_jax(tmp_path, pool):
+    """lr_sweep's module imports without JAX: the helper holds it and the page's stack, so
+    the run asks it for the page. worked_example's needs JAX: the helper leaves it (and JAX)
+    to the run, which then prepares its page itself; an unknown name is the same."""
+    has = "sys:modules.__contains__"
+    assert render.warm("lr_sweep") and not render.warm("worked_example")
+    assert render.ask(has, "bpexp.experiments.lr_sweep").get() is True
+    assert render.ask(has, "xarray").get() is True and render.ask(has, "jax").get() is False
+    for name in ("worked_example", "no_such_experiment"):
+        render.close()
+        render.configure(True, "true", name)
+        assert not render.warm(name)
+        assert render.ask(has, "jax").get() is False
+        assert render.ask(has, "xarray").get() is False
+        plots.save(_line_figure(), tmp_path / f"{name}.png")   # figures as always
+        assert set(render.drain()) == {f"{name}.png"}
 
 
 @pytest.mark.parametrize("argv,cores,want", [
