@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import threading
 
 from bpexp.render import _resolve, usable_cores
@@ -48,14 +49,13 @@ class _NoJax:
         return None
 
 
-def warm(experiment: str | None) -> bool:
+def warm(experiment: str | None):
     """Import ``experiment``'s module and the page's stack (bpexp.pages.warm: xarray, zarr,
-    markdown, plotly's template) when the module imports without JAX; True when both are
-    warm here, so its figures by name and its page are made from warm imports. A module that
-    needs JAX is left to the run, which has JAX already (a child importing it would cost the
-    run half a second at its end)."""
-    import sys
-
+    markdown, plotly's template) when the module imports without JAX; a generator that yields
+    between the two (so the helper notices meanwhile that its run has ended) and returns True
+    when both are warm here, so its figures by name and its page are made from warm imports.
+    A module that needs JAX is left to the run, which has JAX already (a child importing it
+    would cost the run half a second at its end)."""
     if not experiment:
         return False
     finder = _NoJax()
@@ -68,6 +68,7 @@ def warm(experiment: str | None) -> bool:
         return False
     finally:
         sys.meta_path.remove(finder)
+    yield
     try:
         from bpexp import pages
 
@@ -82,10 +83,11 @@ class _Helper:
     at once), answers out in the order the jobs finish. Single-threaded (a selector), so
     forking is safe."""
 
-    def __init__(self, answers):
+    def __init__(self, answers, warming=None):
         import selectors
 
         self.answers = answers
+        self.warming = warming   # warm()'s steps, taken while no job is waiting
         self.sel = selectors.DefaultSelector()
         self.sel.register(0, selectors.EVENT_READ)
         self.inbox = bytearray()
@@ -96,13 +98,24 @@ class _Helper:
 
     def run(self) -> None:
         while not (self.eof and not self.children):
-            for key, _ in self.sel.select():
+            idle = self.warming is not None and not self.eof
+            for key, _ in self.sel.select(0 if idle else None):
                 if key.fd == 0:
                     self._read_inbox()
                 else:
                     self._read_child(key.fd)
             while self.queue and len(self.children) < self.limit:
                 self._start(*self.queue.pop(0))
+            if idle and not self.eof:
+                self._warm_step()
+
+    def _warm_step(self) -> None:
+        """One step of the warm-up; its result is the first answer (job -1)."""
+        try:
+            next(self.warming)
+        except StopIteration as done:
+            self.warming = None
+            self._answer((-1, None, {}, bool(done.value)))
 
     def _read_inbox(self) -> None:
         chunk = os.read(0, 1 << 20)
@@ -182,12 +195,10 @@ def serve(argv: list[str]) -> None:
     from bpexp import outputs, plots         # noqa: F401  matplotlib, Agg, the slide rcParams
 
     outputs.FIGURES = True
-    helper = _Helper(answers)
-    helper._answer((-1, None, {}, warm(argv[0] if argv else None)))
-    helper.run()
+    _Helper(answers, warm(argv[0] if argv else None)).run()
+    sys.stderr.flush()   # every answer is written: leave without the interpreter's teardown
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    import sys
-
     serve(sys.argv[1:])

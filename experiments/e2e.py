@@ -44,7 +44,7 @@ class Params:
     name: str = "e2e"
     target: str = "lr_sweep"          # the experiment timed end to end
     args: Any = field(default_factory=list)   # its overrides, as typed
-    repeats: int = 2                  # warm runs (the median is reported)
+    repeats: int = 3                  # warm runs (the median is reported)
     defaults: Any = field(default_factory=list)   # experiments whose default run is timed too,
                                       # cold then warm: names, or [all] (every one but e2e)
     limit_s: float = 20.0             # a default run is flagged when its cold wall exceeds this
@@ -152,7 +152,7 @@ def time_defaults(P, run) -> dict:
     return out
 
 
-WAIT = "page's figures + waiting for the figure helper's PNGs"
+WAIT = "PNGs and the page's figures"   # their wait, when the figure helper makes them
 COMPUTE_PARTS = ("compile_s", "sweep_s")   # the science, as the target's summary states it
 REFINE_PARTS = ("refine_compile_s", "refine_sweep_s")   # lr_sweep's refinement rounds, if any
 
