@@ -107,7 +107,7 @@ def _template() -> dict:
 
 def warm() -> None:
     """Import what :func:`prepare_run` needs (xarray and zarr, markdown, the experiments'
-    discovery) and load plotly's template, reading no run: the figure helper (bpexp.render)
+    discovery) and load plotly's template, reading no run: the figure helper (bpexp.helper)
     does it while the run computes, so the page is then prepared from warm imports."""
     import xarray  # noqa: F401
     import zarr  # noqa: F401
