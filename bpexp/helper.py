@@ -39,6 +39,15 @@ def _job(kind: str, job: int, payload: bytes) -> tuple:
         return (job, (type(e).__name__, str(e), traceback.format_exc()), None, None)
 
 
+def _encode(answer: tuple) -> bytes:
+    """The pickled answer; a value that does not pickle becomes the job's error."""
+    try:
+        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        return pickle.dumps((answer[0], (type(e).__name__, f"its value does not pickle: {e}",
+                                         ""), None, None), protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class _NoJax:
     """A meta-path finder that refuses JAX: an experiment module is warmed up only when it
     imports without it (a failed import leaves nothing half-made in sys.modules)."""
@@ -146,8 +155,7 @@ class _Helper:
         if pid == 0:   # the child: do the job, send its answer up the pipe, leave
             try:
                 os.close(r)
-                data = pickle.dumps(_job(kind, job, payload), protocol=pickle.HIGHEST_PROTOCOL)
-                view = memoryview(data)
+                view = memoryview(_encode(_job(kind, job, payload)))
                 while view:
                     view = view[os.write(w, view):]
             finally:
@@ -169,14 +177,14 @@ class _Helper:
         _, status = os.waitpid(pid, 0)
         try:
             answer = pickle.loads(bytes(data))
-        except Exception:   # the child died before answering (a crash in native code)
+        except Exception:   # the child died before answering (a crash in native code, exit)
             answer = (job, ("FigureError", f"the helper's child process ended with status "
                                            f"{status} before answering", ""), None, None)
         self._answer(answer)
 
     def _answer(self, answer: tuple) -> None:
         try:
-            pickle.dump(answer, self.answers, protocol=pickle.HIGHEST_PROTOCOL)
+            self.answers.write(_encode(answer))
             self.answers.flush()
         except (BrokenPipeError, OSError):   # the run is gone: nobody to tell
             pass

@@ -125,6 +125,12 @@ def test_a_failed_ask_is_its_tickets_alone(tmp_path, pool):
     assert bad.get() is None and "ValueError: no page today" in bad.error
 
 
+def test_a_value_that_does_not_pickle_is_the_tickets_error(pool):
+    t = render.ask("render_jobs:unpicklable")
+    assert t.get() is None and "does not pickle" in t.error
+    assert render.ask("render_jobs:pid").get() > 0   # the stream goes on
+
+
 def test_a_child_that_dies_is_an_error_and_the_helper_goes_on(tmp_path, pool):
     render.draw("os:_exit", 3)                        # dies without answering
     gone = render.ask("os:_exit", 4)
