@@ -164,8 +164,8 @@ def figures_for(run_dir: Path, experiment: str, summary: dict) -> tuple[list, li
 def prepare_run(run_dir) -> dict:
     """The slow part of a run's page, which does not depend on how the run ended: its figures
     from the stored arrays and report.md, as HTML. ``write_run(run_dir, prepared=...)``
-    finishes the page; a run prepares it while its figure helper draws the PNGs
-    (bpexp.launch)."""
+    finishes the page; a run has it prepared beside its PNGs, by the figure helper when that
+    holds the page's imports (bpexp.launch, bpexp.render.ask)."""
     run_dir = Path(run_dir)
     env = _read(run_dir / "env.json", "json") or {}
     cfg = _read(run_dir / "config.yaml", "yaml") or {}

@@ -139,11 +139,15 @@ class Ticket:
 
     def __init__(self, pool: Pool, job: int):
         self.pool, self.job = pool, job
+        self.value = self.error = None
+        self.done = False
 
     def get(self):
-        """Its value, waiting for it; None when it failed or the helper stopped (the caller
-        then computes it itself). ``error`` says why."""
-        self.value, self.error = self.pool.value(self.job)
+        """Its value, waiting for it the first time; None when it failed or the helper
+        stopped (the caller then computes it itself). ``error`` says why."""
+        if not self.done:
+            self.value, self.error = self.pool.value(self.job)
+            self.done = True
         return self.value
 
 
@@ -233,15 +237,6 @@ class Pool:
     def alive(self) -> bool:
         return self.dead is None and self.proc.poll() is None
 
-    def send(self, kind: str, job: int, payload: bytes) -> None:
-        try:
-            self.proc.stdin.write(_frame((kind, job, payload)))
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as e:
-            with self.lock:
-                self.dead = f"the figure helper stopped ({e})"
-                self.lock.notify_all()
-
     def submit(self, kind: str, payload: bytes, name: str) -> int:
         with self.lock:
             job = self.sent
@@ -249,7 +244,13 @@ class Pool:
             self.names[job] = name
             if kind == "ask":
                 self.asked.add(job)
-        self.send(kind, job, payload)
+        try:
+            self.proc.stdin.write(_frame((kind, job, payload)))
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as e:
+            with self.lock:
+                self.dead = f"the figure helper stopped ({e})"
+                self.lock.notify_all()
         return job
 
     def _read(self) -> None:

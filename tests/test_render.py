@@ -105,6 +105,7 @@ def test_jobs_run_in_forked_children_and_their_values_come_back(pool):
     helper = render._POOL.proc.pid
     assert all(isinstance(p, int) for p in pids) and helper not in pids
     assert len(set(pids)) == 3     # one child per job
+    assert [t.get() for t in tickets] == pids   # asked again: the same value, no new wait
     assert render.drain() == {}
 
 
