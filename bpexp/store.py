@@ -149,8 +149,12 @@ class GridStore:
         for _ in range(2):
             if self.done()[i]:
                 return False
+            # the claim appears with its owner written (a hard link of a written file), so
+            # another process never reads an empty claim and takes it for one whose owner left
+            tmp = claims / f".{int(i)}.{secrets.token_hex(6)}"
+            tmp.write_text(self.owner)
             try:
-                fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.link(tmp, mark)
             except FileExistsError:
                 try:
                     holder = mark.read_text().strip()
@@ -161,8 +165,8 @@ class GridStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(mark)           # its owner is gone: take it over
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.owner)
+            finally:
+                os.remove(tmp)
             return not self.done()[i]
         return False
 
